@@ -1,0 +1,187 @@
+"""Typed config schemas, registered in Hydra's ConfigStore.
+
+``conf/config.yaml`` starts from ``base_config`` (the :class:`Config` dataclass), so every group
+file (``model/``, ``task/``, ``prompt/``, ``probe/``, ``tracker/``) is merged into a typed node:
+a misspelled key or a wrong type fails at compose time, and an unknown group option fails with
+Hydra's list of available options. Registry names (``model.name``, ``task.name``,
+``probe.name``) are checked by :func:`validate` before any work, with did-you-mean suggestions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class OnError(str, Enum):
+    """What to do with unreadable image files: stop before extraction, or leave them out."""
+
+    stop = "stop"
+    skip = "skip"
+
+
+class TrackerMode(str, Enum):
+    """W&B mode. ``auto`` = online when an API key is configured, else offline."""
+
+    auto = "auto"
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass
+class ModelConfig:
+    """Which extractor and weights. ``layers`` = layers written to the feature cache."""
+
+    name: str = MISSING
+    hf_id: str | None = None
+    revision: str | None = None
+    dtype: DType = DType.float32
+    device: str = "auto"
+    pooling: str = "default"
+    layers: Any = "all"
+    batch_size: int = 32
+    num_workers: int = 2
+
+
+@dataclass
+class TaskConfig:
+    """Which dataset and how to read it (see ``medprobe.data.tasks``)."""
+
+    name: str = MISSING
+    root: str | None = None
+    csv: str | None = None
+    path_column: str = "path"
+    label_column: str = "label"
+    patient_column: str = "patient_id"
+    split_column: str = "split"
+    label_sep: str | None = None
+    classes: list[str] | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    metric: str = "auroc_macro"
+
+
+@dataclass
+class PromptConfig:
+    """Text given to models that read a prompt (ignored by vision-only models)."""
+
+    name: str = "none"
+    text: str = ""
+
+
+@dataclass
+class ProbeConfig:
+    """Linear probe; C is chosen on a validation split carved from train, never on test."""
+
+    name: str = "logistic"
+    C_grid: list[float] = field(
+        default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
+    )
+    class_weight: str | None = None
+    max_iter: int = 1000
+    val_fraction: float = 0.2
+    selection_metric: str = "auroc_macro"
+
+
+@dataclass
+class TrackerConfig:
+    name: str = "wandb"
+    mode: TrackerMode = TrackerMode.auto
+    project: str = "medprobe"
+    entity: str | None = None
+    group: str | None = None
+    name_prefix: str = ""
+    tags: list[str] = field(default_factory=list)
+    dir: str | None = None
+
+
+@dataclass
+class DataConfig:
+    on_error: OnError = OnError.stop
+    max_side: int = 1024
+    scan_workers: int = 4
+
+
+@dataclass
+class BootstrapConfig:
+    n: int = 1000
+    ci: float = 0.95
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    layer: Any = -1
+    train_fraction: float = 1.0
+    seed: int = 0
+    data_root: str | None = None
+    cache_dir: str = MISSING
+    output_dir: str | None = None
+    progress: bool = True
+
+
+def register_configs() -> None:
+    """Register :class:`Config` as ``base_config`` (idempotent)."""
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def conf_dir() -> Path:
+    """Directory holding ``config.yaml``: the repo's ``conf/`` or the installed ``medprobe/conf``.
+
+    Raises:
+        FileNotFoundError: neither exists (a broken install).
+    """
+    here = Path(__file__).resolve().parent
+    for cand in (here / "conf", here.parent / "conf"):
+        if (cand / "config.yaml").is_file():
+            return cand
+    raise FileNotFoundError(f"medprobe configs not found next to {here} (broken install?)")
+
+
+class ConfigError(ValueError):
+    """A config value that passed the schema but is invalid (one readable line)."""
+
+
+def validate(cfg: Any) -> None:
+    """Check registry names and value ranges before any work.
+
+    Raises:
+        medprobe.registry.RegistryError: unknown model/task/probe name (with suggestions).
+        ConfigError: out-of-range values (``train_fraction``, ``bootstrap.n``, ...).
+    """
+    from medprobe.registry import EXTRACTORS, PROBES, TASKS
+
+    EXTRACTORS.check(cfg.model.name)
+    TASKS.check(cfg.task.name)
+    PROBES.check(cfg.probe.name)
+    if not 0.0 < float(cfg.train_fraction) <= 1.0:
+        raise ConfigError(f"train_fraction must be in (0, 1], got {cfg.train_fraction}")
+    if int(cfg.bootstrap.n) < 1:
+        raise ConfigError(f"bootstrap.n must be >= 1, got {cfg.bootstrap.n}")
+    if not 0.0 < float(cfg.bootstrap.ci) < 1.0:
+        raise ConfigError(f"bootstrap.ci must be in (0, 1), got {cfg.bootstrap.ci}")
+    if not 0.0 < float(cfg.probe.val_fraction) < 1.0:
+        raise ConfigError(f"probe.val_fraction must be in (0, 1), got {cfg.probe.val_fraction}")
+    if not cfg.probe.C_grid or any(float(c) <= 0 for c in cfg.probe.C_grid):
+        raise ConfigError(f"probe.C_grid must be non-empty and positive, got {list(cfg.probe.C_grid)}")
+    if int(cfg.model.batch_size) < 1:
+        raise ConfigError(f"model.batch_size must be >= 1, got {cfg.model.batch_size}")

@@ -1,0 +1,111 @@
+"""The manifest: what a task adapter hands to the rest of the pipeline.
+
+One row per image: id (the image path relative to the dataset root — never the base name,
+since real datasets reuse base names across folders), absolute path, label(s), patient id and
+split. Plain arrays, no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+class ManifestError(ValueError):
+    """Bad task input: one line naming the file (and row) at fault."""
+
+
+@dataclass
+class Manifest:
+    """A task's examples.
+
+    Attributes:
+        task: task name.
+        ids: (n,) unique example ids (relative paths).
+        paths: (n,) absolute image paths.
+        labels: (n,) int64 class indices in ``[0, K)``, or (n, K) uint8 multi-hot if multilabel.
+        classes: K class (or finding) names.
+        split: (n,) str array of ``"train" | "val" | "test"``; a task without val rows gets its
+            probe validation split carved from train by the probe.
+        groups: (n,) str patient ids ("" = unknown, treated as its own group) or None.
+        multilabel: whether ``labels`` is multi-hot.
+        info: free-form facts recorded in results (source, licence, counts dropped ...).
+    """
+
+    task: str
+    ids: list[str]
+    paths: list[Path]
+    labels: np.ndarray
+    classes: list[str]
+    split: np.ndarray
+    groups: np.ndarray | None = None
+    multilabel: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if len(self.paths) != n or len(self.labels) != n or len(self.split) != n:
+            raise ManifestError(f"{self.task}: manifest columns have different lengths")
+        if self.groups is not None and len(self.groups) != n:
+            raise ManifestError(f"{self.task}: groups length {len(self.groups)} != {n}")
+        if len(set(self.ids)) != n:
+            seen: set[str] = set()
+            dup = next(i for i in self.ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+            raise ManifestError(f"{self.task}: duplicate example id {dup!r}")
+        bad = set(np.unique(self.split)) - set(SPLITS)
+        if bad:
+            raise ManifestError(f"{self.task}: unknown split values {sorted(bad)}; use {SPLITS}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, keep: np.ndarray) -> Manifest:
+        """Rows where the boolean mask or index array ``keep`` selects."""
+        idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
+        return Manifest(
+            task=self.task,
+            ids=[self.ids[i] for i in idx],
+            paths=[self.paths[i] for i in idx],
+            labels=self.labels[idx],
+            classes=list(self.classes),
+            split=self.split[idx],
+            groups=None if self.groups is None else self.groups[idx],
+            multilabel=self.multilabel,
+            info=dict(self.info),
+        )
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per split, per class example counts (positives per finding if multi-label)."""
+        out: dict[str, dict[str, int]] = {}
+        for s in SPLITS:
+            m = self.split == s
+            if not m.any():
+                continue
+            if self.multilabel:
+                c = self.labels[m].sum(axis=0)
+            else:
+                c = np.bincount(self.labels[m], minlength=len(self.classes))
+            out[s] = {name: int(v) for name, v in zip(self.classes, c, strict=True)}
+        return out
+
+    def image_fingerprint(self) -> str:
+        """sha256 over (id, file size, mtime) of every image: the manifest part of the cache key.
+
+        Labels and splits are left out on purpose: they do not change features. A missing
+        file contributes size -1 (it is reported by the image scan, not here).
+        """
+        h = hashlib.sha256()
+        for i, p in zip(self.ids, self.paths, strict=True):
+            try:
+                st = os.stat(p)
+                h.update(f"{i}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{i}\0-1\n".encode())
+        return h.hexdigest()

@@ -1,0 +1,123 @@
+"""The extractor protocol: one forward pass -> pooled hidden states of every requested layer.
+
+An extractor is built cheaply (no weights loaded) so that its :meth:`Extractor.fingerprint`
+can be computed for a cache lookup; weights are loaded on the first :meth:`Extractor.extract`.
+
+Layer identifiers (``LayerId``) are integers where a layer is a numbered block output
+(0 = embedding / stem output, k = output of block or stage k, -1 = the last numbered layer)
+and short strings for named outputs that are not a block (for example CLIP's ``"pooled"`` and
+``"embeds"``). See DESIGN.md, "Conventions".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+LayerId = int | str
+
+
+class ExtractorError(ValueError):
+    """A user-facing extractor problem (bad layer, missing weights, non-finite features)."""
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    """What the runner needs from a model.
+
+    Attributes:
+        name: registry name, e.g. ``"effnet_lite0"``.
+    """
+
+    name: str
+
+    def layers(self) -> list[LayerId]:
+        """All layers this model can return, in forward order."""
+        ...
+
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON-serialisable description of everything that changes the features.
+
+        Must not load weights. Includes model id and revision or weights-file hash, dtype,
+        pooling, preprocessing, rendered prompt (if any) and a code version.
+        """
+        ...
+
+    def preprocess(self, image: Any) -> Any:
+        """One RGB ``PIL.Image`` -> model input for one example (runs in DataLoader workers)."""
+        ...
+
+    def extract(self, batch: Any, layers: Sequence[LayerId]) -> dict[LayerId, np.ndarray]:
+        """A collated batch -> ``{layer: (B, D) float32 array}`` for every requested layer.
+
+        All layers come from one forward pass. Raises :class:`ExtractorError` when a layer
+        is unknown or a layer's features are non-finite or all zero.
+        """
+        ...
+
+
+def resolve_layers(requested: Sequence[LayerId] | LayerId | str, available: Sequence[LayerId]) -> list[LayerId]:
+    """Map user layer ids (``-1``, ``"all"``, ints given as strings) to available ones.
+
+    Args:
+        requested: one layer, a list of layers, or ``"all"``.
+        available: the extractor's :meth:`Extractor.layers`.
+
+    Returns:
+        Distinct layers in the order of ``available``.
+
+    Raises:
+        ExtractorError: a layer is not available (the message lists the valid ones).
+    """
+    if isinstance(requested, str) and requested == "all":
+        return list(available)
+    if isinstance(requested, (int, str)):
+        requested = [requested]
+    ints = [a for a in available if isinstance(a, int)]
+    out: set[LayerId] = set()
+    for r in requested:
+        r2: LayerId = r
+        if isinstance(r, str) and r.lstrip("-").isdigit():
+            r2 = int(r)
+        if isinstance(r2, int) and r2 < 0 and ints:
+            if -r2 > len(ints):
+                raise ExtractorError(f"layer {r} out of range; valid layers: {list(available)}")
+            r2 = sorted(ints)[r2]
+        if r2 not in available:
+            raise ExtractorError(f"unknown layer {r!r}; valid layers: {list(available)}")
+        out.add(r2)
+    return [a for a in available if a in out]
+
+
+def check_features(feats: Mapping[LayerId, np.ndarray], batch_size: int) -> None:
+    """Raise :class:`ExtractorError` naming the layer if features are malformed.
+
+    Each array must be 2-D with ``batch_size`` rows, finite, and not all zero.
+    """
+    for layer, arr in feats.items():
+        if arr.ndim != 2 or arr.shape[0] != batch_size:
+            raise ExtractorError(f"layer {layer}: expected ({batch_size}, D) features, got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ExtractorError(f"layer {layer}: non-finite features (nan/inf) in this batch")
+        if not np.any(arr):
+            raise ExtractorError(f"layer {layer}: features are all zero in this batch")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (used to fingerprint local weight files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def layer_filename(layer: LayerId) -> str:
+    """File stem for a layer: zero-padded integers sort numerically (``layer_008``)."""
+    if isinstance(layer, int):
+        return f"layer_{layer:03d}" if layer >= 0 else f"layer_m{-layer:03d}"
+    return f"layer_{layer}"

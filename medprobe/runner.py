@@ -1,0 +1,404 @@
+"""``run(cfg)``: task -> images -> features (cached) -> probe -> metrics -> results on disk.
+
+Each step is a plain function on plain data. The W&B sink consumes the finished results; a
+tracker failure never loses what is on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from medprobe.cache import CacheWriter, FeatureCache, cache_key
+from medprobe.config import ConfigError, validate
+from medprobe.data.manifest import Manifest
+from medprobe.extractors.base import Extractor, LayerId, resolve_layers
+from medprobe.registry import EXTRACTORS, PROBES, TASKS
+
+log = logging.getLogger("medprobe")
+
+
+class BadImagesError(RuntimeError):
+    """Unreadable images found before extraction; the message lists every one."""
+
+
+def _enum_value(v: Any) -> Any:
+    return getattr(v, "value", v)
+
+
+def resolve_output_dir(cfg: DictConfig) -> Path:
+    """``cfg.output_dir`` if set, else Hydra's job output dir, else ``./outputs/<task>/<model>``."""
+    if cfg.get("output_dir"):
+        return Path(cfg.output_dir)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # not inside a Hydra app (tests calling run(cfg) directly)
+        return Path("outputs") / cfg.task.name / cfg.model.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+class _ImageDataset:
+    """Map-style dataset: index -> preprocessed image (runs in DataLoader workers)."""
+
+    def __init__(self, paths: Sequence[Path], extractor: Extractor, max_side: int) -> None:
+        self.paths = list(paths)
+        self.extractor = extractor
+        self.max_side = max_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        from medprobe.data.images import load_image
+
+        return self.extractor.preprocess(load_image(self.paths[i], max_side=self.max_side))
+
+
+def extract_to_cache(
+    extractor: Extractor,
+    paths: Sequence[Path],
+    writer: CacheWriter,
+    layers: Sequence[LayerId],
+    *,
+    batch_size: int,
+    num_workers: int,
+    max_side: int,
+    progress: bool = True,
+) -> int:
+    """Stream features of ``paths[writer.n_done:]`` into ``writer`` batch by batch.
+
+    One forward pass per batch returns every layer in ``layers``. Resumes where a killed run
+    stopped (``writer.n_done``). Returns the number of rows extracted now.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    start = writer.n_done
+    todo = list(paths[start:])
+    if not todo:
+        return 0
+    loader = torch.utils.data.DataLoader(
+        _ImageDataset(todo, extractor, max_side),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=False,
+    )
+    with tqdm(total=len(todo), desc="extracting", unit="img", disable=not progress) as bar:
+        for batch in loader:
+            feats = extractor.extract(batch, layers)
+            writer.write(feats)
+            bar.update(len(next(iter(feats.values()))))
+    return len(todo)
+
+
+def _align(manifest: Manifest, ids: Sequence[str]) -> Manifest:
+    pos = {i: k for k, i in enumerate(manifest.ids)}
+    return manifest.subset(np.array([pos[i] for i in ids], dtype=np.int64))
+
+
+def features(
+    cfg: DictConfig, manifest: Manifest, extractor: Extractor, layers: Sequence[LayerId]
+) -> tuple[FeatureCache, str, dict[str, Any]]:
+    """Make sure the cache holds ``layers`` for the manifest; return (cache, key, info).
+
+    On a miss: every image is checked first (all bad files listed at once); then features are
+    extracted under a file lock, so a second job on the same entry waits and reuses it.
+
+    Raises:
+        BadImagesError: unreadable files and ``data.on_error=stop``.
+    """
+    from medprobe.data.images import loader_fingerprint, scan_images
+
+    max_side = int(cfg.data.max_side)
+    spec = {
+        "extractor": extractor.fingerprint(),
+        "layers": [str(x) for x in layers],
+        "images": manifest.image_fingerprint(),
+        "n_images": len(manifest),
+        "loader": loader_fingerprint(max_side),
+    }
+    key = cache_key(spec)
+    cache = FeatureCache(Path(cfg.cache_dir).expanduser())
+    on_error = _enum_value(cfg.data.on_error)
+    info: dict[str, Any] = {"cache_key": key, "cache_dir": str(cache.root)}
+    t0 = time.perf_counter()
+    with cache.lock(key):
+        if cache.is_complete(key):
+            info["cache_hit"] = True
+        else:
+            info["cache_hit"] = False
+            bad = scan_images(
+                [str(p) for p in manifest.paths],
+                max_side=max_side,
+                max_workers=int(cfg.data.scan_workers),
+                progress=bool(cfg.progress),
+            )
+            if bad and on_error == "stop":
+                raise BadImagesError(_bad_images_message(bad))
+            bad_set = {p for p, _ in bad}
+            keep = [i for i, p in enumerate(manifest.paths) if str(p) not in bad_set]
+            writer = cache.writer(
+                key,
+                [manifest.ids[i] for i in keep],
+                list(layers),
+                meta={"spec": spec, "skipped": [[p, r] for p, r in bad]},
+            )
+            info["resumed_from"] = writer.n_done
+            extract_to_cache(
+                extractor,
+                [manifest.paths[i] for i in keep],
+                writer,
+                layers,
+                batch_size=int(cfg.model.batch_size),
+                num_workers=int(cfg.model.num_workers),
+                max_side=max_side,
+                progress=bool(cfg.progress),
+            )
+            writer.finalize()
+    skipped = cache.meta(key).get("skipped", [])
+    if skipped and on_error == "stop":
+        raise BadImagesError(_bad_images_message([tuple(s) for s in skipped]))
+    info["skipped_images"] = skipped
+    info["extract_seconds"] = round(time.perf_counter() - t0, 3)
+    return cache, key, info
+
+
+def _bad_images_message(bad: Sequence[Sequence[str]]) -> str:
+    lines = "\n".join(f"  {p}: {r}" for p, r in bad)
+    return (
+        f"{len(bad)} unreadable image(s); fix or remove them, or run with "
+        f"data.on_error=skip to leave them out:\n{lines}"
+    )
+
+
+def _probe_rows(cfg: DictConfig, m: Manifest) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(fit, val, test) row indices; val carved from train when the task has none."""
+    from medprobe.data.splits import carve_validation, subsample_train
+
+    train = np.flatnonzero(m.split == "train")
+    test = np.flatnonzero(m.split == "test")
+    val = np.flatnonzero(m.split == "val")
+    if len(train) == 0 or len(test) == 0:
+        raise ConfigError(f"task {m.task}: needs train and test rows (got {m.counts()})")
+    if len(val):
+        fit, source = train, "task val split"
+    else:
+        fit, val = carve_validation(
+            m.labels, m.groups, train, float(cfg.probe.val_fraction), int(cfg.seed)
+        )
+        source = f"carved from train (probe.val_fraction={cfg.probe.val_fraction})"
+    fraction = float(cfg.train_fraction)
+    if fraction < 1.0:
+        fit = subsample_train(m.labels, fit, fraction, int(cfg.seed))
+    return np.sort(fit), np.sort(val), test, source
+
+
+def _label_str(m: Manifest, i: int) -> str:
+    if m.multilabel:
+        return "|".join(c for c, v in zip(m.classes, m.labels[i], strict=True) if v)
+    return m.classes[int(m.labels[i])]
+
+
+def write_predictions(path: Path, m: Manifest, rows: np.ndarray, proba: np.ndarray) -> None:
+    """CSV: id, split, label (names; ``|``-joined if multi-label), one ``p_<class>`` per class."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["id", "split", "label", *[f"p_{c}" for c in m.classes]])
+        for r, p in zip(rows, proba, strict=True):
+            w.writerow([m.ids[r], m.split[r], _label_str(m, r), *[f"{v:.6g}" for v in p]])
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Readable console table: per-class AUROC then summary metrics, value [95% CI]."""
+    met = results["metrics"]
+    level = int(round(100 * results["bootstrap"]["ci"]))
+    head = (
+        f"{results['task']} | {results['model']} | layer {results['layer']} | "
+        f"train_fraction {results['train_fraction']} | seed {results['seed']}"
+    )
+    lines = [head, f"{'metric':<28}{'value':>8}  {level}% CI (bootstrap n={results['bootstrap']['n']})"]
+    keys = [k for k in met if k.startswith("auroc/")] + [
+        k for k in ("auroc_macro", "f1_macro", "accuracy") if k in met
+    ]
+    for k in keys:
+        v = met[k]
+        lines.append(f"{k:<28}{v['value']:>8.4f}  [{v['ci_low']:.4f}, {v['ci_high']:.4f}]")
+    if met.get("absent_classes"):
+        lines.append(f"absent from test (excluded): {', '.join(met['absent_classes'])}")
+    return "\n".join(lines)
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+    import torch
+
+    from medprobe import __version__
+
+    return {
+        "medprobe": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one probing job; write ``results.json`` and ``predictions.csv``; return results.
+
+    Raises:
+        medprobe.registry.RegistryError, ConfigError: bad config (before any work).
+        medprobe.data.manifest.ManifestError: bad task input (file and row named).
+        BadImagesError: unreadable images with ``data.on_error=stop``.
+        medprobe.extractors.base.ExtractorError: bad layer or non-finite features.
+    """
+    t_start = time.perf_counter()
+    validate(cfg)
+    from medprobe import stats
+
+    out_dir = resolve_output_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    manifest: Manifest = TASKS.get(cfg.task.name)(cfg.task, cfg.data_root)
+    extractor: Extractor = EXTRACTORS.get(cfg.model.name)(cfg.model, str(cfg.prompt.text))
+    available = extractor.layers()
+    wanted = cfg.model.layers
+    if OmegaConf.is_config(wanted):
+        wanted = OmegaConf.to_object(wanted)
+    cached_layers = resolve_layers(wanted, available)
+    probe_layer = resolve_layers(cfg.layer, available)
+    if len(probe_layer) != 1:
+        raise ConfigError(f"layer must name one layer, got {cfg.layer!r}")
+    layer = probe_layer[0]
+    if layer not in cached_layers:
+        raise ConfigError(
+            f"layer {layer!r} is not among model.layers={list(cached_layers)}; add it there"
+        )
+    timings["setup"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cache, key, cache_info = features(cfg, manifest, extractor, cached_layers)
+    timings["features"] = time.perf_counter() - t
+    m = _align(manifest, cache.ids(key))
+    X = np.asarray(cache.load(key, layer), dtype=np.float32)
+
+    t = time.perf_counter()
+    fit, val, test, val_source = _probe_rows(cfg, m)
+    probe = PROBES.get(cfg.probe.name)(
+        cfg.probe, n_classes=len(m.classes), multilabel=m.multilabel, seed=int(cfg.seed)
+    )
+    probe.fit(X[fit], m.labels[fit], X[val], m.labels[val])
+    proba = probe.predict_proba(X[test])
+    timings["probe"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    metrics = stats.evaluate(
+        m.labels[test],
+        proba,
+        m.classes,
+        multilabel=m.multilabel,
+        n_boot=int(cfg.bootstrap.n),
+        seed=stats.bootstrap_seed(m.task, "test", int(cfg.seed)),
+        ci=float(cfg.bootstrap.ci),
+        progress=bool(cfg.progress),
+    )
+    timings["bootstrap"] = time.perf_counter() - t
+    write_predictions(out_dir / "predictions.csv", m, test, proba)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    results: dict[str, Any] = {
+        "task": m.task,
+        "model": cfg.model.name,
+        "model_id": cfg.model.hf_id or cfg.model.name,
+        "layer": layer,
+        "train_fraction": float(cfg.train_fraction),
+        "seed": int(cfg.seed),
+        "primary_metric": cfg.task.metric,
+        "metrics": metrics,
+        "bootstrap": {"n": int(cfg.bootstrap.n), "ci": float(cfg.bootstrap.ci),
+                      "seeded_by": [m.task, "test", int(cfg.seed)]},
+        "probe": {
+            "name": cfg.probe.name,
+            "C": probe.C_,
+            "val_score": probe.val_score_,
+            "selection_metric": cfg.probe.selection_metric,
+            "selection": probe.selection_,
+            "converged": probe.converged_,
+            "validation_rows": val_source,
+        },
+        "counts": {
+            "fit": int(len(fit)),
+            "val": int(len(val)),
+            "test": int(len(test)),
+            "per_split": m.counts(),
+            "skipped_images": len(cache_info["skipped_images"]),
+            "feature_dim": int(X.shape[1]),
+        },
+        "classes": m.classes,
+        "multilabel": m.multilabel,
+        "task_info": m.info,
+        "cache": cache_info,
+        "extractor": extractor.fingerprint(),
+        "prompt": str(cfg.prompt.text),
+        "config": resolved,
+        "versions": _versions(),
+        "output_dir": str(out_dir),
+    }
+    timings["total"] = time.perf_counter() - t_start
+    results["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+    _write_json(out_dir / "results.json", results)
+    print(format_table(results), flush=True)
+    print(f"results: {out_dir / 'results.json'}", flush=True)
+
+    tracker = str(cfg.tracker.name)
+    if tracker != "none" and _enum_value(cfg.tracker.mode) != "disabled":
+        from medprobe.tracking import log_run
+
+        try:
+            results["tracker"] = log_run(cfg, results, out_dir)
+        except Exception as e:  # a tracker problem must not lose the results on disk
+            log.warning("W&B logging failed (%s: %s); results are on disk", type(e).__name__, e)
+            results["tracker"] = {"error": f"{type(e).__name__}: {e}"}
+        _write_json(out_dir / "results.json", results)
+    return results
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    def clean(x: Any) -> Any:  # JSON has no NaN: write null
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(clean(obj), f, indent=2, default=_json_default)
+    os.replace(tmp, path)
