@@ -1,0 +1,101 @@
+"""Task adapters: the shipped demo set and the generic CSV task, on real labelled images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medprobe.data.manifest import ManifestError
+from medprobe.data.tasks.csv_task import read_label_csv
+from medprobe.data.tasks.demo import DEMO_DIR, PATHMNIST_CLASSES, build_manifest
+
+
+def test_demo_manifest_counts() -> None:
+    m = build_manifest(None)
+    assert len(m) == 718 and m.classes == PATHMNIST_CLASSES and not m.multilabel
+    # PathMNIST subset counts per class index, from ../shared/data/README.md
+    assert np.bincount(m.labels, minlength=9).tolist() == [147, 78, 26, 60, 112, 60, 85, 28, 122]
+    assert {s: int((m.split == s).sum()) for s in ("train", "val", "test")} == {
+        "train": 502,
+        "val": 72,
+        "test": 144,
+    }
+    assert m.counts()["test"] == {
+        "ADI": 30, "BACK": 16, "DEB": 5, "LYM": 12, "MUC": 22,
+        "MUS": 12, "NORM": 17, "STR": 6, "TUM": 24,
+    }  # fmt: skip
+
+
+def test_demo_pngs_are_the_unchanged_npz_pixels(shared_data: Path) -> None:
+    with np.load(shared_data / "T1_crc" / "pathmnist_test_subset_718.npz") as d:
+        images, labels = d["test_images"], d["test_labels"].ravel()
+    m = build_manifest(None)
+    for i in (0, 1, 357, 717):
+        k = m.ids.index(f"images/pathmnist_{i:03d}.png")
+        assert m.classes[m.labels[k]] == PATHMNIST_CLASSES[labels[i]]
+        np.testing.assert_array_equal(np.asarray(Image.open(DEMO_DIR / m.ids[k])), images[i])
+    size = sum(p.stat().st_size for p in DEMO_DIR.rglob("*") if p.is_file())
+    assert size < 10 * 2**20
+
+
+def test_csv_knee_kl_patient_level_split(shared_data: Path) -> None:
+    root = shared_data / "T8_knee_kl"
+    m = read_label_csv(root / "labels.csv", root=root, split_seed=0)
+    assert len(m) == 100 and m.classes == ["0", "1", "2", "3", "4"]
+    assert np.bincount(m.labels).tolist() == [20] * 5
+    assert len(set(m.groups)) == 95
+    for g in set(m.groups):
+        assert len(set(m.split[m.groups == g])) == 1, f"patient {g} on two sides"
+    counts = m.counts()
+    assert all(v >= 1 for v in counts["test"].values())
+    assert m.info["grouped"] is True and "patient-level" in m.info["split_source"]
+
+
+def test_csv_multilabel_chest_xray(shared_data: Path) -> None:
+    root = shared_data / "T7_cxr_nih"
+    m = read_label_csv(root / "labels.csv", root=root, label_sep="|")
+    assert m.multilabel and m.labels.shape == (1004, 15)
+    col = {c: m.labels[:, k].sum() for k, c in enumerate(m.classes)}
+    assert col["No Finding"] == 501 and col["Effusion"] == 170 and col["Hernia"] == 9
+    # ids are relative paths: the full-res and 64-px copies of one image stay distinct rows
+    assert "fullres/00000001_000.png" in m.ids
+    assert len([i for i in m.ids if i.endswith("00000001_000.png")]) == 2
+
+
+def _write(tmp: Path, text: str) -> Path:
+    p = tmp / "labels.csv"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs", "message"),
+    [
+        ("file,label\na.png,x\n", {}, r"labels.csv: missing column 'path' \(columns: file, label\)"),
+        ("path,label\na.png,x\nb.png,\n", {}, r"labels.csv, row 3: empty 'label'"),
+        ("path,label\na.png,x\nb.png,y\n", {"classes": ["x"]}, r"row 3: unknown label 'y'"),
+        ("path,label\na.png,x\na.png,x\n", {}, r"row 3: duplicate path 'a.png' \(first at row 2\)"),
+        ("path,label,split\na.png,x,train\nb.png,x,holdout\n", {}, r"row 3: split 'holdout'"),
+        ("path,label\n/abs/a.png,x\n", {}, r"row 2: path '/abs/a.png' must be relative"),
+        ("path,label\n", {}, r"labels.csv: no rows"),
+    ],
+)
+def test_csv_errors_name_file_and_row(tmp_path: Path, text: str, kwargs: dict, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        read_label_csv(_write(tmp_path, text), root=tmp_path, **kwargs)
+
+
+def test_csv_split_column_and_aliases(tmp_path: Path) -> None:
+    p = _write(tmp_path, "path,label,split\na.png,x,train\nb.png,y,Valid\nc.png,x,TEST\n")
+    m = read_label_csv(p, root=tmp_path)
+    assert m.split.tolist() == ["train", "val", "test"]
+    assert m.paths[1] == tmp_path / "b.png" and m.info["split_source"] == "csv column"
+
+
+def test_csv_patient_overlap_in_given_split_is_refused(tmp_path: Path) -> None:
+    p = _write(tmp_path, "path,label,patient_id,split\na.png,x,P1,train\nb.png,y,P1,test\n")
+    with pytest.raises(ManifestError, match="P1"):
+        read_label_csv(p, root=tmp_path)
