@@ -20,6 +20,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 SUMMARY_FIELDS = ("value", "sd", "ci_low", "ci_high")
+#: Overrides that do not change what a job computes; left out of W&B run names.
+NAME_EXCLUDED = ("output_dir", "cache_dir", "data_root", "progress", "tracker", "hydra")
 
 
 def _has_api_key() -> bool:
@@ -46,7 +48,12 @@ def run_identity(cfg: DictConfig, results: dict[str, Any]) -> tuple[str, str, st
     override_name, sweep_group = "", None
     try:
         hc = HydraConfig.get()
-        override_name = hc.job.override_dirname
+        kept = [
+            o.lstrip("+~")
+            for o in hc.overrides.task
+            if not o.lstrip("+~").split("=")[0].startswith(NAME_EXCLUDED)
+        ]
+        override_name = ",".join(sorted(kept))
         if hc.mode is not None and hc.mode.name == "MULTIRUN":
             sweep_group = Path(hc.sweep.dir).name
     except Exception:  # not inside a Hydra app
