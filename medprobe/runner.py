@@ -154,7 +154,7 @@ def features(
                 key,
                 [manifest.ids[i] for i in keep],
                 list(layers),
-                meta={"spec": spec, "skipped": [[p, r] for p, r in bad]},
+                meta={"key_spec": spec, "skipped": [[p, r] for p, r in bad]},
             )
             info["resumed_from"] = writer.n_done
             extract_to_cache(
@@ -168,7 +168,7 @@ def features(
                 progress=bool(cfg.progress),
             )
             writer.finalize()
-    skipped = cache.meta(key).get("skipped", [])
+    skipped = cache.meta(key)["spec"].get("skipped", [])  # the writer's meta is stored as "spec"
     if skipped and on_error == "stop":
         raise BadImagesError(_bad_images_message([tuple(s) for s in skipped]))
     info["skipped_images"] = skipped
@@ -358,6 +358,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "config": resolved,
         "versions": _versions(),
         "output_dir": str(out_dir),
+        "overrides": _overrides(),
     }
     timings["total"] = time.perf_counter() - t_start
     results["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
@@ -376,6 +377,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             results["tracker"] = {"error": f"{type(e).__name__}: {e}"}
         _write_json(out_dir / "results.json", results)
     return results
+
+
+def _overrides() -> list[str]:
+    """The job's command-line overrides (empty outside a Hydra app)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:
+        return []
 
 
 def _json_default(o: Any) -> Any:
