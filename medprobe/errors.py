@@ -13,6 +13,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from medprobe.data.images import ImageLoadError
     from medprobe.data.manifest import ManifestError
     from medprobe.extractors.base import ExtractorError
+    from medprobe.probe import ProbeError
     from medprobe.registry import RegistryError
     from medprobe.runner import BadImagesError
 
@@ -24,6 +25,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         BadImagesError,
         ExtractorError,
         CacheError,
+        ProbeError,
     )
 
 

@@ -24,6 +24,10 @@ from sklearn.preprocessing import StandardScaler
 SELECTION_METRICS = ("auroc_macro", "f1_macro", "accuracy", "neg_log_loss")
 
 
+class ProbeError(ValueError):
+    """The probe cannot be fitted or selected on these rows (one readable line)."""
+
+
 @dataclass
 class LogisticProbe:
     """Logistic-regression probe with C chosen on validation data.
@@ -114,12 +118,21 @@ class LogisticProbe:
             X_val, y_val: validation rows, same layout.
 
         Raises:
-            ValueError: fewer than two classes in y, or empty validation rows.
+            ProbeError: fewer than two classes in y, empty validation rows, or validation rows
+                on which the selection metric is undefined.
         """
         if len(X_val) == 0:
-            raise ValueError("the probe needs validation rows to choose C; none were given")
+            raise ProbeError("the probe needs validation rows to choose C; none were given")
         if not self.multilabel and len(np.unique(y)) < 2:
-            raise ValueError("the probe's training rows contain a single class")
+            raise ProbeError("the probe's training rows contain a single class")
+        if self.selection_metric == "auroc_macro":
+            yv = np.asarray(y_val)
+            pos = yv.sum(0) if self.multilabel else np.bincount(yv, minlength=self.n_classes)
+            if not np.any((pos > 0) & (pos < len(yv))):
+                raise ProbeError(
+                    "the validation rows hold a single class, so AUROC cannot choose C; "
+                    "raise probe.val_fraction or add validation data"
+                )
         self.scaler_ = StandardScaler().fit(np.asarray(X, dtype=np.float32))
         Xs = self.scaler_.transform(np.asarray(X, dtype=np.float32))
         Xv = self.scaler_.transform(np.asarray(X_val, dtype=np.float32))

@@ -1,0 +1,564 @@
+"""Vectorised bootstrap of classification metrics: per-class AUROC, macro F1, accuracy.
+
+A replicate is represented by integer resample *counts* (how often each test example is
+drawn), never by an index list, so every metric of every replicate is a weighted statistic of
+the full test set: AUROC from presorted scores and cumulative weighted negatives, F1 and
+accuracy from ``counts @ indicator`` products. There is no per-replicate loop over
+scikit-learn; the only per-replicate Python loop draws the counts (one RNG call and one
+``np.bincount`` per replicate).
+
+Pairing: replicates are seeded by (task, split, seed) through :func:`bootstrap_seed`, never by
+model, so two models evaluated on the same test set see identical resamples and their
+replicate arrays (:func:`bootstrap_replicates`) can be compared replicate by replicate
+(DESIGN.md, "Conventions").
+
+Statistical rules and sources:
+
+- Multiclass tasks use the stratified bootstrap (resample within each class, keeping every
+  class's count fixed), so each replicate contains every class present in the test set and
+  every one-vs-rest AUROC is defined. This is pROC's default for ``ci.auc``
+  (``stratified=TRUE``; Robin et al. 2011, BMC Bioinformatics 12:77) and the stratified
+  resampling of Carpenter & Bithell 2000 (Stat Med 19:1141), section 3.
+- Multi-label tasks use the plain (non-stratified) bootstrap over examples.
+- AUROC is the Mann-Whitney statistic with ties counted 1/2 (Hanley & McNeil 1982), which is
+  also what ``sklearn.metrics.roc_auc_score`` computes.
+- Confidence intervals are percentile intervals (Efron & Tibshirani 1993, ch. 13) computed
+  with ``np.percentile``'s default linear interpolation; SD uses ``ddof=1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from medprobe import metrics
+
+__all__ = [
+    "BootstrapReplicates",
+    "bootstrap_auroc",
+    "bootstrap_counts",
+    "bootstrap_replicates",
+    "bootstrap_seed",
+    "evaluate",
+    "summarize",
+]
+
+#: Target ``rows * n`` elements per block of replicates (at least 8 rows): keeps each block's
+#: counts (2 MB as int32) in cache and temporaries small whatever ``n_boot`` is; measured
+#: fastest on a 2-core machine (33 replicates per block at n = 15,000).
+_BLOCK_ELEMENTS = 500_000
+
+
+def bootstrap_seed(*parts: str | int) -> int:
+    """Stable 63-bit seed from e.g. ``(task name, split name, seed)``.
+
+    sha256 of a length-prefixed, type-tagged encoding of the parts (so ``("a", 1)`` differs
+    from ``("a", "1")`` and from ``("a1",)``); never Python's ``hash``, which is salted per
+    process for strings. Identical on every machine and Python version.
+
+    Args:
+        parts: strings and integers (``bool`` is rejected: ``True`` would silently equal 1).
+
+    Returns:
+        int in ``[0, 2**63)``, usable as ``seed`` for :func:`bootstrap_counts` / :func:`evaluate`.
+
+    Raises:
+        TypeError: a part is not ``str`` or ``int``.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, bool | np.bool_) or not isinstance(part, str | int | np.integer):
+            raise TypeError(f"bootstrap_seed parts must be str or int; got {type(part).__name__}")
+        text = part if isinstance(part, str) else str(int(part))
+        tag = "s" if isinstance(part, str) else "i"
+        data = text.encode("utf-8")
+        h.update(f"{tag}{len(data)}:".encode())
+        h.update(data)
+    return int.from_bytes(h.digest()[:8], "big") >> 1
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    return int(seed)
+
+
+def _check_n_boot(n_boot: int) -> int:
+    if isinstance(n_boot, bool | np.bool_) or not isinstance(n_boot, int | np.integer):
+        raise ValueError(f"n_boot must be an int >= 1; got {n_boot!r}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1; got {n_boot}")
+    return int(n_boot)
+
+
+class _CountSampler:
+    """Draws replicate ``b``'s counts from its own stream ``SeedSequence(seed, spawn_key=(b,))``.
+
+    Because each replicate has its own stream, rows ``[b0, b1)`` are the same whether drawn
+    alone or as part of a larger call: chunked evaluation, ``n_boot`` prefixes
+    (the first 200 of 1000 replicates equal a 200-replicate run) and :func:`bootstrap_counts`
+    all agree.
+    """
+
+    def __init__(self, y: np.ndarray, seed: int, *, stratify: bool) -> None:
+        yy = np.asarray(y)
+        if yy.ndim == 0 or yy.shape[0] == 0:
+            raise ValueError(f"y must have at least one example; got shape {yy.shape}")
+        self.n = int(yy.shape[0])
+        self.seed = _check_seed(seed)
+        self.stratify = stratify
+        if stratify:
+            if yy.ndim != 1:
+                raise ValueError(f"stratify=True needs 1-D class ids y; got shape {yy.shape}")
+            order = np.argsort(yy, kind="stable")  # positions grouped by class, ascending class
+            _, starts, sizes = np.unique(yy[order], return_index=True, return_counts=True)
+            self.groups = [(int(s), int(m)) for s, m in zip(starts, sizes, strict=True)]
+            self.inverse = np.empty(self.n, dtype=np.int64)  # sorted position of example i
+            self.inverse[order] = np.arange(self.n)
+
+    def _one(self, b: int) -> np.ndarray:
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(b,)))
+        if not self.stratify:
+            return np.bincount(rng.integers(0, self.n, size=self.n), minlength=self.n)
+        # Within each class (ascending class id): draw n_c members uniformly with replacement.
+        draws = np.concatenate([s + rng.integers(0, m, size=m) for s, m in self.groups])
+        return np.bincount(draws, minlength=self.n)[self.inverse]
+
+    def rows(self, b0: int, b1: int) -> np.ndarray:
+        """Counts of replicates ``b0 .. b1 - 1`` as a ``(b1 - b0, n)`` int32 array."""
+        out = np.empty((b1 - b0, self.n), dtype=np.int32)
+        for r, b in enumerate(range(b0, b1)):
+            out[r] = self._one(b)
+        return out
+
+
+def bootstrap_counts(y: np.ndarray, n_boot: int, seed: int, *, stratify: bool) -> np.ndarray:
+    """Integer resample counts of ``n_boot`` bootstrap replicates.
+
+    ``counts[b, i]`` is how many times test example ``i`` is drawn in replicate ``b``; every
+    row sums to ``n``. Replicate ``b`` is drawn from its own stream
+    ``np.random.SeedSequence(seed, spawn_key=(b,))``, so the result is a pure function of
+    ``(y, seed, b)``: the first ``m`` rows do not depend on ``n_boot``.
+
+    Args:
+        y: ``(n,)`` integer class ids when ``stratify``; otherwise any array whose first axis
+            is the ``n`` examples (e.g. an ``(n, K)`` multi-label matrix; only ``n`` is used).
+        n_boot: number of replicates, >= 1.
+        seed: non-negative int, normally ``bootstrap_seed(task, split, seed)`` (never the
+            model, so that CIs of different models are paired).
+        stratify: resample within each class with the class's count fixed (the multiclass
+            rule: every class present in ``y`` is present in every replicate; pROC
+            ``ci.auc(stratified=TRUE)``, Robin et al. 2011; Carpenter & Bithell 2000).
+            ``False`` is the plain bootstrap over examples (the multi-label rule).
+
+    Returns:
+        ``(n_boot, n)`` int32. Memory is ``4 * n_boot * n`` bytes (60 MB for 1000 x 15,000);
+        :func:`bootstrap_replicates` never holds more than one block of rows at a time.
+
+    Raises:
+        ValueError: ``n_boot < 1``, negative seed, empty ``y``, non-1-D ``y`` with
+            ``stratify=True``.
+    """
+    n_boot = _check_n_boot(n_boot)
+    return _CountSampler(y, seed, stratify=stratify).rows(0, n_boot)
+
+
+@dataclass(frozen=True)
+class _AurocPlan:
+    """Per-column precomputation: sorted scores of the smaller class, ranks of the other."""
+
+    query: np.ndarray  # indices of the examples whose partners are counted (smaller class)
+    ref_order: np.ndarray  # indices of the other class, sorted by score
+    left: np.ndarray  # per query: number of reference scores  < its score
+    right: np.ndarray  # per query: number of reference scores <= its score
+    flipped: bool  # True when the queries are the negatives (AUROC = 1 - computed value)
+
+
+def _auroc_plan(y_col: np.ndarray, s_col: np.ndarray) -> _AurocPlan | None:
+    pos = np.flatnonzero(y_col)
+    neg = np.flatnonzero(~y_col)
+    if pos.size == 0 or neg.size == 0:
+        return None
+    flipped = pos.size > neg.size  # gather cost scales with the query class: use the smaller
+    query, ref = (neg, pos) if flipped else (pos, neg)
+    ref_order = ref[np.argsort(s_col[ref], kind="stable")]
+    ref_sorted = s_col[ref_order]
+    q = s_col[query]
+    return _AurocPlan(
+        query=query,
+        ref_order=ref_order,
+        left=np.searchsorted(ref_sorted, q, side="left"),
+        right=np.searchsorted(ref_sorted, q, side="right"),
+        flipped=flipped,
+    )
+
+
+def _auroc_block(counts_t: np.ndarray, plan: _AurocPlan | None) -> np.ndarray:
+    """AUROC of one column for a block of replicates.
+
+    ``counts_t`` is the block's counts transposed, ``(n, rows)`` C-contiguous int32: gathering
+    examples then copies contiguous rows and the cumulative sum runs along axis 0, both
+    vectorised across replicates (measured ~1.6x faster than the ``(rows, n)`` layout).
+    """
+    rows = counts_t.shape[1]
+    if plan is None:
+        return np.full(rows, np.nan)
+    w_ref = counts_t[plan.ref_order]
+    cum = np.empty((w_ref.shape[0] + 1, rows), dtype=counts_t.dtype)
+    cum[0] = 0
+    np.cumsum(w_ref, axis=0, out=cum[1:])
+    w_q = counts_t[plan.query]
+    # Per query: 2 * (weighted reference scores below + 1/2 weighted reference ties).
+    below2 = cum[plan.left] + cum[plan.right]
+    # Weighted sum over queries in float64: exact, every partial sum is an integer below
+    # 2 * total^2 / 4 < 2^53 (totals up to ~1e8 examples per replicate).
+    twice = np.einsum("ij,ij->j", w_q.astype(np.float64), below2.astype(np.float64))
+    n_q = w_q.sum(axis=0, dtype=np.int64)
+    n_ref = cum[-1].astype(np.int64)
+    valid = (n_q > 0) & (n_ref > 0)
+    auc = np.full(rows, np.nan)
+    auc[valid] = twice[valid] / (2.0 * n_q[valid] * n_ref[valid])
+    if plan.flipped:  # computed P(neg > pos) + 1/2 P(tie); AUROC is its complement
+        auc = 1.0 - auc
+    return auc
+
+
+def _block_rows(n: int) -> int:
+    return max(8, _BLOCK_ELEMENTS // max(1, n))
+
+
+def _transpose_block(counts: np.ndarray) -> np.ndarray:
+    """``(rows, n)`` counts -> ``(n, rows)`` C-contiguous int32 (int64 if sums could overflow)."""
+    big = counts.shape[0] > 0 and int(counts.sum(axis=1).max()) >= 2**30
+    return np.ascontiguousarray(counts.T, dtype=np.int64 if big else np.int32)
+
+
+def _check_counts(counts: np.ndarray, n: int) -> np.ndarray:
+    c = np.asarray(counts)
+    if c.ndim != 2 or c.shape[1] != n:
+        raise ValueError(f"counts must have shape (n_boot, {n}); got {c.shape}")
+    if c.shape[0] < 1:
+        raise ValueError("counts must hold at least one replicate")
+    if not np.issubdtype(c.dtype, np.integer):
+        raise ValueError(f"counts must be integers; got dtype {c.dtype}")
+    if c.size and c.min() < 0:
+        raise ValueError("counts must be non-negative")
+    return c
+
+
+def bootstrap_auroc(y_bin: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per-column binary AUROC of every bootstrap replicate, vectorised over replicates.
+
+    Replicate ``b`` weights example ``i`` by ``counts[b, i]``, which is exactly the AUROC of
+    the resampled set ``np.repeat(np.arange(n), counts[b])``. Ties count 1/2 (Mann-Whitney;
+    equals ``sklearn.metrics.roc_auc_score``). Per column, the scores of the smaller class's
+    partners are sorted once and ties are grouped with ``searchsorted`` (left/right); each
+    replicate then needs one cumulative sum of weighted partners and two gathers, all in exact
+    integer arithmetic until the final division.
+
+    Args:
+        y_bin: ``(n, K)`` bool or 0/1 labels (a ``(n,)`` vector is treated as ``K = 1``).
+        scores: ``(n, K)`` finite float scores, same layout as ``y_bin``.
+        counts: ``(n_boot, n)`` non-negative integer resample counts
+            (:func:`bootstrap_counts`; all ones = the full test set).
+
+    Returns:
+        ``(n_boot, K)`` float64; nan where a replicate has no positives or no negatives in
+        that column.
+
+    Raises:
+        ValueError: shape mismatch, labels not 0/1, non-finite scores, negative or non-integer
+            counts.
+    """
+    yb = np.asarray(y_bin)
+    s = np.asarray(scores, dtype=np.float64)
+    if yb.ndim == 1:
+        yb = yb[:, None]
+    if s.ndim == 1:
+        s = s[:, None]
+    if yb.ndim != 2 or yb.shape != s.shape:
+        raise ValueError(f"y_bin and scores must both be (n, K); got {yb.shape} and {s.shape}")
+    if yb.dtype != np.bool_:
+        if not np.issubdtype(yb.dtype, np.number) or not np.isin(yb, (0, 1)).all():
+            raise ValueError("y_bin must contain only 0 and 1")
+        yb = yb.astype(bool)
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    c = _check_counts(counts, yb.shape[0])
+    plans = [_auroc_plan(yb[:, k], s[:, k]) for k in range(yb.shape[1])]
+    out = np.empty((c.shape[0], yb.shape[1]))
+    step = _block_rows(yb.shape[0])
+    for b0 in range(0, c.shape[0], step):
+        blk_t = _transpose_block(c[b0 : b0 + step])
+        for k, plan in enumerate(plans):
+            out[b0 : b0 + step, k] = _auroc_block(blk_t, plan)
+    return out
+
+
+@dataclass(frozen=True)
+class BootstrapReplicates:
+    """Per-replicate metric values of one prediction set.
+
+    Attributes:
+        metrics: metric name -> ``(n_boot,)`` float64, nan where the metric is undefined in
+            that replicate. Names as in :func:`evaluate` (``"auroc_macro"``,
+            ``"auroc/<class>"`` for every class not in ``absent_classes``, ``"f1_macro"``,
+            ``"accuracy"``).
+        absent_classes: class names with no positives (multi-label: no positives or no
+            negatives) in the full test set.
+        counts_seed: the seed the replicates were drawn with (pairing check for paired tests).
+    """
+
+    metrics: dict[str, np.ndarray]
+    absent_classes: list[str]
+    counts_seed: int
+
+
+def _check_class_names(class_names: Any, k: int) -> list[str]:
+    names = list(class_names)
+    if len(names) != k:
+        raise ValueError(f"class_names has {len(names)} entries but proba has {k} columns")
+    if not all(isinstance(c, str) and c for c in names):
+        raise ValueError("class_names must be non-empty strings")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names must be unique; got {names}")
+    return names
+
+
+def bootstrap_replicates(
+    y: np.ndarray,
+    proba: np.ndarray,
+    class_names: list[str] | tuple[str, ...],
+    *,
+    multilabel: bool,
+    n_boot: int = 1000,
+    seed: int,
+    threshold: float = 0.5,
+    progress: bool = False,
+) -> BootstrapReplicates:
+    """Every metric of every bootstrap replicate, without a per-replicate scikit-learn loop.
+
+    Counts are drawn in blocks of replicates (:func:`bootstrap_counts` rows, stratified for
+    multiclass, plain for multi-label) so memory stays bounded for any ``n_boot``. Per block:
+    AUROC via :func:`bootstrap_auroc`'s kernel; with ``W`` the block's counts as float64,
+    ``accuracy = W @ correct / n`` and macro F1 from ``TP = W @ (Y & P)``, ``W @ Y`` and
+    ``W @ P`` (per class ``F1 = 2 TP / (|Y| + |P|)``, 0 when both are 0, averaged over all
+    ``K`` classes exactly like ``f1_score(average="macro", zero_division=0)``).
+
+    Rules for undefined AUROCs:
+
+    - Absent classes (see :class:`BootstrapReplicates`) get no ``"auroc/<class>"`` entry and
+      are left out of ``"auroc_macro"``.
+    - Multiclass: stratified resampling keeps every present class in every replicate, so all
+      remaining AUROCs are defined in every replicate.
+    - Multi-label: a replicate in which a label has no positives or no negatives is nan for
+      that label; the replicate's macro AUROC averages the labels defined in it (nan if none).
+
+    Args:
+        y, proba, multilabel, threshold: as in :func:`medprobe.metrics.check_predictions`.
+        class_names: ``K`` unique names.
+        n_boot: replicates, >= 1.
+        seed: non-negative int, normally ``bootstrap_seed(task, split, seed)``.
+        progress: show a tqdm bar over replicate blocks.
+
+    Returns:
+        :class:`BootstrapReplicates`.
+
+    Raises:
+        ValueError: invalid inputs (see :func:`medprobe.metrics.check_predictions`), bad
+            ``class_names``, ``n_boot < 1``, negative seed, a multiclass test set with fewer
+            than two classes present, or a multi-label set with no label having both
+            positives and negatives.
+    """
+    yc, p = metrics.check_predictions(y, proba, multilabel=multilabel)
+    n, k = p.shape
+    names = _check_class_names(class_names, k)
+    n_boot = _check_n_boot(n_boot)
+    seed = _check_seed(seed)
+
+    y_bin = yc if multilabel else metrics.indicator(yc, k)
+    n_pos = y_bin.sum(axis=0)
+    absent = (n_pos == 0) | (multilabel & (n_pos == n))
+    present = np.flatnonzero(~absent)
+    if not multilabel and present.size < 2:
+        raise ValueError(
+            f"multiclass AUROC needs at least two classes present in the test set; only "
+            f"{[names[j] for j in present]} present"
+        )
+    if present.size == 0:
+        raise ValueError("no label has both positive and negative examples in the test set")
+    plans = {int(j): _auroc_plan(y_bin[:, j], p[:, j]) for j in present}
+
+    pred = metrics.predict(p, multilabel=multilabel, threshold=threshold)
+    pred_bin = pred if multilabel else metrics.indicator(pred, k)
+    # (n, 3K) so that one matmul yields |Y|, |P| and TP per class.
+    f1_design = np.concatenate([y_bin, pred_bin, y_bin & pred_bin], axis=1).astype(np.float64)
+    correct = (pred == yc).astype(np.float64)
+    if multilabel:
+        correct = correct.mean(axis=1)  # mean per-label accuracy
+
+    sampler = _CountSampler(yc, seed, stratify=not multilabel)
+    auroc = np.empty((n_boot, present.size))
+    f1 = np.empty(n_boot)
+    acc = np.empty(n_boot)
+    step = min(n_boot, _block_rows(n))
+    starts = range(0, n_boot, step)
+    # The per-block products are tiny; multi-threaded BLAS only adds spinning threads that
+    # compete with the numpy work in between (measured 2x slower overall on 2 cores).
+    with threadpool_limits(limits=1, user_api="blas"):
+        for b0 in tqdm(starts, desc="bootstrap", unit="block", disable=not progress):
+            b1 = min(b0 + step, n_boot)
+            cnt_t = _transpose_block(sampler.rows(b0, b1))  # (n, rows)
+            for col, j in enumerate(present):
+                auroc[b0:b1, col] = _auroc_block(cnt_t, plans[int(j)])
+            w = cnt_t.T.astype(np.float64)  # (rows, n); integer-valued, so products are exact
+            sums = w @ f1_design
+            true_n, pred_n, tp = sums[:, :k], sums[:, k : 2 * k], sums[:, 2 * k :]
+            denom = true_n + pred_n
+            f1_k = np.divide(2.0 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+            f1[b0:b1] = f1_k.mean(axis=1)
+            acc[b0:b1] = (w @ correct) / n
+
+    defined = ~np.isnan(auroc)
+    n_def = defined.sum(axis=1)
+    macro = np.full(n_boot, np.nan)
+    ok = n_def > 0
+    macro[ok] = np.where(defined, auroc, 0.0).sum(axis=1)[ok] / n_def[ok]
+
+    out: dict[str, np.ndarray] = {"auroc_macro": macro}
+    for col, j in enumerate(present):
+        out[f"auroc/{names[j]}"] = auroc[:, col]
+    out["f1_macro"] = f1
+    out["accuracy"] = acc
+    return BootstrapReplicates(
+        metrics=out, absent_classes=[names[j] for j in np.flatnonzero(absent)], counts_seed=seed
+    )
+
+
+def summarize(
+    name: str, value: float, replicates: np.ndarray, *, ci: float = 0.95
+) -> dict[str, float | int]:
+    """Summary of one metric: point estimate plus bootstrap mean, SD and percentile CI.
+
+    nan replicates (metric undefined in that replicate) are left out; ``n_replicates`` says
+    how many remain.
+
+    Args:
+        name: metric name, used in error messages.
+        value: point estimate on the full test set.
+        replicates: ``(n_boot,)`` float replicate values.
+        ci: two-sided level in (0, 1); the interval is
+            ``np.percentile(valid, [100 (1 - ci) / 2, 100 (1 + ci) / 2])`` (linear
+            interpolation; Efron & Tibshirani 1993, ch. 13).
+
+    Returns:
+        ``{"value", "mean", "sd", "ci_low", "ci_high", "n_replicates"}``; floats are Python
+        floats. ``sd`` (``ddof=1``) is nan when only one replicate is valid; the CI never is.
+
+    Raises:
+        ValueError: ``ci`` outside (0, 1), or no valid replicate.
+    """
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1); got {ci}")
+    r = np.asarray(replicates, dtype=np.float64).ravel()
+    valid = r[~np.isnan(r)]
+    if valid.size == 0:
+        raise ValueError(
+            f"{name}: no bootstrap replicate has a defined value (all {r.size} lack positives "
+            "or negatives); raise n_boot or check the test set"
+        )
+    lo, hi = np.percentile(valid, [100.0 * (1.0 - ci) / 2.0, 100.0 * (1.0 + ci) / 2.0])
+    return {
+        "value": float(value),
+        "mean": float(valid.mean()),
+        "sd": float(valid.std(ddof=1)) if valid.size > 1 else float("nan"),
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "n_replicates": int(valid.size),
+    }
+
+
+def evaluate(
+    y: np.ndarray,
+    proba: np.ndarray,
+    class_names: list[str] | tuple[str, ...],
+    *,
+    multilabel: bool,
+    n_boot: int = 1000,
+    seed: int,
+    ci: float = 0.95,
+    threshold: float = 0.5,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Point estimates and bootstrap SD / percentile CIs of the standard metrics.
+
+    Args:
+        y: multiclass ``(n,)`` int class ids in ``[0, K)``; multi-label ``(n, K)`` 0/1.
+        proba: ``(n, K)`` float probabilities; multiclass rows sum to 1 (renormalised in
+            float64), multi-label entries are independent probabilities in [0, 1].
+        class_names: ``K`` unique names; they become keys ``"auroc/<class>"``.
+        multilabel: selects the layout, the prediction rule (argmax vs
+            ``proba >= threshold``) and the resampling (stratified vs plain, see
+            :func:`bootstrap_counts`).
+        n_boot: bootstrap replicates, >= 1.
+        seed: non-negative int, normally ``bootstrap_seed(task, split, seed)`` — never
+            derived from the model, so CIs of different models are paired.
+        ci: two-sided CI level in (0, 1).
+        threshold: multi-label decision threshold.
+        progress: tqdm bar over replicate blocks.
+
+    Returns:
+        A flat dict with stable keys (used as W&B summary keys)::
+
+            "auroc_macro", "auroc/<class>" (each class not absent), "f1_macro", "accuracy"
+                -> {"value", "mean", "sd", "ci_low", "ci_high", "n_replicates"}
+            "absent_classes" -> list[str]
+
+        ``value`` is computed on the full test set by :mod:`medprobe.metrics`
+        (scikit-learn). ``auroc_macro`` is the mean of the per-class one-vs-rest AUROCs of
+        the classes not absent (= ``roc_auc_score(y, proba, multi_class="ovr")`` when all
+        classes are present). ``f1_macro`` is ``f1_score(average="macro", zero_division=0)``
+        over all ``K`` classes, absent ones included. ``accuracy`` is top-1 accuracy
+        (multiclass) or mean per-label accuracy, ``1 - hamming_loss`` (multi-label).
+        Absent classes: no positives (multi-label: no positives or no negatives) in the test
+        set; reported, never averaged in as nan. Multi-label replicates in which a label lacks
+        positives or negatives are left out of that label's summary, and that replicate's
+        macro AUROC averages the labels defined in it (see :func:`bootstrap_replicates`).
+
+    Raises:
+        ValueError: bad shapes, non-finite or out-of-range probabilities, multiclass rows not
+            summing to 1, labels out of range, bad ``class_names``, ``n_boot < 1``, ``ci``
+            not in (0, 1), fewer than two classes present (multiclass), or a metric with zero
+            valid replicates.
+    """
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1); got {ci}")
+    reps = bootstrap_replicates(
+        y,
+        proba,
+        class_names,
+        multilabel=multilabel,
+        n_boot=n_boot,
+        seed=seed,
+        threshold=threshold,
+        progress=progress,
+    )
+    per_class = metrics.per_class_auroc(y, proba, multilabel=multilabel)
+    names = list(class_names)
+    point = {
+        "auroc_macro": metrics.auroc_macro(y, proba, multilabel=multilabel),
+        "f1_macro": metrics.f1_macro(y, proba, multilabel=multilabel, threshold=threshold),
+        "accuracy": metrics.accuracy(y, proba, multilabel=multilabel, threshold=threshold),
+    }
+    for j, name in enumerate(names):
+        point[f"auroc/{name}"] = float(per_class[j])
+    result: dict[str, Any] = {
+        key: summarize(key, point[key], values, ci=ci) for key, values in reps.metrics.items()
+    }
+    result["absent_classes"] = reps.absent_classes
+    return result
