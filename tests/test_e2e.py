@@ -66,6 +66,7 @@ def test_main_job_on_demo_then_cache_hit(tmp_path: Path) -> None:
     assert r2["cache"]["cache_hit"] is True
     assert r2["cache"]["cache_key"] == r1["cache"]["cache_key"]
     assert r2["metrics"] == r1["metrics"]
+    assert r2["tracker"]["id"] == r1["tracker"]["id"]  # deterministic W&B run id: no duplicate
 
 
 def test_multirun_over_layers_extracts_once(tmp_path: Path, shared_data: Path) -> None:
