@@ -195,3 +195,21 @@ def test_c_is_never_chosen_with_test_labels(tmp_path: Path, shared_data: Path) -
 
 def test_repo_is_importable_from_tests() -> None:
     assert (REPO / "conf" / "config.yaml").is_file()
+
+
+def test_wandb_failure_keeps_results_on_disk(
+    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wandb
+
+    def broken(*a: object, **k: object) -> None:
+        raise ConnectionError("W&B is down")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    out = tmp_path / "out"
+    r = run(_cfg("task=csv", f"data_root={shared_data / 'T8_knee_kl'}", "bootstrap.n=50",
+                 "progress=false", f"cache_dir={tmp_path / 'cache'}", f"output_dir={out}"))  # fmt: skip
+    assert r["tracker"] == {"error": "ConnectionError: W&B is down"}
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["metrics"]["auroc_macro"]["value"] == r["metrics"]["auroc_macro"]["value"]
+    assert on_disk["tracker"]["error"].startswith("ConnectionError")
