@@ -25,6 +25,15 @@ class OnError(str, Enum):
     skip = "skip"
 
 
+class OnBadRow(str, Enum):  # noqa: UP042 (same form as OnError)
+    """What a task adapter does with a bad label row (malformed, unknown label, missing image):
+    ``stop`` with one error naming the file and row, or ``skip`` it and count it in the results.
+    """
+
+    stop = "stop"
+    skip = "skip"
+
+
 class TrackerMode(str, Enum):
     """W&B mode. ``auto`` = online when an API key is configured, else offline."""
 
@@ -53,6 +62,14 @@ class ModelConfig:
     layers: Any = "all"
     batch_size: int = 32
     num_workers: int = 2
+    # Large-model loading (IDEFICS, docs/idefics.md; ignored by effnet/clip): bitsandbytes
+    # quantisation none|8bit|4bit, accelerate placement (device_map: auto|balanced|sequential|
+    # cpu|cuda:0; null = from `device`), per-device limits e.g. {0: 70GiB, cpu: 200GiB}, and
+    # loading only the decoder blocks the requested layers need.
+    quantization: str = "none"
+    device_map: str | None = None
+    max_memory: Any = None
+    truncate: bool = True
 
 
 @dataclass
@@ -72,6 +89,16 @@ class TaskConfig:
     test_fraction: float = 0.2
     split_seed: int = 0
     metric: str = "auroc_macro"
+    # Dataset adapters (T1-T8, medprobe/data/tasks/t*.py; docs/tasks.md). Defaults leave the
+    # demo and csv tasks unchanged.
+    on_bad_row: OnBadRow = OnBadRow.stop
+    image_dir: str | None = None  # search images only under <root>/<image_dir> (T3, T4)
+    derived_dir: str | None = None  # where T2 patches / T8 ROI crops are written as PNG
+    min_test_positives: int = 50  # T7: findings kept need this many positives in test
+    roi_boxes: str | None = None  # T8: CSV image,x0,y0,x1,y1 (pixels) -> crop before probing
+    flip_left: bool = False  # T8: mirror left knees so every knee looks like a right knee
+    prompt: str | None = None  # default prompt preset name (conf/prompt/<name>.yaml)
+    options: dict[str, Any] = field(default_factory=dict)  # adapter-specific, see docs/tasks.md
 
 
 @dataclass

@@ -83,8 +83,17 @@ PROBES: Registry[Any] = Registry("probe")
 # Each target is a builder function ``from_config(...)`` documented in its module.
 TASKS.register("demo", "medprobe.data.tasks.demo:build_manifest")
 TASKS.register("csv", "medprobe.data.tasks.csv_task:build_manifest")
+TASKS.register("t1", "medprobe.data.tasks.t1_crc:build_manifest")
+TASKS.register("t2", "medprobe.data.tasks.t2_pannuke:build_manifest")
+TASKS.register("t3", "medprobe.data.tasks.t3_isic2018:build_manifest")
+TASKS.register("t4", "medprobe.data.tasks.t4_isic2020:build_manifest")
+TASKS.register("t5", "medprobe.data.tasks.t5_dr:build_manifest")
+TASKS.register("t6", "medprobe.data.tasks.t6_glaucoma:build_manifest")
+TASKS.register("t7", "medprobe.data.tasks.t7_padchest:build_manifest")
+TASKS.register("t8", "medprobe.data.tasks.t8_knee:build_manifest")
 
 EXTRACTORS.register("effnet_lite0", "medprobe.extractors.effnet:from_config")
 EXTRACTORS.register("clip", "medprobe.extractors.clip:from_config")
+EXTRACTORS.register("idefics", "medprobe.extractors.idefics:from_config")
 
 PROBES.register("logistic", "medprobe.probe:from_config")
