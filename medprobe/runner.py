@@ -354,6 +354,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "task_info": m.info,
         "cache": cache_info,
         "extractor": extractor.fingerprint(),
+        # optional hook: what the extractor loaded (IDEFICS: parameters, kept depth, devices)
+        "extractor_load": getattr(extractor, "load_info", lambda: None)(),
         "prompt": str(cfg.prompt.text),
         "config": resolved,
         "versions": _versions(),

@@ -36,7 +36,8 @@ def test_every_model_task_composes_and_validates(model: str, task: str) -> None:
     validate(cfg)
     assert cfg.model.name in EXTRACTORS
     assert cfg.task.name in TASKS
-    assert OmegaConf.select(cfg, "layer") == -1
+    # a model group may set the probed layer (# @package _global_): the paper's IDEFICS layers
+    assert OmegaConf.select(cfg, "layer") == {"idefics80b": 32, "idefics9b": 13}.get(model, -1)
     if task == "csv":
         assert cfg.task.root == "/data"
 

@@ -1,0 +1,534 @@
+"""IdeficsExtractor on tiny random IDEFICS models: prompts, layers, pooling, batching, truncation.
+
+The tiny model (tests/tiny_models.py) has 8 decoder blocks with a gated cross-attention block
+every 2, a perceiver, qk norms and open gates (``alpha_initializer="ones"``, so the image
+matters). Reference values come from direct transformers calls.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import copy
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import isolated_env
+from hydra import compose, initialize_config_dir
+from PIL import Image
+from tiny_models import save_tiny_idefics
+from transformers import AutoConfig, AutoProcessor, IdeficsForVisionText2Text
+
+from medprobe.config import conf_dir, register_configs
+from medprobe.extractors.base import ExtractorError
+from medprobe.extractors.idefics import (
+    CODE_VERSION,
+    PUBLISHED_CONFIGS,
+    IdeficsExtractor,
+    chat_template,
+    count_parameters,
+    from_config,
+    interleave,
+    kept_depth,
+    memory_plan,
+    render_prompt,
+)
+from medprobe.registry import EXTRACTORS
+
+FAKE = "<fake_token_around_image>"
+#: conf/prompt/*.yaml texts (the paper's PROMPT table, verbatim; radiology is ours).
+PRESETS = {
+    "general": "Question: What's on this image? Answer:",
+    "pathology": "Question: What can you seen on this histological picture? Answer:",
+    "dermatology": "Question: What can you seen on this skin image? Answer:",
+    "ophthalmology": "Question: What can you seen on this eye fundus image? Answer:",
+    "radiology": "Question: What can you seen on this radiological image? Answer:",
+}
+#: What IDEFICS reads for prompt=general (pinned).
+GENERAL_RENDERED = (
+    "<s>User:<fake_token_around_image><image><fake_token_around_image>"
+    "Question: What's on this image? Answer:<end_of_utterance>\nAssistant:"
+)
+GENERAL = PRESETS["general"]
+PATHOLOGY = PRESETS["pathology"]
+N_LAYERS, INTERVAL, WIDTH = 8, 2, 64
+# bitsandbytes (imported for the 4-bit path) uses torch.jit.script_method, deprecated in torch 2.13
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+
+register_configs()
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_idefics(tmp_path_factory.mktemp("tiny_idefics") / "m0", seed=0)
+
+
+@pytest.fixture(scope="module")
+def ext(tiny_dir: Path) -> IdeficsExtractor:
+    return IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32", device="cpu", truncate=False)
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Image.Image]:
+    rng = np.random.default_rng(7)
+    return [
+        Image.fromarray(rng.integers(0, 256, (40 + 7 * i, 48, 3), dtype=np.uint8)) for i in range(3)
+    ]
+
+
+@pytest.fixture(scope="module")
+def pixels(ext: IdeficsExtractor, images: list[Image.Image]) -> torch.Tensor:
+    return torch.stack([ext.preprocess(im) for im in images])
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_dir: Path) -> IdeficsForVisionText2Text:
+    """The full tiny model with block N's output un-normed (``tie_last_hidden_states=False``)."""
+    cfg = AutoConfig.from_pretrained(tiny_dir)
+    cfg.tie_last_hidden_states = False
+    return IdeficsForVisionText2Text.from_pretrained(tiny_dir, config=cfg).eval()
+
+
+def _processor_inputs(tiny_dir: Path, templates: list[str], imgs: list[Image.Image]) -> dict:
+    proc = AutoProcessor.from_pretrained(tiny_dir)
+    proc.tokenizer.padding_side = "left"
+    return proc(
+        text=[interleave(t, im) for t, im in zip(templates, imgs, strict=True)],
+        add_end_of_utterance_token=False,
+        return_tensors="pt",
+    )
+
+
+# ------------------------------------------------------------------------------- prompts
+
+
+def test_prompt_presets_are_pinned_and_render_as_the_paper_question_in_chat_format() -> None:
+    for name, text in PRESETS.items():
+        cfg = _compose("model=idefics80b", f"prompt={name}")
+        assert (cfg.prompt.name, cfg.prompt.text) == (name, text)
+        assert render_prompt(cfg.prompt.text) == (
+            f"<s>User:{FAKE}<image>{FAKE}{text}<end_of_utterance>\nAssistant:"
+        )
+    assert render_prompt(GENERAL) == GENERAL_RENDERED
+    assert chat_template(GENERAL) == "User:{image}" + GENERAL + "<end_of_utterance>\nAssistant:"
+    # a full template is used as is (spaces around the image stripped, as the processor does)
+    assert render_prompt("{image} Question: What's on this image? Answer:") == (
+        f"<s>{FAKE}<image>{FAKE}Question: What's on this image? Answer:"
+    )
+    assert interleave("User:{image}Q?", "IMG") == ["User:", "IMG", "Q?"]
+    assert interleave("{image}Q?", "IMG") == ["IMG", "Q?"]
+
+
+def test_rendering_tokenises_exactly_like_the_idefics_processor(
+    tiny_dir: Path, ext: IdeficsExtractor, images: list[Image.Image]
+) -> None:
+    proc = AutoProcessor.from_pretrained(tiny_dir)
+    eou = proc.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    for text in PRESETS.values():
+        want = _processor_inputs(tiny_dir, [text], images[:1])
+        got = ext.encode([text])
+        for key in ("input_ids", "attention_mask", "image_attention_mask"):
+            assert torch.equal(got[key], want[key]), key
+        assert int((got["input_ids"] == eou).sum()) == 1  # one end of utterance, before Assistant
+        # the processor's own end-of-utterance insertion agrees (no two text items in a row)
+        alt = proc(text=[interleave(text, images[0])], add_end_of_utterance_token=True)
+        assert torch.equal(alt["input_ids"], want["input_ids"])
+    # a batch of different prompts: left padded exactly as the processor pads it
+    both = [GENERAL, PATHOLOGY]
+    want = _processor_inputs(tiny_dir, both, images[:2])
+    got = ext.encode(both)
+    for key in ("input_ids", "attention_mask", "image_attention_mask"):
+        assert torch.equal(got[key], want[key]), key
+    assert got["attention_mask"][0, 0] == 0 and got["attention_mask"][:, -1].tolist() == [1, 1]
+    # the fingerprint (cache key) and results carry the exact rendered text
+    assert ext.fingerprint()["rendered_prompt"] == GENERAL_RENDERED
+
+
+def test_text_before_the_image_does_not_see_the_image(
+    ext: IdeficsExtractor, pixels: torch.Tensor
+) -> None:
+    states, enc = ext.hidden_states(pixels[:2], [0, 4, N_LAYERS])
+    ids = enc["input_ids"][0]
+    first_fake = int((ids == ext.processor().tokenizer.convert_tokens_to_ids(FAKE)).nonzero()[0])
+    assert first_fake == 6  # <s> U s e r :
+    for layer, hs in states.items():
+        # identical prompt, different images: "<s>User:" is unchanged bit for bit...
+        assert torch.equal(hs[0, :first_fake], hs[1, :first_fake]), layer
+        # ...while every token after the image differs
+        diff = (hs[0, first_fake + 2 :] - hs[1, first_fake + 2 :]).abs().amax(dim=-1)
+        assert bool((diff > 1e-4).all()), layer
+    assert torch.equal(
+        enc["image_attention_mask"][0, :, 0], (torch.arange(ids.numel()) > first_fake).long()
+    )
+
+
+# ------------------------------------------------------------------------ layers, pooling
+
+
+def test_features_equal_direct_transformers_calls(
+    ext: IdeficsExtractor,
+    reference: IdeficsForVisionText2Text,
+    tiny_dir: Path,
+    images: list[Image.Image],
+    pixels: torch.Tensor,
+) -> None:
+    assert ext.layers() == [*range(N_LAYERS + 1), "final_norm"]
+    feats = ext.extract(pixels, [-1, 0, 4, "final_norm"])
+    assert list(feats) == [0, 4, N_LAYERS, "final_norm"]
+    inputs = _processor_inputs(tiny_dir, [GENERAL] * 3, images)
+    assert torch.equal(inputs["pixel_values"][:, 0], pixels)  # preprocess == the processor
+    with torch.inference_mode():
+        out = reference.model(**inputs, output_hidden_states=True, use_cache=False)
+    assert len(out.hidden_states) == N_LAYERS + 1
+    for layer in (0, 4, N_LAYERS):
+        want = out.hidden_states[layer][:, -1].numpy()  # no padding: the last position
+        assert feats[layer].dtype == np.float32 and feats[layer].shape == (3, WIDTH)
+        np.testing.assert_allclose(feats[layer], want, atol=1e-5, rtol=0)
+    # layer N is block N's raw output; "final_norm" is the RMSNorm of it (what lm_head reads)
+    np.testing.assert_allclose(feats["final_norm"], out.last_hidden_state[:, -1], atol=1e-5)
+    normed = reference.model.norm(torch.from_numpy(feats[N_LAYERS])).detach().numpy()
+    np.testing.assert_allclose(feats["final_norm"], normed, atol=1e-5)
+    assert not np.allclose(feats[N_LAYERS], feats["final_norm"], atol=1e-2)
+
+
+def test_mean_after_image_and_image_latents_pooling(
+    tiny_dir: Path,
+    reference: IdeficsForVisionText2Text,
+    images: list[Image.Image],
+    pixels: torch.Tensor,
+) -> None:
+    mean = IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32", pooling="mean_after_image")
+    feats = mean.extract(pixels, [2, 5])
+    inputs = _processor_inputs(tiny_dir, [GENERAL] * 3, images)
+    ids = inputs["input_ids"][0]
+    start = int((ids == mean.processor().tokenizer.convert_tokens_to_ids("<image>")).nonzero()) + 2
+    with torch.inference_mode():
+        out = reference.model(**inputs, output_hidden_states=True, use_cache=False)
+        lat = reference.model.perceiver_resampler(
+            reference.model.vision_model(pixel_values=pixels).last_hidden_state
+        )
+    for layer in (2, 5):
+        want = out.hidden_states[layer][:, start:].mean(dim=1).numpy()  # the question's tokens
+        np.testing.assert_allclose(feats[layer], want, atol=1e-5, rtol=0)
+    lat_ext = IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32", pooling="image_latents")
+    assert lat_ext.layers() == ["image_latents"]
+    got = lat_ext.extract(pixels, "all")["image_latents"]
+    np.testing.assert_allclose(got, lat.mean(dim=1).numpy(), atol=1e-5, rtol=0)
+    info = lat_ext.load_info()
+    assert info["kept_depth"] == 0 and info["params_loaded"] < info["params_full"] / 2
+    with pytest.raises(ExtractorError, match=r"unknown layer 3; valid layers: \['image_latents'\]"):
+        lat_ext.extract(pixels, [3])
+
+
+def test_sample_alone_equals_sample_in_a_left_padded_batch(
+    ext: IdeficsExtractor, pixels: torch.Tensor
+) -> None:
+    mixed = [GENERAL, PATHOLOGY, "{image}Describe."]
+    enc = ext.encode(mixed)
+    assert (enc["attention_mask"] == 0).any(dim=1).tolist() == [True, False, True]  # padded
+    batch = ext.extract(pixels, "all", prompts=mixed)
+    for i in range(3):
+        alone = ext.extract(pixels[i : i + 1], "all", prompts=[mixed[i]])
+        for layer, arr in alone.items():
+            np.testing.assert_allclose(arr[0], batch[layer][i], atol=2e-5, rtol=0)
+    # mask.sum() - 1 would point into the question for a left-padded row; we use position T-1
+    assert int(enc["attention_mask"][0].sum()) - 1 < enc["attention_mask"].shape[1] - 1
+    mean = IdeficsExtractor(ext.hf_id, GENERAL, dtype="float32", pooling="mean_after_image")
+    batch = mean.extract(pixels, [3], prompts=mixed)
+    alone = mean.extract(pixels[:1], [3], prompts=mixed[:1])
+    np.testing.assert_allclose(alone[3][0], batch[3][0], atol=2e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def test_truncated_load_equals_full_model_and_records_parameters(
+    tiny_dir: Path, ext: IdeficsExtractor, pixels: torch.Tensor
+) -> None:
+    assert kept_depth([3], N_LAYERS, INTERVAL) == 4
+    assert kept_depth([0], N_LAYERS, INTERVAL) == 2  # layer 0 is read at block 1's input
+    assert kept_depth([4, 1], N_LAYERS, INTERVAL) == 4
+    assert kept_depth([7, "final_norm"], N_LAYERS, INTERVAL) == N_LAYERS
+    assert kept_depth(["image_latents"], N_LAYERS, INTERVAL) == 0
+    assert kept_depth([32], 80, 4) == 32 and kept_depth([13], 32, 4) == 16
+    trunc = IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32", device="cpu")
+    full = ext.extract(pixels, [0, 1, 3])
+    got = trunc.extract(pixels, [0, 1, 3])
+    for layer in (0, 1, 3):
+        np.testing.assert_array_equal(got[layer], full[layer])  # bit for bit, no final norm
+    info = trunc.load_info()
+    cfg = AutoConfig.from_pretrained(tiny_dir)
+    assert info["loaded"] and info["truncated"] and info["kept_depth"] == 4
+    assert info["num_hidden_layers"] == N_LAYERS and info["cross_layer_interval"] == INTERVAL
+    assert info["params_loaded"] == count_parameters(cfg, 4)["total"]
+    assert info["params_full"] == count_parameters(cfg)["total"] == ext.load_info()["params_loaded"]
+    assert info["params_loaded"] < 0.75 * info["params_full"]
+    assert (
+        len(trunc.load([3]).model.layers) == 4
+        and len(trunc.load([3]).model.gated_cross_attn_layers) == 2
+    )
+    assert info["devices"] == ["cpu"] and info["quantization"] == "none"
+    assert info["unused_checkpoint_entries"] == 0  # every skipped weight is a dropped block
+    # a deeper request reloads deeper
+    trunc.extract(pixels[:1], [6])
+    assert trunc.load_info()["kept_depth"] == 6
+
+
+def test_loading_check_explains_every_skipped_checkpoint_weight() -> None:
+    check = IdeficsExtractor._check_loading_info
+    truncated = {
+        "missing_keys": set(),
+        "unexpected_keys": [
+            "model.layers.4.mlp.up_proj.weight",
+            "model.layers.7.self_attn.q_proj.weight",
+            "model.gated_cross_attn_layers.2.alpha_dense",
+            "model.layers.1.self_attn.rotary_emb.inv_freq",  # an old persisted buffer
+        ],
+    }
+    assert check(truncated, 4, 2) == ["model.layers.1.self_attn.rotary_emb.inv_freq"]
+    assert check({"missing_keys": {"lm_head.additional_fc.weight"}}, 4, 2) == []  # unused
+    with pytest.raises(ExtractorError, match="would be random.*model.layers.0.mlp.up_proj"):
+        check({"missing_keys": {"model.layers.0.mlp.up_proj.weight"}}, 4, 2)
+
+
+def test_4bit_on_cpu_is_placed_not_moved_and_close_to_float32(
+    tiny_dir: Path, ext: IdeficsExtractor, pixels: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_move(self: object, *a: object, **k: object) -> None:
+        raise AssertionError("a quantised model must not be moved with .to()")
+
+    monkeypatch.setattr(IdeficsForVisionText2Text, "to", no_move)
+    q = IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32", quantization="4bit")
+    got = q.extract(pixels, [2, 4])
+    ref = ext.extract(pixels, [2, 4])
+    for layer in (2, 4):
+        corr = np.corrcoef(got[layer].ravel(), ref[layer].ravel())[0, 1]
+        assert corr > 0.95, (layer, corr)
+        assert not np.array_equal(got[layer], ref[layer])  # really quantised
+    model = q.load()
+    assert type(model.model.layers[0].mlp.down_proj).__name__ == "Linear4bit"
+    info = q.load_info()
+    assert info["quantization"] == "4bit" and info["kept_depth"] == 4
+    assert (
+        info["params_loaded"] == count_parameters(AutoConfig.from_pretrained(tiny_dir), 4)["total"]
+    )
+    fp = q.fingerprint()
+    assert fp["quantization"]["bnb_4bit_quant_type"] == "nf4"
+    assert fp != ext.fingerprint()
+
+
+# ------------------------------------------------------------------- fingerprint, errors
+
+
+def test_fingerprint_without_weights_and_what_changes_it(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("weights must not be loaded")
+
+    monkeypatch.setattr(IdeficsForVisionText2Text, "from_pretrained", boom)
+    a = IdeficsExtractor(str(tiny_dir), GENERAL)
+    fp = a.fingerprint()
+    json.dumps(fp)
+    assert (fp["extractor"], fp["code_version"], fp["source"]) == ("idefics", CODE_VERSION, "local")
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(fp["files"])
+    assert all(v.startswith("sha256:") for v in fp["files"].values())
+    assert (fp["dtype"], fp["pooling"], fp["quantization"]) == ("bfloat16", "last", None)
+    assert fp["rendered_prompt"] == GENERAL_RENDERED
+    assert fp["preprocessing"]["size"] == {"height": 32, "width": 32}
+    assert fp["preprocessing"]["image_mean"] == [0.48145466, 0.4578275, 0.40821073]
+    same = [
+        IdeficsExtractor(str(tiny_dir), GENERAL, truncate=False, device="cpu"),
+        IdeficsExtractor(
+            str(tiny_dir), "User:{image}" + GENERAL + "<end_of_utterance>\nAssistant:"
+        ),
+    ]
+    assert all(e.fingerprint() == fp for e in same)  # placement, truncation: same features
+    differ = [
+        IdeficsExtractor(str(tiny_dir), PATHOLOGY),
+        IdeficsExtractor(str(tiny_dir), GENERAL, pooling="mean_after_image"),
+        IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32"),
+        IdeficsExtractor(str(tiny_dir), GENERAL, quantization="8bit"),
+    ]
+    assert all(e.fingerprint() != fp for e in differ)
+    other = save_tiny_idefics(tmp_path / "m1", seed=1)
+    fo = IdeficsExtractor(str(other), GENERAL).fingerprint()
+    assert fo["files"]["model.safetensors"] != fp["files"]["model.safetensors"]
+    assert fo["files"]["tokenizer.json"] == fp["files"]["tokenizer.json"]
+
+
+def test_hub_id_from_the_offline_cache(
+    tiny_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ext: IdeficsExtractor,
+    pixels: torch.Tensor,
+) -> None:
+    import shutil
+
+    import huggingface_hub.constants as hub_constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny-idefics"
+    shutil.copytree(tiny_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    hub = IdeficsExtractor("acme/tiny-idefics", GENERAL, dtype="float32", truncate=False)
+    fp = hub.fingerprint()
+    assert fp["source"] == "hub" and fp["resolved_revision"] == commit and "files" not in fp
+    assert fp["rendered_prompt"] == GENERAL_RENDERED
+    np.testing.assert_array_equal(hub.extract(pixels, [2])[2], ext.extract(pixels, [2])[2])
+    with pytest.raises(ExtractorError, match="acme/absent") as info:
+        IdeficsExtractor("acme/absent", GENERAL).layers()  # offline, not cached: no download
+    assert "\n" not in str(info.value)
+
+
+def test_errors_are_clear(
+    tiny_dir: Path, ext: IdeficsExtractor, pixels: torch.Tensor, tmp_path: Path
+) -> None:
+    cfg = SimpleNamespace(hf_id=str(tiny_dir), dtype="float32")
+    with pytest.raises(ExtractorError, match="choose prompt=general"):
+        from_config(cfg, "")  # the default prompt=none
+    with pytest.raises(ExtractorError, match="2 {image} placeholders"):
+        from_config(cfg, "{image}{image}What?")
+    with pytest.raises(ExtractorError, match="literal <image>"):
+        from_config(cfg, "User:<image>What?")
+    with pytest.raises(ExtractorError, match="valid poolings"):
+        IdeficsExtractor(str(tiny_dir), GENERAL, pooling="cls")
+    with pytest.raises(ExtractorError, match="valid: \\['none', '8bit', '4bit'\\]"):
+        IdeficsExtractor(str(tiny_dir), GENERAL, quantization="int4")
+    with pytest.raises(ExtractorError, match="local model directory not found"):
+        from_config(SimpleNamespace(hf_id=str(tmp_path / "nope")), GENERAL)
+    with pytest.raises(ExtractorError, match="valid layers"):
+        ext.extract(pixels, [N_LAYERS + 1])
+    with pytest.raises(ExtractorError, match=r"<image> tokens per sample \[1, 1, 1\] != images"):
+        ext.extract(torch.stack([pixels, pixels], dim=1), [1])
+    # an 80B-sized config refuses float16 before anything is loaded
+    big = tmp_path / "big"
+    cfg80 = copy.deepcopy(AutoConfig.from_pretrained(tiny_dir))
+    cfg80.hidden_size, cfg80.num_hidden_layers = 8192, 80
+    cfg80.save_pretrained(big)
+    with pytest.raises(ExtractorError, match="float16 is refused for IDEFICS-80B"):
+        IdeficsExtractor(str(big), GENERAL, dtype="float16").layers()
+    assert IdeficsExtractor(str(big), GENERAL).layers()[-2:] == [80, "final_norm"]
+    # every batch: a layer that goes non-finite is named
+    broken = IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32")
+    broken.load([3]).model.layers[2].mlp.down_proj.weight.data.fill_(float("nan"))
+    with pytest.raises(ExtractorError, match=r"layer 3: non-finite"):
+        broken.extract(pixels, [1, 3])
+
+
+def test_preprocess_real_image_and_pickling(
+    ext: IdeficsExtractor, tiny_dir: Path, shared_data: Path
+) -> None:
+    with Image.open(shared_data / "T8_knee_kl" / "test" / "0" / "9290697R.png") as im:
+        img = im.copy()
+    assert img.mode == "L"
+    x = ext.preprocess(img)
+    assert x.dtype == torch.float32 and tuple(x.shape) == (3, 32, 32)
+    proc = AutoProcessor.from_pretrained(tiny_dir)
+    direct = proc(text=[interleave(GENERAL, img.convert("RGB"))], return_tensors="pt")
+    np.testing.assert_array_equal(x.numpy(), direct["pixel_values"][0, 0].numpy())
+    ext.extract(x[None], [1])
+    clone = pickle.loads(pickle.dumps(ext))
+    assert clone._model is None and ext._model is not None
+    np.testing.assert_array_equal(clone.preprocess(img).numpy(), x.numpy())
+
+
+# ------------------------------------------------------------------------ configs, plan
+
+
+def test_model_configs_compose_with_the_paper_settings() -> None:
+    cfg = _compose("model=idefics80b", "task=demo", "prompt=general")
+    assert (cfg.model.name, cfg.model.hf_id) == ("idefics", "HuggingFaceM4/idefics-80b-instruct")
+    assert cfg.layer == 32 and cfg.model.layers == 32  # model.layers follows layer
+    assert cfg.model.dtype.value == "bfloat16" and cfg.model.pooling == "last"
+    assert (cfg.model.quantization, cfg.model.device_map, cfg.model.truncate) == (
+        "none",
+        "auto",
+        True,
+    )
+    assert cfg.prompt.text == GENERAL
+    cfg = _compose("model=idefics80b", "layer=16", "model.quantization=4bit")
+    assert cfg.layer == 16 and cfg.model.layers == 16 and cfg.model.quantization == "4bit"
+    cfg = _compose("model=idefics9b")
+    assert cfg.model.hf_id == "HuggingFaceM4/idefics-9b-instruct" and cfg.layer == 13
+    assert cfg.prompt.name == "none"
+    assert EXTRACTORS.get("idefics") is from_config
+    with pytest.raises(ExtractorError, match="choose prompt=general"):
+        EXTRACTORS.get(cfg.model.name)(cfg.model, str(cfg.prompt.text))
+    ext = from_config(
+        _compose(
+            "model=idefics80b", "prompt=pathology", "model.max_memory={0:70GiB,cpu:100GiB}"
+        ).model,
+        PATHOLOGY,
+    )
+    assert ext.dtype == "bfloat16" and ext._max_memory() == {0: "70GiB", "cpu": "100GiB"}
+    assert ext._device_map() == "auto"
+    # the other models are untouched by the new fields
+    assert _compose("model=clip").model.quantization == "none"
+
+
+def test_memory_plan_matches_the_published_checkpoint_sizes() -> None:
+    # bf16 shard sizes on the hub: 9b-instruct 9.97 + 7.89 GB; 80b-instruct 17 shards ~160 GB
+    p9 = count_parameters(PUBLISHED_CONFIGS["HuggingFaceM4/idefics-9b-instruct"])
+    assert p9["total"] == 8_929_679_632 and abs(2 * p9["total"] / 1e9 - (9.97 + 7.89)) < 0.01
+    plan = {r["quantization"]: r for r in memory_plan("HuggingFaceM4/idefics-80b-instruct", 32)}
+    assert plan["none"]["params_full"] == 79_967_843_624
+    assert (
+        plan["none"]["depth_truncated"] == 32 and plan["none"]["params_truncated"] == 32_755_771_664
+    )
+    assert (
+        round(plan["none"]["gb_full"], 1) == 159.9
+        and round(plan["none"]["gb_truncated"], 1) == 65.5
+    )
+    assert (
+        round(plan["8bit"]["gb_truncated"], 1) == 33.3
+        and round(plan["4bit"]["gb_truncated"], 1) == 19.2
+    )
+    assert round(plan["8bit"]["gb_full"], 1) == 80.5 and round(plan["4bit"]["gb_full"], 1) == 45.7
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_python_m_medprobe_with_a_tiny_idefics_on_real_images(
+    tmp_path: Path, shared_data: Path, tiny_dir: Path
+) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "medprobe", "model=idefics9b", f"model.hf_id={tiny_dir}",
+            "model.dtype=float32", "model.batch_size=16", "layer=3", "prompt=general",
+            "task=csv", f"data_root={shared_data / 'T8_knee_kl'}", "bootstrap.n=100",
+            "tracker=none", "progress=false", "output_dir=out",
+        ],
+        cwd=tmp_path, env=isolated_env(tmp_path), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert r["model"] == "idefics" and r["layer"] == 3
+    assert r["prompt"] == GENERAL and r["extractor"]["rendered_prompt"] == GENERAL_RENDERED
+    assert r["counts"]["feature_dim"] == WIDTH
+    assert sum(r["counts"][k] for k in ("fit", "val", "test")) == 100
+    load = r["extractor_load"]
+    assert load["kept_depth"] == 4 and load["truncated"] is True
+    assert load["params_loaded"] < load["params_full"]
+    auc = r["metrics"]["auroc_macro"]
+    assert 0.0 <= auc["ci_low"] <= auc["value"] <= auc["ci_high"] <= 1.0
+    assert auc["n_replicates"] == 100
