@@ -97,7 +97,6 @@ class TaskConfig:
     min_test_positives: int = 50  # T7: findings kept need this many positives in test
     roi_boxes: str | None = None  # T8: CSV image,x0,y0,x1,y1 (pixels) -> crop before probing
     flip_left: bool = False  # T8: mirror left knees so every knee looks like a right knee
-    prompt: str | None = None  # default prompt preset name (conf/prompt/<name>.yaml)
     options: dict[str, Any] = field(default_factory=dict)  # adapter-specific, see docs/tasks.md
 
 

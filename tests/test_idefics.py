@@ -469,8 +469,9 @@ def test_model_configs_compose_with_the_paper_settings() -> None:
     assert cfg.layer == 16 and cfg.model.layers == 16 and cfg.model.quantization == "4bit"
     cfg = _compose("model=idefics9b")
     assert cfg.model.hf_id == "HuggingFaceM4/idefics-9b-instruct" and cfg.layer == 13
-    assert cfg.prompt.name == "none"
+    assert cfg.prompt.name == "pathology"  # the demo task's default prompt (its defaults list)
     assert EXTRACTORS.get("idefics") is from_config
+    cfg = _compose("model=idefics9b", "prompt=none")
     with pytest.raises(ExtractorError, match="choose prompt=general"):
         EXTRACTORS.get(cfg.model.name)(cfg.model, str(cfg.prompt.text))
     ext = from_config(

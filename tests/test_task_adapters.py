@@ -34,10 +34,21 @@ from medprobe.registry import TASKS
 
 def cfg(task: str, root: Path, **over: Any) -> Any:
     """The task's shipped YAML over the TaskConfig schema, with ``root`` and overrides."""
-    base = OmegaConf.merge(
-        OmegaConf.structured(TaskConfig), OmegaConf.load(REPO / "conf" / "task" / f"{task}.yaml")
-    )
+    raw = OmegaConf.load(REPO / "conf" / "task" / f"{task}.yaml")
+    raw.pop("defaults", None)  # the task's default prompt choice (a Hydra defaults list)
+    base = OmegaConf.merge(OmegaConf.structured(TaskConfig), raw)
     return OmegaConf.merge(base, {"root": str(root), **over})
+
+
+def composed_prompt(task: str) -> str:
+    """The prompt preset a task selects by default in the composed Hydra config."""
+    from hydra import compose, initialize_config_dir
+
+    from medprobe.config import conf_dir, register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return str(compose(config_name="config", overrides=[f"task={task}"]).prompt.name)
 
 
 def build(task: str, root: Path, **over: Any) -> Manifest:
@@ -87,20 +98,21 @@ def link(src: Path, dst: Path) -> None:
 def test_all_eight_tasks_registered_with_metric_classes_and_prompt() -> None:
     metrics = {f"t{k}": ("f1_macro" if k <= 2 else "auroc_macro") for k in range(1, 9)}
     prompts = {
-        "t1": "histology",
-        "t2": "histology",
-        "t3": "skin",
-        "t4": "skin",
-        "t5": "fundus",
-        "t6": "fundus",
+        "t1": "pathology",
+        "t2": "pathology",
+        "t3": "dermatology",
+        "t4": "dermatology",
+        "t5": "ophthalmology",
+        "t6": "ophthalmology",
         "t7": "chest_xray",
         "t8": "knee_xray",
     }
     for task, metric in metrics.items():
         assert task in TASKS
         c = cfg(task, Path("/data"))
-        assert (c.name, c.metric, c.prompt) == (task, metric, prompts[task])
-        assert (REPO / "conf" / "prompt" / f"{c.prompt}.yaml").is_file()
+        assert (c.name, c.metric) == (task, metric)
+        assert composed_prompt(task) == prompts[task]
+        assert (REPO / "conf" / "prompt" / f"{prompts[task]}.yaml").is_file()
         assert c.classes is None if task == "t7" else len(c.classes) >= 2
     assert cfg("t5", Path("/d")).classes[4] == "proliferative"
 

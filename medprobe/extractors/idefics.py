@@ -173,8 +173,8 @@ def chat_template(question: str) -> str:
 def split_template(template: str) -> tuple[str, str]:
     """Split a prompt at its one ``{image}`` placeholder -> ``(before, after)``.
 
-    A prompt without ``{image}`` is a bare question (e.g. the task presets ``histology``,
-    ``skin``, ...) and is first wrapped by :func:`chat_template`.
+    A prompt without ``{image}`` is a bare question (e.g. the presets ``pathology``,
+    ``dermatology``, ...) and is first wrapped by :func:`chat_template`.
 
     Raises:
         ExtractorError: the prompt is empty (``prompt=none``), has several ``{image}``
