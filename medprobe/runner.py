@@ -133,7 +133,7 @@ def features(
     key = cache_key(spec)
     cache = FeatureCache(Path(cfg.cache_dir).expanduser())
     on_error = _enum_value(cfg.data.on_error)
-    info: dict[str, Any] = {"cache_key": key, "cache_dir": str(cache.root)}
+    info: dict[str, Any] = {"cache_key": key, "cache_dir": str(cache.root), "spec": spec}
     t0 = time.perf_counter()
     with cache.lock(key):
         if cache.is_complete(key):
@@ -352,11 +352,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "classes": m.classes,
         "multilabel": m.multilabel,
         "task_info": m.info,
-        "cache": cache_info,
-        "extractor": extractor.fingerprint(),
+        "cache": {k: v for k, v in cache_info.items() if k != "spec"},
+        "extractor": cache_info["spec"]["extractor"],
         # optional hook: what the extractor loaded (IDEFICS: parameters, kept depth, devices)
         "extractor_load": getattr(extractor, "load_info", lambda: None)(),
-        "prompt": str(cfg.prompt.text),
+        # the prompt text; None for vision-only models, which ignore cfg.prompt (the exact
+        # string a language model read is extractor.rendered_prompt)
+        "prompt": str(cfg.prompt.text) if "rendered_prompt" in cache_info["spec"]["extractor"] else None,
         "config": resolved,
         "versions": _versions(),
         "output_dir": str(out_dir),
