@@ -173,12 +173,13 @@ def auroc_macro(y: np.ndarray, proba: np.ndarray, *, multilabel: bool) -> float:
 def f1_macro(
     y: np.ndarray, proba: np.ndarray, *, multilabel: bool, threshold: float = 0.5
 ) -> float:
-    """Macro F1 over all ``K`` classes, ``sklearn.metrics.f1_score(average="macro",
-    zero_division=0)``.
+    """Macro F1 over the classes present in ``y``: ``sklearn.metrics.f1_score(labels=present,
+    average="macro", zero_division=0)``.
 
-    Multiclass passes ``labels=range(K)``, so a class that is neither present nor predicted
-    counts as F1 = 0 (scikit-learn's default would average only over the labels seen).
-    Multi-label averages over all ``K`` label columns (scikit-learn's default there).
+    A class (or finding) with no positive in ``y`` is left out, as it is from macro AUROC,
+    so both macros average over the same classes and the table's "absent from test
+    (excluded)" holds for every macro. Its false positives still count: they are false
+    negatives of the true classes (multiclass) or lower nothing else (multi-label).
 
     Returns:
         float in [0, 1].
@@ -188,7 +189,8 @@ def f1_macro(
     """
     yc, p = check_predictions(y, proba, multilabel=multilabel)
     pred = predict(p, multilabel=multilabel, threshold=threshold)
-    labels = None if multilabel else np.arange(p.shape[1])
+    y_bin = yc.astype(bool) if multilabel else indicator(yc, p.shape[1])
+    labels = np.flatnonzero(y_bin.sum(axis=0) > 0)
     return float(f1_score(yc, pred, labels=labels, average="macro", zero_division=0))
 
 

@@ -347,8 +347,10 @@ def bootstrap_replicates(
     multiclass, plain for multi-label) so memory stays bounded for any ``n_boot``. Per block:
     AUROC via :func:`bootstrap_auroc`'s kernel; with ``W`` the block's counts as float64,
     ``accuracy = W @ correct / n`` and macro F1 from ``TP = W @ (Y & P)``, ``W @ Y`` and
-    ``W @ P`` (per class ``F1 = 2 TP / (|Y| + |P|)``, 0 when both are 0, averaged over all
-    ``K`` classes exactly like ``f1_score(average="macro", zero_division=0)``).
+    ``W @ P`` (per class ``F1 = 2 TP / (|Y| + |P|)``, 0 when both are 0, averaged over the
+    classes with at least one positive in the test set, exactly like
+    ``f1_score(labels=<those classes>, average="macro", zero_division=0)``; see
+    :func:`medprobe.metrics.f1_macro`).
 
     Rules for undefined AUROCs:
 
@@ -398,6 +400,7 @@ def bootstrap_replicates(
     pred_bin = pred if multilabel else metrics.indicator(pred, k)
     # (n, 3K) so that one matmul yields |Y|, |P| and TP per class.
     f1_design = np.concatenate([y_bin, pred_bin, y_bin & pred_bin], axis=1).astype(np.float64)
+    f1_cols = y_bin.sum(axis=0) > 0  # classes with a positive in the test set
     correct = (pred == yc).astype(np.float64)
     if multilabel:
         correct = correct.mean(axis=1)  # mean per-label accuracy
@@ -421,7 +424,7 @@ def bootstrap_replicates(
             true_n, pred_n, tp = sums[:, :k], sums[:, k : 2 * k], sums[:, 2 * k :]
             denom = true_n + pred_n
             f1_k = np.divide(2.0 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-            f1[b0:b1] = f1_k.mean(axis=1)
+            f1[b0:b1] = f1_k[:, f1_cols].mean(axis=1)
             acc[b0:b1] = (w @ correct) / n
 
     defined = ~np.isnan(auroc)

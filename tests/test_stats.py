@@ -66,8 +66,8 @@ def _naive_multiclass(y, p, counts):
             macro = roc_auc_score(yy, pp, multi_class="ovr", average="macro")
             assert abs(macro - np.mean(aucs)) < TOL
         out["auroc_macro"].append(np.mean(aucs))
-        out["f1_macro"].append(
-            f1_score(yy, pred[idx], labels=np.arange(k), average="macro", zero_division=0)
+        out["f1_macro"].append(  # over the classes present in the whole test set
+            f1_score(yy, pred[idx], labels=np.unique(y), average="macro", zero_division=0)
         )
         out["accuracy"].append(accuracy_score(yy, pred[idx]))
     return {key: np.array(v) for key, v in out.items()}, {c: np.array(v) for c, v in per.items()}
@@ -84,7 +84,12 @@ def _naive_multilabel(y, p, counts, threshold=0.5):
         for j in range(k):
             if 0 < yy[:, j].sum() < len(idx):
                 per[b, j] = roc_auc_score(yy[:, j], pp[:, j])
-        f1.append(f1_score(yy, pred[idx], average="macro", zero_division=0))
+        f1.append(
+            f1_score(
+                yy, pred[idx], labels=np.flatnonzero(y.sum(0) > 0), average="macro",
+                zero_division=0,
+            )
+        )
         acc.append(1.0 - hamming_loss(yy, pred[idx]))
         assert (
             abs(acc[-1] - np.mean([accuracy_score(yy[:, j], pred[idx][:, j]) for j in range(k)]))
@@ -356,9 +361,12 @@ def test_multiclass_absent_class_is_reported_and_excluded():
     per = [roc_auc_score(y == c, p[:, c]) for c in (0, 1, 3)]
     assert res["auroc_macro"]["value"] == pytest.approx(np.mean(per), abs=TOL)
     assert not any(np.isnan(v) for e in res.values() if isinstance(e, dict) for v in e.values())
-    # F1 stays over all K classes (absent class contributes 0 unless predicted).
-    f1 = f1_score(y, p.argmax(1), labels=np.arange(4), average="macro", zero_division=0)
+    # macro F1 leaves the absent class out too (same classes as macro AUROC); predictions of
+    # the absent class still cost the true classes their recall
+    f1 = f1_score(y, p.argmax(1), labels=[0, 1, 3], average="macro", zero_division=0)
     assert res["f1_macro"]["value"] == pytest.approx(f1, abs=TOL)
+    all_k = f1_score(y, p.argmax(1), labels=np.arange(4), average="macro", zero_division=0)
+    assert all_k < f1  # the old all-K rule silently averaged in a 0 for the absent class
     counts = bootstrap_counts(y, 50, 5, stratify=True)
     naive, _ = _naive_multiclass(y, p, counts)
     _assert_summary(res["auroc_macro"], naive["auroc_macro"])
