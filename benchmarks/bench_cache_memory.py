@@ -1,6 +1,6 @@
 """Peak RSS of streaming N vs 4N rows through CacheWriter: memory must be flat in N.
 
-Each measurement runs in its own child process (``ru_maxrss`` of that process only). The
+Each measurement runs in its own child process (``VmHWM`` of that process only). The
 features are synthetic float32 batches (b, D) for L layers, generated batch by batch, so only
 one batch is ever in RAM. For reference the same data is also written the naive way, through
 whole-array ``open_memmap`` arrays flushed after each batch: written pages of a shared mapping
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _rss import peak_rss_kib  # noqa: E402
 
 
 def _batches(n: int, layers: int, dim: int, bs: int):
@@ -63,7 +64,7 @@ def _child(mode: str, n: int, layers: int, dim: int, bs: int, root: str) -> None
                 mm.flush()
             done += b
     dt = time.perf_counter() - t0
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, f"{dt:.3f}")
+    print(peak_rss_kib(), f"{dt:.3f}")
 
 
 def _measure(mode: str, n: int, layers: int, dim: int, bs: int) -> tuple[float, float]:
@@ -79,7 +80,7 @@ def _measure(mode: str, n: int, layers: int, dim: int, bs: int) -> tuple[float, 
             text=True,
             check=True,
         ).stdout.split()
-    return int(out[0]) / 1024, float(out[1])  # ru_maxrss is KiB on Linux
+    return int(out[0]) / 1024, float(out[1])  # VmHWM is in KiB
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _rss import peak_rss_kib  # noqa: E402
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -63,7 +65,7 @@ def one_by_one(paths: list[Path], layers: list[int]) -> float:
 def _rss_child(n: int) -> None:
     paths = build_manifest(None).paths[:n]
     batched(paths, list(range(9)), batch_size=32, workers=0)
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_kib = peak_rss_kib()
     print(json.dumps({"n": n, "rss_mib": rss_kib / 1024}))
 
 

@@ -11,6 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_bootstrap  # noqa: E402
 import bench_cache_memory  # noqa: E402
 import bench_extraction  # noqa: E402
+import bench_idefics  # noqa: E402
+import bench_probe_threads  # noqa: E402
 
 
 def main() -> None:
@@ -20,6 +22,10 @@ def main() -> None:
     bench_extraction.main([])
     print("\n== cache writer memory (synthetic rows) ==", flush=True)
     bench_cache_memory.main(["--no-naive"])
+    print("\n== probe: one BLAS thread vs the library default ==", flush=True)
+    bench_probe_threads.main([])
+    print("\n== IDEFICS (tiny random model): batched vs one, truncated loading ==", flush=True)
+    bench_idefics.main([])
 
 
 if __name__ == "__main__":

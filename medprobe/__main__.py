@@ -24,6 +24,14 @@ def main(cfg: DictConfig) -> None:
     except USER_ERRORS as e:  # a user mistake: one clear message, no traceback
         print(f"medprobe: error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(
+            "medprobe: interrupted; finished extraction batches are kept in the cache, "
+            "rerun the same command to resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(130)
 
 
 if __name__ == "__main__":

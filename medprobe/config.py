@@ -9,13 +9,15 @@ Hydra's list of available options. Registry names (``model.name``, ``task.name``
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 class OnError(str, Enum):
@@ -32,6 +34,13 @@ class OnBadRow(str, Enum):  # noqa: UP042 (same form as OnError)
 
     stop = "stop"
     skip = "skip"
+
+
+class ImageFingerprint(str, Enum):
+    """How images enter the cache key: every byte (safe) or size + mtime (instant, trusting)."""
+
+    content = "content"
+    stat = "stat"
 
 
 class TrackerMode(str, Enum):
@@ -113,9 +122,7 @@ class ProbeConfig:
     """Linear probe; C is chosen on a validation split carved from train, never on test."""
 
     name: str = "logistic"
-    C_grid: list[float] = field(
-        default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
-    )
+    C_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
     class_weight: str | None = None
     max_iter: int = 1000
     val_fraction: float = 0.2
@@ -137,6 +144,7 @@ class TrackerConfig:
 @dataclass
 class DataConfig:
     on_error: OnError = OnError.stop
+    fingerprint: ImageFingerprint = ImageFingerprint.content
     max_side: int = 1024
     scan_workers: int = 4
 
@@ -165,9 +173,19 @@ class Config:
     progress: bool = True
 
 
+def _first_set(value: Any, default: Any) -> Any:
+    return default if value in (None, "") else value
+
+
 def register_configs() -> None:
-    """Register :class:`Config` as ``base_config`` (idempotent)."""
+    """Register :class:`Config` as ``base_config`` and the ``mp_or`` resolver (idempotent).
+
+    ``${mp_or:a,b}`` is ``a`` unless it is null or empty, else ``b``; ``conf/config.yaml`` uses
+    it so that ``output_dir=...`` is also Hydra's run (or sweep) directory.
+    """
     ConfigStore.instance().store(name="base_config", node=Config)
+    if not OmegaConf.has_resolver("mp_or"):
+        OmegaConf.register_new_resolver("mp_or", _first_set)
 
 
 def conf_dir() -> Path:
@@ -201,13 +219,42 @@ def validate(cfg: Any) -> None:
     PROBES.check(cfg.probe.name)
     if not 0.0 < float(cfg.train_fraction) <= 1.0:
         raise ConfigError(f"train_fraction must be in (0, 1], got {cfg.train_fraction}")
-    if int(cfg.bootstrap.n) < 1:
-        raise ConfigError(f"bootstrap.n must be >= 1, got {cfg.bootstrap.n}")
-    if not 0.0 < float(cfg.bootstrap.ci) < 1.0:
-        raise ConfigError(f"bootstrap.ci must be in (0, 1), got {cfg.bootstrap.ci}")
-    if not 0.0 < float(cfg.probe.val_fraction) < 1.0:
-        raise ConfigError(f"probe.val_fraction must be in (0, 1), got {cfg.probe.val_fraction}")
-    if not cfg.probe.C_grid or any(float(c) <= 0 for c in cfg.probe.C_grid):
-        raise ConfigError(f"probe.C_grid must be non-empty and positive, got {list(cfg.probe.C_grid)}")
-    if int(cfg.model.batch_size) < 1:
-        raise ConfigError(f"model.batch_size must be >= 1, got {cfg.model.batch_size}")
+    from medprobe.probe import SELECTION_METRICS
+
+    def need(ok: bool, key: str, rule: str, value: Any) -> None:
+        if not ok:
+            raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+    need(int(cfg.bootstrap.n) >= 2, "bootstrap.n", ">= 2 (1000 recommended)", cfg.bootstrap.n)
+    need(0.0 < float(cfg.bootstrap.ci) < 1.0, "bootstrap.ci", "in (0, 1)", cfg.bootstrap.ci)
+    need(int(cfg.seed) >= 0, "seed", ">= 0", cfg.seed)
+    need(0.0 < float(cfg.probe.val_fraction) < 1.0, "probe.val_fraction", "in (0, 1)",
+         cfg.probe.val_fraction)  # fmt: skip
+    grid = list(cfg.probe.C_grid or [])
+    need(bool(grid) and all(math.isfinite(float(c)) and float(c) > 0 for c in grid),
+         "probe.C_grid", "a non-empty list of finite numbers > 0", grid)  # fmt: skip
+    need(cfg.probe.class_weight in (None, "balanced"), "probe.class_weight", "null or balanced",
+         cfg.probe.class_weight)  # fmt: skip
+    need(cfg.probe.selection_metric in SELECTION_METRICS, "probe.selection_metric",
+         f"one of {', '.join(SELECTION_METRICS)}", cfg.probe.selection_metric)  # fmt: skip
+    need(int(cfg.probe.max_iter) >= 1, "probe.max_iter", ">= 1", cfg.probe.max_iter)
+    need(int(cfg.model.batch_size) >= 1, "model.batch_size", ">= 1", cfg.model.batch_size)
+    need(int(cfg.model.num_workers) >= 0, "model.num_workers", ">= 0", cfg.model.num_workers)
+    need(int(cfg.data.max_side) >= 32, "data.max_side", ">= 32 (pixels)", cfg.data.max_side)
+    need(int(cfg.data.scan_workers) >= 1, "data.scan_workers", ">= 1", cfg.data.scan_workers)
+    vf, tf = float(cfg.task.val_fraction), float(cfg.task.test_fraction)
+    need(0.0 <= vf < 1.0, "task.val_fraction", "in [0, 1)", vf)
+    need(0.0 <= tf < 1.0 and vf + tf < 1.0, "task.test_fraction", "in [0, 1) with "
+         "task.val_fraction + task.test_fraction < 1", tf)  # fmt: skip
+    for key in ("layer", "model.layers"):
+        v = OmegaConf.select(cfg, key)
+        need(v is not None and not isinstance(v, bool), key,
+             "a layer id (int or name), a list of them, or all", v)  # fmt: skip
+    device = str(cfg.model.device)
+    need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device) is not None, "model.device",
+         "auto, cpu, mps, cuda or cuda:N", device)  # fmt: skip
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"model.device={device} but no CUDA device is available here")

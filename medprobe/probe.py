@@ -20,6 +20,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 SELECTION_METRICS = ("auroc_macro", "f1_macro", "accuracy", "neg_log_loss")
 
@@ -73,14 +74,22 @@ class LogisticProbe:
         if self.multilabel:
             clf: Any = OneVsRestClassifier(
                 LogisticRegression(
-                    C=C, max_iter=self.max_iter, class_weight=self.class_weight,
+                    C=C,
+                    max_iter=self.max_iter,
+                    class_weight=self.class_weight,
                     random_state=self.seed,
                 )
             )
         else:
-            clf = copy.deepcopy(prev) if prev is not None else LogisticRegression(
-                max_iter=self.max_iter, class_weight=self.class_weight,
-                random_state=self.seed, warm_start=True,
+            clf = (
+                copy.deepcopy(prev)
+                if prev is not None
+                else LogisticRegression(
+                    max_iter=self.max_iter,
+                    class_weight=self.class_weight,
+                    random_state=self.seed,
+                    warm_start=True,
+                )
             )
             clf.set_params(C=C)
         with warnings.catch_warnings(record=True) as caught:
@@ -110,7 +119,9 @@ class LogisticProbe:
             return metrics.accuracy(y, p, multilabel=self.multilabel)
         return -metrics.log_loss(y, p, multilabel=self.multilabel)
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray) -> LogisticProbe:
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray
+    ) -> LogisticProbe:
         """Choose C on (X_val, y_val), keep the probe fitted on (X, y) with that C.
 
         Args:
@@ -130,8 +141,9 @@ class LogisticProbe:
             pos = yv.sum(0) if self.multilabel else np.bincount(yv, minlength=self.n_classes)
             if not np.any((pos > 0) & (pos < len(yv))):
                 raise ProbeError(
-                    "the validation rows hold a single class, so AUROC cannot choose C; "
-                    "raise probe.val_fraction or add validation data"
+                    "the validation rows hold a single class, so AUROC cannot choose C; give "
+                    "the task more validation rows (its val split, or probe.val_fraction when "
+                    "the task has none)"
                 )
         self.scaler_ = StandardScaler().fit(np.asarray(X, dtype=np.float32))
         Xs = self.scaler_.transform(np.asarray(X, dtype=np.float32))
@@ -139,19 +151,32 @@ class LogisticProbe:
         best: tuple[float, float, Any] | None = None
         self.selection_ = []
         clf = None
-        for C in sorted(float(c) for c in self.C_grid):
-            clf = self._fit_one(Xs, y, C, clf)
-            score = float(self._score(y_val, self._proba(clf, Xv)))
-            self.selection_.append({"C": C, "score": score})
-            if best is None or score > best[0] + 1e-12:
-                best = (score, C, clf)
+        with threadpool_limits(limits=blas_threads(*Xs.shape), user_api="blas"):
+            for C in sorted(float(c) for c in self.C_grid):
+                clf = self._fit_one(Xs, y, C, clf)
+                score = float(self._score(y_val, self._proba(clf, Xv)))
+                self.selection_.append({"C": C, "score": score})
+                if best is None or score > best[0] + 1e-12:
+                    best = (score, C, clf)
         assert best is not None
         self.val_score_, self.C_, self.clf_ = best
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(n, D) features -> (n, K) float64 probabilities (rows sum to 1 unless multi-label)."""
-        return self._proba(self.clf_, self.scaler_.transform(np.asarray(X, dtype=np.float32)))
+        Xs = self.scaler_.transform(np.asarray(X, dtype=np.float32))
+        with threadpool_limits(limits=blas_threads(*Xs.shape), user_api="blas"):
+            return self._proba(self.clf_, Xs)
+
+
+def blas_threads(n: int, d: int) -> int | None:
+    """BLAS threads for an (n, d) probe problem: 1 below 5e7 elements, else the library default.
+
+    lbfgs on a probe-sized problem makes thousands of small matrix products; there, BLAS worker
+    threads cost more than they save (measured 5-7x slower with 2 threads than 1 on 502 x 1280
+    features, benchmarks/bench_probe_threads.py) and make results depend on the thread count.
+    """
+    return 1 if n * d < 5e7 else None
 
 
 def from_config(cfg: Any, *, n_classes: int, multilabel: bool, seed: int) -> LogisticProbe:

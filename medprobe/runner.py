@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,15 +39,23 @@ def _enum_value(v: Any) -> Any:
 
 
 def resolve_output_dir(cfg: DictConfig) -> Path:
-    """``cfg.output_dir`` if set, else Hydra's job output dir, else ``./outputs/<task>/<model>``."""
-    if cfg.get("output_dir"):
-        return Path(cfg.output_dir)
+    """Where results go.
+
+    Inside the Hydra app: Hydra's job folder, which ``conf/config.yaml`` sets to ``output_dir``
+    when given (``output_dir/<job number>`` under ``--multirun``, so sweep jobs never overwrite
+    each other). Outside it (``run(cfg)`` from Python): ``cfg.output_dir``, else
+    ``./outputs/<task>/<model>/<time with microseconds>``.
+    """
     try:
         from hydra.core.hydra_config import HydraConfig
 
         return Path(HydraConfig.get().runtime.output_dir)
-    except Exception:  # not inside a Hydra app (tests calling run(cfg) directly)
-        return Path("outputs") / cfg.task.name / cfg.model.name / time.strftime("%Y-%m-%d_%H-%M-%S")
+    except ValueError:  # HydraConfig not set: not inside a Hydra app
+        pass
+    if cfg.get("output_dir"):
+        return Path(cfg.output_dir).expanduser()
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S") + f"-{time.time_ns() // 1000 % 1_000_000:06d}"
+    return Path("outputs") / cfg.task.name / cfg.model.name / stamp
 
 
 class _ImageDataset:
@@ -97,10 +106,18 @@ def extract_to_cache(
         persistent_workers=False,
     )
     with tqdm(total=len(todo), desc="extracting", unit="img", disable=not progress) as bar:
-        for batch in loader:
-            feats = extractor.extract(batch, layers)
-            writer.write(feats)
-            bar.update(len(next(iter(feats.values()))))
+        try:
+            for batch in loader:
+                feats = extractor.extract(batch, layers)
+                writer.write(feats)
+                bar.update(len(next(iter(feats.values()))))
+        except RuntimeError as e:  # a DataLoader worker re-raises ImageLoadError as RuntimeError
+            if "ImageLoadError" not in str(e):
+                raise
+            raise BadImagesError(
+                f"an image became unreadable during extraction ({str(e).splitlines()[-1]}); "
+                f"{writer.n_done} rows are saved: fix the file and rerun to resume"
+            ) from None
     return len(todo)
 
 
@@ -120,13 +137,15 @@ def features(
     Raises:
         BadImagesError: unreadable files and ``data.on_error=stop``.
     """
-    from medprobe.data.images import loader_fingerprint, scan_images
+    from medprobe.data.images import loader_fingerprint
 
     max_side = int(cfg.data.max_side)
     spec = {
         "extractor": extractor.fingerprint(),
         "layers": [str(x) for x in layers],
-        "images": manifest.image_fingerprint(),
+        "images": manifest.image_fingerprint(
+            _enum_value(cfg.data.fingerprint), workers=int(cfg.data.scan_workers)
+        ),
         "n_images": len(manifest),
         "loader": loader_fingerprint(max_side),
     }
@@ -135,7 +154,47 @@ def features(
     on_error = _enum_value(cfg.data.on_error)
     info: dict[str, Any] = {"cache_key": key, "cache_dir": str(cache.root), "spec": spec}
     t0 = time.perf_counter()
-    with cache.lock(key):
+    # A complete entry never changes again: read it without the lock (read-only shared caches).
+    info["cache_hit"] = cache.is_complete(key)
+    if not info["cache_hit"]:
+        _extract_locked(cfg, manifest, extractor, layers, cache, key, spec, info)
+    skipped = cache.meta(key)["spec"].get("skipped", [])  # the writer's meta is stored as "spec"
+    if skipped and on_error == "stop":
+        raise BadImagesError(_bad_images_message([tuple(s) for s in skipped]))
+    info["skipped_images"] = skipped
+    info["extract_seconds"] = round(time.perf_counter() - t0, 3)
+    return cache, key, info
+
+
+def _extract_locked(
+    cfg: DictConfig,
+    manifest: Manifest,
+    extractor: Extractor,
+    layers: Sequence[LayerId],
+    cache: FeatureCache,
+    key: str,
+    spec: dict[str, Any],
+    info: dict[str, Any],
+) -> None:
+    """Extract under the entry's file lock; a second job waits (and says so), then reuses it."""
+    from filelock import Timeout
+
+    from medprobe.cache import CacheError
+    from medprobe.data.images import scan_images
+
+    max_side = int(cfg.data.max_side)
+    on_error = _enum_value(cfg.data.on_error)
+    try:
+        lock = cache.lock(key)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"waiting for another job extracting the same features ({cache.lock_path(key)})",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            lock.acquire()
+    except OSError as e:
+        raise CacheError(f"cache_dir {cache.root}: cannot write ({e.strerror})") from None
+    try:
         if cache.is_complete(key):
             info["cache_hit"] = True
         else:
@@ -168,12 +227,8 @@ def features(
                 progress=bool(cfg.progress),
             )
             writer.finalize()
-    skipped = cache.meta(key)["spec"].get("skipped", [])  # the writer's meta is stored as "spec"
-    if skipped and on_error == "stop":
-        raise BadImagesError(_bad_images_message([tuple(s) for s in skipped]))
-    info["skipped_images"] = skipped
-    info["extract_seconds"] = round(time.perf_counter() - t0, 3)
-    return cache, key, info
+    finally:
+        lock.release()
 
 
 def _bad_images_message(bad: Sequence[Sequence[str]]) -> str:
@@ -203,7 +258,36 @@ def _probe_rows(cfg: DictConfig, m: Manifest) -> tuple[np.ndarray, np.ndarray, n
     fraction = float(cfg.train_fraction)
     if fraction < 1.0:
         fit = subsample_train(m.labels, fit, fraction, int(cfg.seed))
+    _check_class_coverage(m, fit, test)
     return np.sort(fit), np.sort(val), test, source
+
+
+def _check_class_coverage(m: Manifest, fit: np.ndarray, test: np.ndarray) -> None:
+    """Refuse splits on which the metrics would be made up (one line naming the classes).
+
+    A class present in test but absent from the probe's training rows would get a constant
+    score (AUROC 0.5 by construction), and a multiclass test set with a single class has no
+    AUROC at all.
+    """
+    if m.multilabel:
+        in_test = m.labels[test].sum(axis=0) > 0
+        in_fit = m.labels[fit].sum(axis=0) > 0
+    else:
+        in_test = np.bincount(m.labels[test], minlength=len(m.classes)) > 0
+        in_fit = np.bincount(m.labels[fit], minlength=len(m.classes)) > 0
+        if in_test.sum() < 2:
+            only = [c for c, t in zip(m.classes, in_test, strict=True) if t]
+            raise ConfigError(
+                f"task {m.task}: the test split holds a single class {only}; "
+                "AUROC and F1 need at least two"
+            )
+    untrained = [c for c, t, f in zip(m.classes, in_test, in_fit, strict=True) if t and not f]
+    if untrained:
+        raise ConfigError(
+            f"task {m.task}: {', '.join(map(repr, untrained))} occur in the test split but not in "
+            "the probe's training rows, so the probe cannot score them; fix the split or the "
+            "labels"
+        )
 
 
 def _label_str(m: Manifest, i: int) -> str:
@@ -225,11 +309,16 @@ def format_table(results: dict[str, Any]) -> str:
     """Readable console table: per-class AUROC then summary metrics, value [95% CI]."""
     met = results["metrics"]
     level = int(round(100 * results["bootstrap"]["ci"]))
+    c = results["counts"]
     head = (
         f"{results['task']} | {results['model']} | layer {results['layer']} | "
-        f"train_fraction {results['train_fraction']} | seed {results['seed']}"
+        f"train_fraction {results['train_fraction']} | seed {results['seed']} | "
+        f"rows: fit {c['fit']}, val {c['val']}, test {c['test']}"
     )
-    lines = [head, f"{'metric':<28}{'value':>8}  {level}% CI (bootstrap n={results['bootstrap']['n']})"]
+    lines = [
+        head,
+        f"{'metric':<28}{'value':>8}  {level}% CI (bootstrap n={results['bootstrap']['n']})",
+    ]
     keys = [k for k in met if k.startswith("auroc/")] + [
         k for k in ("auroc_macro", "f1_macro", "accuracy") if k in met
     ]
@@ -238,7 +327,26 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(f"{k:<28}{v['value']:>8.4f}  [{v['ci_low']:.4f}, {v['ci_high']:.4f}]")
     if met.get("absent_classes"):
         lines.append(f"absent from test (excluded): {', '.join(met['absent_classes'])}")
+    lines += [f"note: {n}" for n in results.get("notes", [])]
     return "\n".join(lines)
+
+
+def _notes(results: dict[str, Any], m: Manifest, test: np.ndarray) -> list[str]:
+    """Warnings worth a line under the table (also kept in results.json)."""
+    notes = []
+    if results["counts"]["skipped_images"]:
+        notes.append(f"{results['counts']['skipped_images']} unreadable image(s) left out "
+                     "(data.on_error=skip; listed in results.json cache.skipped_images)")  # fmt: skip
+    if not results["probe"]["converged"]:
+        notes.append("the probe did not converge for some C (raise probe.max_iter)")
+    pos = m.labels[test].sum(axis=0) if m.multilabel else np.bincount(
+        m.labels[test], minlength=len(m.classes))  # fmt: skip
+    few = [f"{c} ({int(k)})" for c, k in zip(m.classes, pos, strict=True) if 0 < k < 5]
+    if few:
+        notes.append("fewer than 5 test positives, CI unreliable: " + ", ".join(few))
+    if results["bootstrap"]["n"] < 200:
+        notes.append(f"only {results['bootstrap']['n']} bootstrap replicates; CI bounds are rough")
+    return notes
 
 
 def _versions() -> dict[str, str]:
@@ -270,7 +378,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from medprobe import stats
 
     out_dir = resolve_output_dir(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe_test = out_dir / ".write_test"
+        probe_test.touch()
+        probe_test.unlink()
+    except OSError as e:
+        raise ConfigError(f"output_dir {out_dir}: cannot write there ({e.strerror})") from None
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -330,8 +444,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "primary_metric": cfg.task.metric,
         "metrics": metrics,
-        "bootstrap": {"n": int(cfg.bootstrap.n), "ci": float(cfg.bootstrap.ci),
-                      "seeded_by": [m.task, "test", int(cfg.seed)]},
+        "bootstrap": {
+            "n": int(cfg.bootstrap.n),
+            "ci": float(cfg.bootstrap.ci),
+            "seeded_by": [m.task, "test", int(cfg.seed)],
+        },
         "probe": {
             "name": cfg.probe.name,
             "C": probe.C_,
@@ -358,16 +475,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "extractor_load": getattr(extractor, "load_info", lambda: None)(),
         # the prompt text; None for vision-only models, which ignore cfg.prompt (the exact
         # string a language model read is extractor.rendered_prompt)
-        "prompt": str(cfg.prompt.text) if "rendered_prompt" in cache_info["spec"]["extractor"] else None,
+        "prompt": str(cfg.prompt.text)
+        if "rendered_prompt" in cache_info["spec"]["extractor"]
+        else None,
         "config": resolved,
         "versions": _versions(),
         "output_dir": str(out_dir),
         "overrides": _overrides(),
     }
+    results["notes"] = _notes(results, m, test)
     timings["total"] = time.perf_counter() - t_start
     results["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     _write_json(out_dir / "results.json", results)
     print(format_table(results), flush=True)
+    hit = results["cache"]["cache_hit"]
+    print(
+        f"features: {'cache hit' if hit else 'extracted'} "
+        f"(key {results['cache']['cache_key'][:12]} in {results['cache']['cache_dir']})",
+        flush=True,
+    )
     print(f"results: {out_dir / 'results.json'}", flush=True)
 
     tracker = str(cfg.tracker.name)

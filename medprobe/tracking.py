@@ -41,7 +41,9 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
-def run_identity(cfg: DictConfig, results: dict[str, Any]) -> tuple[str, str, str | None, list[str]]:
+def run_identity(
+    cfg: DictConfig, results: dict[str, Any]
+) -> tuple[str, str, str | None, list[str]]:
     """(run id, run name, group, tags) for a job; the id is a hash of what defines the job."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -82,7 +84,9 @@ def run_identity(cfg: DictConfig, results: dict[str, Any]) -> tuple[str, str, st
         "probe": results["config"]["probe"],
         "bootstrap": results["bootstrap"],
     }
-    run_id = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    run_id = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
     return run_id, name, group, tags
 
 
@@ -137,7 +141,9 @@ def log_run(cfg: DictConfig, results: dict[str, Any], out_dir: Path) -> dict[str
         for c in results["classes"]:
             v = met.get(f"auroc/{c}")
             if v is not None:
-                rows.append([c, v["value"], v["sd"], v["ci_low"], v["ci_high"], per_split.get(c, 0)])
+                rows.append(
+                    [c, v["value"], v["sd"], v["ci_low"], v["ci_high"], per_split.get(c, 0)]
+                )
         run.log(
             {
                 "test/per_class": wandb.Table(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, isolated_env
 from hydra import compose, initialize_config_dir
 
-from conftest import REPO, isolated_env
 from medprobe.config import conf_dir, register_configs
 from medprobe.runner import run
 
@@ -78,10 +78,11 @@ def test_multirun_over_layers_extracts_once(tmp_path: Path, shared_data: Path) -
         "layer=4,8",
         "bootstrap.n=200",
         "tracker=none",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"output_dir={tmp_path / 'mr'}",  # the sweep dir: one folder per job, never overwritten
     )
+    assert sorted(p.name for p in (tmp_path / "mr").iterdir()) == ["0", "1", "multirun.yaml"]
     results = sorted(
-        (json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/results.json")),
+        (json.loads(p.read_text()) for p in (tmp_path / "mr").glob("*/results.json")),
         key=lambda r: r["layer"],
     )
     assert [r["layer"] for r in results] == [4, 8]
@@ -98,7 +99,9 @@ def _copy_tiles(shared: Path, dest: Path) -> Path:
     for t in tiles:
         shutil.copy(t, dest / "tiles" / t.name)
         lines.append(f"tiles/{t.name},{t.name.split('-')[0]}")
-    (dest / "tiles" / "TUM-broken.png").write_bytes((dest / "tiles" / tiles[-1].name).read_bytes()[:300])
+    (dest / "tiles" / "TUM-broken.png").write_bytes(
+        (dest / "tiles" / tiles[-1].name).read_bytes()[:300]
+    )
     (dest / "tiles" / "NORM-notes.png").write_text("not an image")
     lines += ["tiles/TUM-broken.png,TUM", "tiles/NORM-notes.png,NORM"]
     (dest / "labels.csv").write_text("\n".join(lines) + "\n")
@@ -107,12 +110,20 @@ def _copy_tiles(shared: Path, dest: Path) -> Path:
 
 def test_bad_images_listed_before_extraction_or_skipped(tmp_path: Path, shared_data: Path) -> None:
     root = _copy_tiles(shared_data, tmp_path / "data")
-    args = ["task=csv", f"data_root={root}", "tracker=none", "bootstrap.n=100", "task.test_fraction=0.3"]
+    args = [
+        "task=csv",
+        f"data_root={root}",
+        "tracker=none",
+        "bootstrap.n=100",
+        "task.test_fraction=0.3",
+    ]
     p = medprobe(tmp_path, *args, "output_dir=stop", check=False)
     assert p.returncode == 2
     err = p.stderr[p.stderr.index("medprobe: error:") :].splitlines()  # after the progress bar
     assert err[0].startswith("medprobe: error: 2 unreadable image(s)")
-    assert any("TUM-broken.png" in line for line in err) and any("NORM-notes.png" in line for line in err)
+    assert any("TUM-broken.png" in line for line in err) and any(
+        "NORM-notes.png" in line for line in err
+    )
     assert "Traceback" not in p.stderr
     assert not list((tmp_path / "cache").glob("*/meta.json"))  # nothing extracted
 
@@ -129,7 +140,10 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
         "medprobe: error: task=csv needs an image root: set task.root=/path/to/images or data_root=..."
     )
     p = medprobe(tmp_path, "layer=12", "tracker=none", check=False)
-    assert p.returncode == 2 and "unknown layer 12; valid layers: [0, 1, 2, 3, 4, 5, 6, 7, 8]" in p.stderr
+    assert (
+        p.returncode == 2
+        and "unknown layer 12; valid layers: [0, 1, 2, 3, 4, 5, 6, 7, 8]" in p.stderr
+    )
 
 
 def test_clip_end_to_end_with_tiny_model(tmp_path: Path, shared_data: Path) -> None:

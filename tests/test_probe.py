@@ -59,7 +59,9 @@ def test_multilabel_one_vs_rest() -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 6)).astype(np.float32)
     Y = np.stack([X[:, 0] > 0, X[:, 1] > 0.5, X[:, 2] < -0.5], axis=1).astype(np.uint8)
-    p = LogisticProbe(n_classes=3, multilabel=True, C_grid=[0.1, 10.0]).fit(X[:150], Y[:150], X[150:], Y[150:])
+    p = LogisticProbe(n_classes=3, multilabel=True, C_grid=[0.1, 10.0]).fit(
+        X[:150], Y[:150], X[150:], Y[150:]
+    )
     proba = p.predict_proba(X[150:])
     assert proba.shape == (50, 3)
     assert ((proba > 0.5) == Y[150:]).mean() > 0.9

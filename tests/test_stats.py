@@ -86,7 +86,10 @@ def _naive_multilabel(y, p, counts, threshold=0.5):
                 per[b, j] = roc_auc_score(yy[:, j], pp[:, j])
         f1.append(
             f1_score(
-                yy, pred[idx], labels=np.flatnonzero(y.sum(0) > 0), average="macro",
+                yy,
+                pred[idx],
+                labels=np.flatnonzero(y.sum(0) > 0),
+                average="macro",
                 zero_division=0,
             )
         )

@@ -74,7 +74,11 @@ def _write(tmp: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("text", "kwargs", "message"),
     [
-        ("file,label\na.png,x\n", {}, r"labels.csv: missing column 'path' \(columns: file, label\)"),
+        (
+            "file,label\na.png,x\n",
+            {},
+            r"labels.csv: missing column 'path' \(columns: file, label\)",
+        ),
         ("path,label\na.png,x\nb.png,\n", {}, r"labels.csv, row 3: empty 'label'"),
         ("path,label\na.png,x\nb.png,y\n", {"classes": ["x"]}, r"row 3: unknown label 'y'"),
         ("path,label\na.png,x\na.png,x\n", {}, r"row 3: duplicate path 'a.png' \(first at row 2\)"),
@@ -83,7 +87,9 @@ def _write(tmp: Path, text: str) -> Path:
         ("path,label\n", {}, r"labels.csv: no rows"),
     ],
 )
-def test_csv_errors_name_file_and_row(tmp_path: Path, text: str, kwargs: dict, message: str) -> None:
+def test_csv_errors_name_file_and_row(
+    tmp_path: Path, text: str, kwargs: dict, message: str
+) -> None:
     with pytest.raises(ManifestError, match=message):
         read_label_csv(_write(tmp_path, text), root=tmp_path, **kwargs)
 

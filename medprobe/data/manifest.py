@@ -95,17 +95,67 @@ class Manifest:
             out[s] = {name: int(v) for name, v in zip(self.classes, c, strict=True)}
         return out
 
-    def image_fingerprint(self) -> str:
-        """sha256 over (id, file size, mtime) of every image: the manifest part of the cache key.
+    def image_fingerprint(self, mode: str = "content", workers: int = 4) -> str:
+        """sha256 over every image: the manifest part of the feature-cache key.
+
+        Args:
+            mode: ``"content"`` (default) hashes every byte of every file, so an image rewritten
+                with the same size and modification time (``cp -p``, ``rsync -a``) still
+                misses the cache; digests are memoised per process by (path, size, mtime,
+                ctime, inode), so the jobs of one multirun read each file once. ``"stat"`` uses only
+                (id, size, mtime): instant on huge datasets, but trusts file metadata.
+            workers: threads reading files in ``"content"`` mode.
 
         Labels and splits are left out on purpose: they do not change features. A missing
-        file contributes size -1 (it is reported by the image scan, not here).
+        file contributes a marker (it is reported by the image scan, not here).
+
+        Raises:
+            ValueError: unknown ``mode``.
         """
-        h = hashlib.sha256()
-        for i, p in zip(self.ids, self.paths, strict=True):
-            try:
-                st = os.stat(p)
-                h.update(f"{i}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            except OSError:
-                h.update(f"{i}\0-1\n".encode())
+        if mode not in ("content", "stat"):
+            raise ValueError(f"data.fingerprint must be content or stat, got {mode!r}")
+        if mode == "content":
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                digests = list(pool.map(_file_digest, self.paths))
+        else:
+            digests = [_stat_digest(p) for p in self.paths]
+        h = hashlib.sha256(mode.encode())
+        for i, d in zip(self.ids, digests, strict=True):
+            h.update(f"{i}\0{d}\n".encode())
         return h.hexdigest()
+
+
+_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def _stat_digest(path: Path) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, memoised within the process by (path, size, mtime, ctime, inode).
+
+    ctime is set by the kernel on every write or metadata change and cannot be restored by
+    ``cp -p`` / ``touch -d``, so a rewritten file is hashed again.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if memo not in _DIGESTS:
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+        except OSError:
+            return "unreadable"
+        _DIGESTS[memo] = h.hexdigest()
+    return _DIGESTS[memo]

@@ -60,7 +60,9 @@ class Extractor(Protocol):
         ...
 
 
-def resolve_layers(requested: Sequence[LayerId] | LayerId | str, available: Sequence[LayerId]) -> list[LayerId]:
+def resolve_layers(
+    requested: Sequence[LayerId] | LayerId | str, available: Sequence[LayerId]
+) -> list[LayerId]:
     """Map user layer ids (``-1``, ``"all"``, ints given as strings) to available ones.
 
     Args:
@@ -75,11 +77,15 @@ def resolve_layers(requested: Sequence[LayerId] | LayerId | str, available: Sequ
     """
     if isinstance(requested, str) and requested == "all":
         return list(available)
+    if requested is None or isinstance(requested, bool):
+        raise ExtractorError(f"layer {requested!r} is not a layer; valid layers: {list(available)}")
     if isinstance(requested, (int, str)):
         requested = [requested]
     ints = [a for a in available if isinstance(a, int)]
     out: set[LayerId] = set()
     for r in requested:
+        if r is None or isinstance(r, bool):
+            raise ExtractorError(f"layer {r!r} is not a layer; valid layers: {list(available)}")
         r2: LayerId = r
         if isinstance(r, str) and r.lstrip("-").isdigit():
             r2 = int(r)
@@ -100,7 +106,9 @@ def check_features(feats: Mapping[LayerId, np.ndarray], batch_size: int) -> None
     """
     for layer, arr in feats.items():
         if arr.ndim != 2 or arr.shape[0] != batch_size:
-            raise ExtractorError(f"layer {layer}: expected ({batch_size}, D) features, got {arr.shape}")
+            raise ExtractorError(
+                f"layer {layer}: expected ({batch_size}, D) features, got {arr.shape}"
+            )
         if not np.isfinite(arr).all():
             raise ExtractorError(f"layer {layer}: non-finite features (nan/inf) in this batch")
         if not np.any(arr):

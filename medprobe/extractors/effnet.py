@@ -91,7 +91,9 @@ class EffNetLite0Extractor:
     def __init__(self, device: str = "auto", dtype: str = "float32") -> None:
         if dtype not in ("float32", "bfloat16", "float16"):
             raise ExtractorError(f"dtype {dtype!r} not supported; use float32, bfloat16, float16")
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.device = (
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
         self.dtype = dtype
         self._model: torch.nn.Module | None = None
         self._stage_ends: list[int] = []
@@ -143,7 +145,9 @@ class EffNetLite0Extractor:
             self._model = net.eval().to(device=self.device, dtype=getattr(torch, self.dtype))
         return self._model
 
-    def forward_layers(self, x: torch.Tensor, layers: Sequence[LayerId]) -> dict[LayerId, torch.Tensor]:
+    def forward_layers(
+        self, x: torch.Tensor, layers: Sequence[LayerId]
+    ) -> dict[LayerId, torch.Tensor]:
         """One pass up to the deepest requested layer -> {layer: (B, C) pooled tensor}.
 
         Mirrors ``EfficientNet.extract_features`` (stem, blocks with their drop-connect rates,

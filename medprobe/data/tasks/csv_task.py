@@ -62,10 +62,35 @@ def read_label_csv(
         ManifestError: missing file or column, empty CSV, empty/unknown label, bad split value,
             duplicate path, absolute path or path escaping the root — naming the file and row.
     """
-    csv_path = Path(csv_path)
-    root = Path(root)
+    csv_path = Path(csv_path).expanduser()
+    root = Path(root).expanduser()
     if not csv_path.is_file():
         raise ManifestError(f"label file not found: {csv_path}")
+    if classes is not None and len(set(classes)) != len(classes):
+        raise ManifestError(f"task.classes has duplicates: {list(classes)}")
+    try:
+        return _read(csv_path, root, task_name, classes, label_sep, path_column, label_column,
+                     patient_column, split_column, val_fraction, test_fraction, split_seed)  # fmt: skip
+    except UnicodeDecodeError as e:
+        raise ManifestError(
+            f"{csv_path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8"
+        ) from None
+
+
+def _read(
+    csv_path: Path,
+    root: Path,
+    task_name: str,
+    classes: Sequence[str] | None,
+    label_sep: str | None,
+    path_column: str,
+    label_column: str,
+    patient_column: str,
+    split_column: str,
+    val_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+) -> Manifest:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
@@ -82,6 +107,11 @@ def read_label_csv(
         groups: list[str] = []
         seen: dict[str, int] = {}
         for rowno, row in enumerate(reader, start=2):  # row 1 is the header
+            if None in row:  # csv puts the cells beyond the header's columns under key None
+                raise ManifestError(
+                    f"{csv_path}, row {rowno}: {len(header) + len(row[None])} fields for "
+                    f"{len(header)} columns (quote cells that contain the separator)"
+                )
             rel = (row.get(path_column) or "").strip()
             if not rel:
                 raise ManifestError(f"{csv_path}, row {rowno}: empty {path_column!r}")
@@ -184,10 +214,11 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         raise ManifestError(
             "task=csv needs an image root: set task.root=/path/to/images or data_root=..."
         )
-    csv_path = Path(task_cfg.csv) if task_cfg.csv else Path(root) / "labels.csv"
+    root = Path(root).expanduser()
+    csv_path = Path(task_cfg.csv).expanduser() if task_cfg.csv else root / "labels.csv"
     return read_label_csv(
         csv_path,
-        root=Path(root).expanduser(),
+        root=root,
         task_name=task_cfg.name,
         classes=list(task_cfg.classes) if task_cfg.classes else None,
         label_sep=task_cfg.label_sep,

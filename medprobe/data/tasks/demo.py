@@ -65,9 +65,7 @@ def write_demo_files(npz_path: str | Path, out_dir: str | Path, seed: int = 2024
     (out / "images").mkdir(parents=True, exist_ok=True)
     idx = np.arange(len(labels))
     rest, test = train_test_split(idx, test_size=0.2, stratify=labels, random_state=seed)
-    train, val = train_test_split(
-        rest, test_size=0.125, stratify=labels[rest], random_state=seed
-    )
+    train, val = train_test_split(rest, test_size=0.125, stratify=labels[rest], random_state=seed)
     split = np.empty(len(idx), dtype=object)
     split[train], split[val], split[test] = "train", "val", "test"
     rows = []
