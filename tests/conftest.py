@@ -16,6 +16,14 @@ def shared_data_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "data"
 
 
+#: The real sample data, or None when absent (tests that need it are skipped, reason shown).
+SHARED_DATA: Path | None = shared_data_dir() if (shared_data_dir() / "T1_crc").is_dir() else None
+needs_shared_data = pytest.mark.skipif(
+    SHARED_DATA is None,
+    reason="real sample data absent: neither ../shared/data nor $MEDPROBE_SHARED_DATA exists",
+)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     d = shared_data_dir()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import struct
 import zlib
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, needs_shared_data
 from PIL import Image, ImageFile
 
 from medprobe.data.images import (
@@ -20,23 +20,8 @@ from medprobe.data.images import (
     scan_images,
 )
 
-
-def _shared_data() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[2] / "shared" / "data"]
-    env = os.environ.get("MEDPROBE_SHARED_DATA")
-    if env:
-        candidates.append(Path(env))
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return None
-
-
-DATA = _shared_data()
-needs_data = pytest.mark.skipif(
-    DATA is None,
-    reason="real test images absent: neither ../shared/data nor $MEDPROBE_SHARED_DATA exists",
-)
+DATA = SHARED_DATA
+needs_data = needs_shared_data
 
 
 def _data(rel: str) -> Path:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import csv
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, needs_shared_data
 
 from medprobe.data.splits import (
     assign_splits,
@@ -19,22 +18,8 @@ from medprobe.data.splits import (
 SPLITS = ("train", "val", "test")
 
 
-def _shared_data() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[2] / "shared" / "data"]
-    env = os.environ.get("MEDPROBE_SHARED_DATA")
-    if env:
-        candidates.append(Path(env))
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return None
-
-
-DATA = _shared_data()
-needs_data = pytest.mark.skipif(
-    DATA is None,
-    reason="real label files absent: neither ../shared/data nor $MEDPROBE_SHARED_DATA exists",
-)
+DATA = SHARED_DATA
+needs_data = needs_shared_data
 
 
 def _read_labels(rel: str) -> tuple[np.ndarray, np.ndarray]:

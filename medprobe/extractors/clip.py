@@ -43,6 +43,7 @@ from medprobe.extractors.base import (
     file_sha256,
     resolve_layers,
 )
+from medprobe.extractors.hub import HubSource, jsonable
 
 if TYPE_CHECKING:
     import torch
@@ -74,33 +75,7 @@ _PREPROCESS_KEYS = (
 _WEIGHT_GLOBS = ("*.safetensors", "*.bin")
 
 
-def _jsonable(value: Any) -> Any:
-    """Processor settings -> plain JSON types (enums -> int, tuples -> lists)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bool, str)) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return value
-    if hasattr(value, "value"):  # enum (PIL resampling)
-        return _jsonable(value.value)
-    return str(value)
-
-
-def _looks_like_path(hf_id: str) -> bool:
-    """A string that can only be a filesystem path, never a hub ``org/name`` id."""
-    return (
-        hf_id.startswith(("/", "./", "../", "~", "\\"))
-        or hf_id in (".", "..")
-        or hf_id.count("/") > 1
-        or hf_id.endswith("/")
-        or (len(hf_id) > 1 and hf_id[1] == ":")  # Windows drive
-    )
-
-
-class CLIPExtractor:
+class CLIPExtractor(HubSource):
     """Hidden states of a CLIP vision tower (see the module docstring for the layers).
 
     Construction is cheap: the config is read on the first :meth:`layers` / :meth:`fingerprint`
@@ -160,34 +135,6 @@ class CLIPExtractor:
 
     # ------------------------------------------------------------------ sources
 
-    def _local_dir(self) -> Path | None:
-        """The local model directory, or ``None`` for a hub id.
-
-        Raises:
-            ExtractorError: ``hf_id`` is a path (absolute, relative with ``./``, several
-                ``/``) that does not exist or is not a directory.
-        """
-        p = Path(self.hf_id).expanduser()
-        if p.is_dir():
-            return p
-        if p.exists():
-            raise ExtractorError(f"clip: model path is not a directory: {p}")
-        if _looks_like_path(self.hf_id):
-            raise ExtractorError(f"clip: local model directory not found: {p}")
-        return None
-
-    def _source(self) -> str:
-        local = self._local_dir()
-        return str(local) if local is not None else self.hf_id
-
-    def _load_error(self, what: str, exc: BaseException) -> ExtractorError:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        where = self.hf_id if self.revision is None else f"{self.hf_id}@{self.revision}"
-        return ExtractorError(
-            f"clip: cannot load {what} for {where!r} (offline and not in the HF cache? a typo?): "
-            f"{type(exc).__name__}: {first}"
-        )
-
     def config(self) -> Any:
         """The checkpoint's ``CLIPConfig`` (read once; no weights).
 
@@ -240,23 +187,6 @@ class CLIPExtractor:
         n = int(self.config().vision_config.num_hidden_layers)
         return [*range(n + 1), *NAMED_LAYERS]
 
-    def _resolved_revision(self) -> str | None:
-        """The commit a hub id resolves to in the local HF cache, else ``None`` (no network)."""
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
-            return None
-        try:
-            hit = try_to_load_from_cache(self.hf_id, "config.json", revision=self.revision)
-        except Exception:  # noqa: BLE001 - a malformed id or cache means "unknown"
-            return None
-        if not isinstance(hit, str):
-            return None
-        parts = Path(hit).parts
-        if len(parts) >= 3 and parts[-3] == "snapshots":
-            return parts[-2]
-        return None
-
     def _weights_fingerprint(self, local: Path) -> dict[str, str]:
         """``{file name: sha256}`` of a local directory's weight files and ``config.json``."""
         files = sorted({f for g in _WEIGHT_GLOBS for f in local.glob(g) if f.is_file()})
@@ -279,7 +209,7 @@ class CLIPExtractor:
         settings = proc.to_dict()
         out: dict[str, Any] = {"backend": type(proc).__name__}
         for key in _PREPROCESS_KEYS:
-            out[key] = _jsonable(settings.get(key))
+            out[key] = jsonable(settings.get(key))
         return out
 
     def fingerprint(self) -> dict[str, Any]:

@@ -78,7 +78,7 @@ from medprobe.extractors.base import (
     file_sha256,
     resolve_layers,
 )
-from medprobe.extractors.clip import _jsonable, _looks_like_path
+from medprobe.extractors.hub import HubSource, jsonable
 
 if TYPE_CHECKING:
     import torch
@@ -385,7 +385,7 @@ def _file_digest(path: Path) -> str:
 # -------------------------------------------------------------------------------- extractor
 
 
-class IdeficsExtractor:
+class IdeficsExtractor(HubSource):
     """Hidden states of IDEFICS at any decoder layers, pooled (see the module docstring).
 
     Construction is cheap: the config, tokenizer and image processor are read on first use,
@@ -468,41 +468,6 @@ class IdeficsExtractor:
         self._fingerprint: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ sources
-
-    def _local_dir(self) -> Path | None:
-        p = Path(self.hf_id).expanduser()
-        if p.is_dir():
-            return p
-        if p.exists():
-            raise ExtractorError(f"idefics: model path is not a directory: {p}")
-        if _looks_like_path(self.hf_id):
-            raise ExtractorError(f"idefics: local model directory not found: {p}")
-        return None
-
-    def _source(self) -> str:
-        local = self._local_dir()
-        return str(local) if local is not None else self.hf_id
-
-    def _load_error(self, what: str, exc: BaseException) -> ExtractorError:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        where = self.hf_id if self.revision is None else f"{self.hf_id}@{self.revision}"
-        return ExtractorError(
-            f"idefics: cannot load {what} for {where!r} (offline and not in the HF cache? a "
-            f"typo?): {type(exc).__name__}: {first}"
-        )
-
-    def _resolved_revision(self) -> str | None:
-        """The commit a hub id resolves to in the local HF cache, else ``None`` (no network)."""
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            hit = try_to_load_from_cache(self.hf_id, "config.json", revision=self.revision)
-        except Exception:  # noqa: BLE001 - a malformed id or cache means "unknown"
-            return None
-        if not isinstance(hit, str):
-            return None
-        parts = Path(hit).parts
-        return parts[-2] if len(parts) >= 3 and parts[-3] == "snapshots" else None
 
     def _revision(self) -> str:
         rev = self.revision or "main"
@@ -634,7 +599,7 @@ class IdeficsExtractor:
         settings = ip.to_dict()
         out: dict[str, Any] = {"backend": type(ip).__name__}
         for key in _PREPROCESS_KEYS:
-            out[key] = _jsonable(settings.get(key))
+            out[key] = jsonable(settings.get(key))
         return out
 
     def quantization_settings(self) -> dict[str, Any] | None:
@@ -868,7 +833,7 @@ class IdeficsExtractor:
             **self._load_info,
             "dtype": self.dtype,
             "quantization": self.quantization,
-            "device_map": _jsonable(self._device_map()),
+            "device_map": jsonable(self._device_map()),
         }
 
     def release(self) -> None:
