@@ -364,8 +364,11 @@ def _versions() -> dict[str, str]:
     }
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     """Run one probing job; write ``results.json`` and ``predictions.csv``; return results.
+
+    ``layer=all`` probes every cached layer in this one job (:func:`run_all_layers`).
+    ``out_dir`` overrides :func:`resolve_output_dir` (used by :func:`run_all_layers`).
 
     Raises:
         medprobe.registry.RegistryError, ConfigError: bad config (before any work).
@@ -373,11 +376,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         BadImagesError: unreadable images with ``data.on_error=stop``.
         medprobe.extractors.base.ExtractorError: bad layer or non-finite features.
     """
+    if str(cfg.layer) == "all":
+        return run_all_layers(cfg, out_dir)
     t_start = time.perf_counter()
     validate(cfg)
     from medprobe import stats
 
-    out_dir = resolve_output_dir(cfg)
+    out_dir = Path(out_dir) if out_dir is not None else resolve_output_dir(cfg)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe_test = out_dir / ".write_test"
@@ -543,3 +548,60 @@ def _write_json(path: Path, obj: Any) -> None:
     with open(tmp, "w") as f:
         json.dump(clean(obj), f, indent=2, default=_json_default)
     os.replace(tmp, path)
+
+
+def run_all_layers(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
+    """``layer=all``: one extraction, then one probe per cached layer, in a single job.
+
+    Every layer of ``model.layers`` (resolved once and pinned, so a ``model.layers: ${layer}``
+    default does not change the cache key) is probed by :func:`run` with ``tracker=none``,
+    writing ``<out>/layer_<L>/results.json`` and ``predictions.csv`` (what
+    ``python -m medprobe.report <out>`` turns into the layer curve). The curve of the task's
+    primary metric goes to ``<out>/layers.json`` and the console, and, with a tracker, to one
+    W&B run (:func:`medprobe.tracking.log_layer_curve`).
+
+    Returns:
+        ``{"task", "model", "metric", "layers": [{"layer", "value", "sd", "ci_low", "ci_high",
+        "val_score", "dir"}, ...], "best_layer_by_validation"}``.
+
+    Raises:
+        as :func:`run`.
+    """
+    import copy
+
+    validate(cfg)
+    out = Path(out_dir) if out_dir is not None else resolve_output_dir(cfg)
+    extractor: Extractor = EXTRACTORS.get(cfg.model.name)(cfg.model, str(cfg.prompt.text))
+    wanted = cfg.model.layers
+    if OmegaConf.is_config(wanted):
+        wanted = OmegaConf.to_object(wanted)
+    layers = resolve_layers(wanted, extractor.layers())
+    rows = []
+    metric = str(cfg.task.metric)
+    for layer in layers:
+        sub = copy.deepcopy(cfg)
+        OmegaConf.update(sub, "model.layers", list(layers), merge=False)
+        OmegaConf.update(sub, "layer", layer)
+        OmegaConf.update(sub, "tracker.name", "none")
+        res = run(sub, out / f"layer_{layer}")
+        m = res["metrics"][metric]
+        rows.append({"layer": layer, **{k: m[k] for k in ("value", "sd", "ci_low", "ci_high")},
+                     "val_score": res["probe"]["val_score"], "dir": res["output_dir"]})  # fmt: skip
+    best = max(rows, key=lambda r: r["val_score"])  # first maximum: validation, never test
+    curve = {"task": res["task"], "model": res["model"], "metric": metric, "layers": rows,
+             "best_layer_by_validation": best["layer"]}  # fmt: skip
+    _write_json(out / "layers.json", curve)
+    print(f"{metric} by layer ({res['task']} | {res['model']}):", flush=True)
+    for r in rows:
+        mark = "  <- best on validation" if r is best else ""
+        print(f"  layer {r['layer']!s:>7}  {r['value']:.4f}  [{r['ci_low']:.4f}, "
+              f"{r['ci_high']:.4f}]{mark}", flush=True)  # fmt: skip
+    if str(cfg.tracker.name) != "none" and _enum_value(cfg.tracker.mode) != "disabled":
+        from medprobe.tracking import log_layer_curve
+
+        try:
+            curve["tracker"] = log_layer_curve(cfg, curve, out)
+        except Exception as e:  # a tracker problem must not lose the results on disk
+            log.warning("W&B logging failed (%s: %s); results are on disk", type(e).__name__, e)
+        _write_json(out / "layers.json", curve)
+    return curve

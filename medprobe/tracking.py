@@ -14,9 +14,11 @@ import hashlib
 import json
 import netrc
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 
 SUMMARY_FIELDS = ("value", "sd", "ci_low", "ci_high")
@@ -151,6 +153,81 @@ def log_run(cfg: DictConfig, results: dict[str, Any], out_dir: Path) -> dict[str
                 )
             }
         )
+        try:
+            roc = _roc_chart(out_dir, results)
+            if roc is not None:
+                run.log({"test/roc": roc})
+        except Exception as e:  # the chart is optional; the summary and table are logged
+            warnings.warn(f"W&B ROC chart not logged ({type(e).__name__}: {e})", stacklevel=1)
+        info = {"id": run_id, "name": name, "group": group, "mode": mode, "dir": run.dir}
+    finally:
+        run.finish()
+    return info
+
+
+def _roc_chart(out_dir: Path, results: dict[str, Any]) -> Any:
+    """One-vs-rest ROC curves of the test predictions as a W&B line chart (no pandas needed,
+    unlike ``wandb.plot.roc_curve``): a table (class, fpr, tpr) from
+    ``sklearn.metrics.roc_curve``, at most 200 evenly spaced points per class (first and last
+    kept). None without ``predictions.csv``."""
+    import wandb
+    from sklearn.metrics import roc_curve
+
+    if not (out_dir / "predictions.csv").is_file():
+        return None
+    from medprobe.compare import load_run
+
+    r = load_run(out_dir)
+    y_bin = r.y if r.multilabel else np.eye(len(r.classes), dtype=bool)[r.y]
+    data = []
+    for j, c in enumerate(r.classes):
+        if y_bin[:, j].all() or not y_bin[:, j].any():
+            continue  # no ROC curve without positives and negatives
+        fpr, tpr, _ = roc_curve(y_bin[:, j], r.proba[:, j])
+        keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 200)).round().astype(int))
+        data += [[c, float(fpr[k]), float(tpr[k])] for k in keep]
+    table = wandb.Table(columns=["class", "fpr", "tpr"], data=data)
+    return wandb.plot.line(table, "fpr", "tpr", stroke="class", title="test ROC (one-vs-rest)")
+
+
+def log_layer_curve(cfg: DictConfig, curve: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Log a ``layer=all`` job's curve (:func:`medprobe.runner.run_all_layers`) as one W&B run.
+
+    A table ``layers/<metric>`` (layer, value, sd, ci_low, ci_high, val_score), a line chart
+    of it, and summary ``layers/best_layer_by_validation``. The run id is a hash of the task,
+    model, layers, seed, fraction and group, so a rerun updates the same run.
+
+    Returns:
+        {id, name, group, mode, dir}.
+    """
+    import wandb
+
+    mode = resolve_mode(str(getattr(cfg.tracker.mode, "value", cfg.tracker.mode)))
+    group = cfg.tracker.group
+    name = f"{cfg.tracker.name_prefix}{curve['task']}-{curve['model']}-layer=all"
+    ident = {
+        "project": cfg.tracker.project, "group": group, "name": name,
+        "layers": [str(r["layer"]) for r in curve["layers"]], "seed": int(cfg.seed),
+        "train_fraction": float(cfg.train_fraction), "metric": curve["metric"],
+    }  # fmt: skip
+    run_id = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    wdir = Path(cfg.tracker.dir).expanduser() if cfg.tracker.dir else out_dir
+    wdir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=cfg.tracker.project, entity=cfg.tracker.entity, group=group, name=name,
+        tags=[f"model={curve['model']}", f"task={curve['task']}", "layer=all",
+              *[str(t) for t in cfg.tracker.tags]],
+        id=run_id, dir=str(wdir), mode=mode, resume="allow", reinit="finish_previous",
+        settings=wandb.Settings(console="off", silent=True),
+    )  # fmt: skip
+    try:
+        cols = ["layer", "value", "sd", "ci_low", "ci_high", "val_score"]
+        rows = [[str(r["layer"]), *[r[c] for c in cols[1:]]] for r in curve["layers"]]
+        table = wandb.Table(columns=cols, data=rows)
+        key = f"layers/{curve['metric']}"
+        run.log({key: table, f"{key}_chart": wandb.plot.line(table, "layer", "value",
+                                                             title=f"{key} by layer")})  # fmt: skip
+        run.summary["layers/best_layer_by_validation"] = str(curve["best_layer_by_validation"])
         info = {"id": run_id, "name": name, "group": group, "mode": mode, "dir": run.dir}
     finally:
         run.finish()

@@ -59,6 +59,7 @@ def test_main_job_on_demo_then_cache_hit(tmp_path: Path) -> None:
     assert len(files) == 1
     blob = Path(files[0]).read_bytes()
     assert b"test/auroc_macro_ci_low" in blob
+    assert b"test/roc" in blob  # one-vs-rest ROC chart (tracking._roc_chart)
     assert json.dumps(auc["value"]).encode() in blob
 
     medprobe(tmp_path, "output_dir=run2")

@@ -1,0 +1,506 @@
+"""Offline report: run / sweep directories -> tables (CSV, Markdown) and figures (PNG).
+
+``python -m medprobe.report DIR [DIR ...] --out REPORT_DIR`` reads every ``results.json`` below
+the given directories (and the ``predictions.csv`` beside it for the paired comparisons); it
+needs nothing but the files on disk (no W&B, no features, no models).
+
+Written to ``REPORT_DIR``:
+
+- ``summary.csv``: one row per run and metric (``auroc_macro``, ``f1_macro``, ``accuracy``,
+  ``auroc/<class>``): task, model, layer, train_fraction, seed, metric, value, sd, ci_low,
+  ci_high, n_replicates, run_dir. ``summary.md``: the same for each task's primary metric.
+- ``comparison.csv`` / ``comparison.json``: paired comparisons (:mod:`medprobe.compare`) of the
+  runs shown in the bar figures, per task.
+- ``bars_<task>.png`` (paper Fig. 3-5 style): one bar per model with its bootstrap CI as error
+  bar; brackets between models marked ``*`` when the 95% paired-bootstrap CI of the difference
+  excludes 0, else ``n.s.``. The run shown per model is the one at the largest training
+  fraction and smallest seed whose layer has the best *validation* score (``probe.val_score``;
+  the test set never picks the layer).
+- ``per_class_<task>.png`` (Fig. 5 style, tasks with more than two classes): grouped bars of
+  per-class AUROC per model (the bar runs) with CIs; with two models, ``*`` marks classes whose
+  paired-bootstrap CI of the difference excludes 0.
+- ``layers_<task>.png`` (Fig. S5 style): metric vs integer layer per model (largest fraction,
+  smallest seed), bootstrap CI as band; only when a model has two or more integer layers.
+- ``fractions_<task>.png`` (Fig. 6 style): metric vs training fraction per model and layer:
+  mean over seeds with a band of +-1 SD over seeds when there are several seeds, else the
+  bootstrap CI of the single run; only when there are two or more fractions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "bar_runs",
+    "fraction_curves",
+    "layer_curves",
+    "load_results",
+    "make_report",
+    "plot_bars",
+    "plot_fractions",
+    "plot_layers",
+    "plot_per_class",
+    "summary_rows",
+    "write_summary",
+]
+
+SUMMARY_COLUMNS = [
+    "task", "model", "layer", "train_fraction", "seed", "metric", "value", "sd", "ci_low",
+    "ci_high", "n_replicates", "run_dir",
+]  # fmt: skip
+_MAIN_METRICS = ("auroc_macro", "f1_macro", "accuracy")
+
+
+def _layer_key(layer: Any) -> tuple[int, float, str]:
+    """Sort integers numerically, then named layers alphabetically."""
+    if isinstance(layer, int) and not isinstance(layer, bool):
+        return (0, float(layer), "")
+    return (1, 0.0, str(layer))
+
+
+def _run_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["task"], r["model"], _layer_key(r["layer"]), r["train_fraction"], r["seed"])
+
+
+def load_results(dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Every ``results.json`` at or below ``dirs``, parsed, with ``"_dir"`` (its folder) added.
+
+    Returns:
+        results dicts sorted by (task, model, layer, train_fraction, seed).
+
+    Raises:
+        FileNotFoundError: a directory does not exist or holds no ``results.json``.
+    """
+    out = []
+    for d in dirs:
+        d = Path(d)
+        if not d.exists():
+            raise FileNotFoundError(f"{d}: no such directory")
+        found = [d / "results.json"] if (d / "results.json").is_file() else []
+        found += sorted(p for p in d.rglob("results.json") if p.parent != d)
+        if not found:
+            raise FileNotFoundError(f"{d}: no results.json at or below it")
+        for p in found:
+            r = json.loads(p.read_text())
+            r["_dir"] = str(p.parent)
+            out.append(r)
+    return sorted(out, key=_run_key)
+
+
+def summary_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run and metric (columns :data:`SUMMARY_COLUMNS`), values from results.json."""
+    rows = []
+    for r in results:
+        met = r["metrics"]
+        keys = [k for k in _MAIN_METRICS if k in met] + sorted(
+            k for k in met if k.startswith("auroc/")
+        )
+        for k in keys:
+            v = met[k]
+            rows.append(
+                {
+                    "task": r["task"],
+                    "model": r["model"],
+                    "layer": r["layer"],
+                    "train_fraction": r["train_fraction"],
+                    "seed": r["seed"],
+                    "metric": k,
+                    **{f: v[f] for f in ("value", "sd", "ci_low", "ci_high", "n_replicates")},
+                    "run_dir": r["_dir"],
+                }
+            )
+    return rows
+
+
+def _f(v: Any, nd: int = 4) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+
+def write_summary(results: Sequence[dict[str, Any]], out_dir: Path) -> tuple[Path, Path]:
+    """Write ``summary.csv`` (all metrics) and ``summary.md`` (each task's primary metric)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(results)
+    pc, pm = out_dir / "summary.csv", out_dir / "summary.md"
+    with open(pc, "w", newline="") as f:
+        w = csv.DictWriter(f, SUMMARY_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    primary = {r["task"]: r.get("primary_metric", "auroc_macro") for r in results}
+    lines = []
+    for task in sorted(primary):
+        ci = next(
+            (int(round(100 * r["bootstrap"]["ci"])) for r in results if r["task"] == task), 95
+        )
+        lines += [
+            f"## {task}: {primary[task]}",
+            "",
+            f"| model | layer | train fraction | seed | {primary[task]} | SD | {ci}% CI |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for row in rows:
+            if row["task"] == task and row["metric"] == primary[task]:
+                lines.append(
+                    f"| {row['model']} | {row['layer']} | {row['train_fraction']:g} | "
+                    f"{row['seed']} | {_f(row['value'])} | {_f(row['sd'])} | "
+                    f"[{_f(row['ci_low'])}, {_f(row['ci_high'])}] |"
+                )
+        lines.append("")
+    pm.write_text("\n".join(lines))
+    return pc, pm
+
+
+# ----------------------------------------------------------------------------- selections
+
+
+def bar_runs(results: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per task, one run per model for the bar figure (Fig. 3-5).
+
+    Per (task, model): the runs at the largest ``train_fraction``, then the smallest ``seed``;
+    among those the layer with the best validation score (``probe.val_score``; ties: the
+    first layer in numeric order). The test set is never used to choose.
+
+    Returns:
+        task -> runs, ordered by model name.
+    """
+    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        by[(r["task"], r["model"])].append(r)
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (task, _model), runs in sorted(by.items()):
+        frac = max(r["train_fraction"] for r in runs)
+        runs = [r for r in runs if r["train_fraction"] == frac]
+        seed = min(r["seed"] for r in runs)
+        runs = sorted((r for r in runs if r["seed"] == seed), key=_run_key)
+        best = max(runs, key=lambda r: (r["probe"]["val_score"], -runs.index(r)))
+        out[task].append(best)
+    return dict(out)
+
+
+def layer_curves(
+    results: Sequence[dict[str, Any]], task: str, metric: str
+) -> dict[str, list[tuple[int, float, float, float]]]:
+    """Model -> ``[(layer, value, ci_low, ci_high), ...]`` over integer layers (largest
+    fraction, smallest seed); models with fewer than two integer layers are left out."""
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        if r["task"] == task and isinstance(r["layer"], int) and metric in r["metrics"]:
+            by[r["model"]].append(r)
+    out = {}
+    for model, runs in sorted(by.items()):
+        frac = max(r["train_fraction"] for r in runs)
+        runs = [r for r in runs if r["train_fraction"] == frac]
+        seed = min(r["seed"] for r in runs)
+        pts = sorted(
+            (r["layer"], *(r["metrics"][metric][f] for f in ("value", "ci_low", "ci_high")))
+            for r in runs
+            if r["seed"] == seed
+        )
+        if len(pts) >= 2:
+            out[model] = pts
+    return out
+
+
+def fraction_curves(
+    results: Sequence[dict[str, Any]], task: str, metric: str
+) -> dict[str, list[tuple[float, float, float, float, int]]]:
+    """``"<model> L<layer>"`` -> ``[(fraction, mean, low, high, n_seeds), ...]``.
+
+    ``mean`` is the mean over seeds of the metric's value; the band is ``mean +- SD`` over
+    seeds (``ddof=1``) with two or more seeds, else the single run's bootstrap CI. Curves with
+    fewer than two fractions are left out.
+    """
+    by: dict[tuple[str, Any], dict[float, list[dict[str, Any]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for r in results:
+        if r["task"] == task and metric in r["metrics"]:
+            by[(r["model"], r["layer"])][r["train_fraction"]].append(r)
+    out = {}
+    for (model, layer), fr in sorted(by.items(), key=lambda kv: (kv[0][0], _layer_key(kv[0][1]))):
+        pts = []
+        for frac, runs in sorted(fr.items()):
+            vals = np.array([r["metrics"][metric]["value"] for r in runs], dtype=float)
+            m = float(vals.mean())
+            if len(runs) > 1:
+                sd = float(vals.std(ddof=1))
+                lo, hi = m - sd, m + sd
+            else:
+                lo, hi = runs[0]["metrics"][metric]["ci_low"], runs[0]["metrics"][metric]["ci_high"]
+            pts.append((frac, m, lo, hi, len(runs)))
+        if len(pts) >= 2:
+            out[f"{model} L{layer}"] = pts
+    return out
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_bars(
+    runs: Sequence[dict[str, Any]],
+    comparisons: Sequence[dict[str, Any]],
+    metric: str,
+    path: Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Bars per model with CI error bars and pairwise significance brackets (Fig. 3-5).
+
+    Args:
+        runs: one results dict per bar (see :func:`bar_runs`).
+        comparisons: rows of :func:`medprobe.compare.compare_runs` on those runs; the rows for
+            ``metric`` give the brackets (``*``: paired-bootstrap CI of the difference excludes
+            0; ``n.s.`` otherwise).
+        metric: results.json metric key.
+        path: PNG to write.
+    """
+    plt = _plt()
+    vals = [r["metrics"][metric] for r in runs]
+    x = np.arange(len(runs))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(runs), 4.2))
+    err = np.array(
+        [[v["value"] - v["ci_low"] for v in vals], [v["ci_high"] - v["value"] for v in vals]]
+    )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ax.bar(x, [v["value"] for v in vals], yerr=err, capsize=5, width=0.6,
+           color=[colors[i % len(colors)] for i in range(len(runs))], edgecolor="black")  # fmt: skip
+    ax.set_xticks(x, [f"{r['model']}\n(layer {r['layer']})" for r in runs])
+    lo = min(v["ci_low"] for v in vals)
+    top = max(v["ci_high"] for v in vals)
+    ymin = max(0.0, lo - 0.1 * max(top - lo, 0.05) - 0.05)
+    step = 0.06 * max(top - ymin, 0.1)
+    label_of = {r["_dir"]: i for i, r in enumerate(runs)}
+    level = 0
+    for c in comparisons:
+        if c["metric"] != metric or c["dir_a"] not in label_of or c["dir_b"] not in label_of:
+            continue
+        i, j = sorted((label_of[c["dir_a"]], label_of[c["dir_b"]]))
+        y = top + step * (1 + 1.6 * level)
+        level += 1
+        sig = c["diff_ci_low"] > 0 or c["diff_ci_high"] < 0
+        ax.plot([i, i, j, j], [y - step * 0.3, y, y, y - step * 0.3], color="black", lw=1)
+        ax.text((i + j) / 2, y, "*" if sig else "n.s.", ha="center", va="bottom",
+                fontsize=12 if sig else 9)  # fmt: skip
+    ax.set_ylim(ymin, top + step * (2 + 1.6 * level))
+    ax.set_ylabel(metric)
+    ax.set_title(title or metric)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_per_class(
+    runs: Sequence[dict[str, Any]],
+    comparisons: Sequence[dict[str, Any]],
+    path: Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Grouped bars of per-class AUROC (``auroc/<class>``) per model with CIs (Fig. 5 style).
+
+    With exactly two models, a class is marked ``*`` when the 95% paired-bootstrap CI of its
+    AUROC difference excludes 0 (rows of ``comparisons``); with more models no marks are drawn
+    (see ``comparison.csv`` for every pair).
+    """
+    plt = _plt()
+    classes = [k.split("/", 1)[1] for k in runs[0]["metrics"] if k.startswith("auroc/")]
+    x = np.arange(len(classes))
+    width = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(classes) + 2), 4.2))
+    for i, r in enumerate(runs):
+        vals = [r["metrics"].get(f"auroc/{c}") for c in classes]
+        v = np.array([m["value"] if m else np.nan for m in vals])
+        lo = np.array([m["value"] - m["ci_low"] if m else 0.0 for m in vals])
+        hi = np.array([m["ci_high"] - m["value"] if m else 0.0 for m in vals])
+        ax.bar(x - 0.4 + width * (i + 0.5), v, width, yerr=[lo, hi], capsize=2,
+               label=f"{r['model']} (layer {r['layer']})", edgecolor="black", lw=0.5)  # fmt: skip
+    if len(runs) == 2:
+        dirs = {runs[0]["_dir"], runs[1]["_dir"]}
+        for c in comparisons:
+            if {c["dir_a"], c["dir_b"]} == dirs and c["metric"].startswith("auroc/"):
+                name = c["metric"].split("/", 1)[1]
+                if name in classes and (c["diff_ci_low"] > 0 or c["diff_ci_high"] < 0):
+                    k = classes.index(name)
+                    top = max(r["metrics"][c["metric"]]["ci_high"] for r in runs)
+                    ax.text(k, top + 0.01, "*", ha="center", va="bottom", fontsize=12)
+    ax.set_xticks(x, classes, rotation=45 if len(classes) > 6 else 0, ha="right"
+                  if len(classes) > 6 else "center")  # fmt: skip
+    ax.set_ylim(0.0, 1.22)  # room for the marks and a one-row legend above the bars
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_ylabel("AUROC (one-vs-rest)")
+    ax.set_title(title or "per-class AUROC")
+    ax.legend(fontsize=8, loc="upper left", ncol=len(runs))
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_layers(
+    curves: dict[str, list[tuple[int, float, float, float]]], metric: str, path: Path, *,
+    title: str = "",
+) -> Path:  # fmt: skip
+    """Metric vs layer per model, CI band (Fig. S5)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for model, pts in curves.items():
+        a = np.array(pts, dtype=float)
+        (line,) = ax.plot(a[:, 0], a[:, 1], marker="o", label=model)
+        ax.fill_between(a[:, 0], a[:, 2], a[:, 3], alpha=0.2, color=line.get_color())
+    ax.set_xlabel("layer")
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"{metric} vs layer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="band: bootstrap CI", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_fractions(
+    curves: dict[str, list[tuple[float, float, float, float, int]]], metric: str, path: Path, *,
+    title: str = "",
+) -> Path:  # fmt: skip
+    """Metric vs training fraction per model and layer, band over seeds (Fig. 6)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fracs = sorted({p[0] for pts in curves.values() for p in pts})
+    for name, pts in curves.items():
+        a = np.array(pts, dtype=float)
+        seeds = int(a[:, 4].max())
+        label = f"{name} (mean of {seeds} seeds)" if seeds > 1 else name
+        (line,) = ax.plot(a[:, 0], a[:, 1], marker="o", label=label)
+        ax.fill_between(a[:, 0], a[:, 2], a[:, 3], alpha=0.2, color=line.get_color())
+    if fracs and fracs[0] < 0.1:
+        ax.set_xscale("log")
+    ax.set_xticks(fracs, [f"{f:g}" for f in fracs])
+    ax.set_xlabel("training fraction")
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"{metric} vs training fraction")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="band: ±1 SD over seeds (1 seed: bootstrap CI)",
+              title_fontsize=8)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def make_report(
+    dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    metric: str | None = None,
+    n_boot: int | None = None,
+) -> dict[str, Any]:
+    """Tables, comparisons and figures for every run below ``dirs`` (see module docstring).
+
+    Args:
+        dirs: run or sweep directories.
+        out_dir: created if needed.
+        metric: metric for figures and comparisons' brackets (default: each task's
+            ``primary_metric``).
+        n_boot: replicates of the paired comparisons (default: each run's ``bootstrap.n``).
+
+    Returns:
+        ``{"files": [written paths], "comparisons": [rows], "results": [results dicts],
+        "warnings": [str]}``; a task whose bar runs are not on the same test set gets bars
+        without significance marks and a warning instead of comparisons.
+
+    Raises:
+        FileNotFoundError: no results found.
+    """
+    from medprobe.compare import ComparisonError, compare_runs, load_run, write_comparison
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = load_results(dirs)
+    files: list[Path] = list(write_summary(results, out))
+    comparisons: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    bars = bar_runs(results)
+    for task in sorted({r["task"] for r in results}):
+        met = metric or next(r["primary_metric"] for r in results if r["task"] == task)
+        sel = bars.get(task, [])
+        task_cmp: list[dict[str, Any]] = []
+        if len(sel) >= 2:
+            try:
+                task_cmp = compare_runs([load_run(r["_dir"]) for r in sel], n_boot=n_boot)
+            except ComparisonError as e:  # e.g. models run on different test splits
+                warnings.append(f"{task}: no paired comparison ({e})")
+            comparisons += task_cmp
+        if sel:
+            files.append(plot_bars(sel, task_cmp, met, out / f"bars_{task}.png",
+                                   title=f"{task}: {met} (95% CI)"))  # fmt: skip
+            if sum(k.startswith("auroc/") for k in sel[0]["metrics"]) > 2:
+                files.append(plot_per_class(sel, task_cmp, out / f"per_class_{task}.png",
+                                            title=f"{task}: per-class AUROC (95% CI)"))  # fmt: skip
+        lc = layer_curves(results, task, met)
+        if lc:
+            files.append(plot_layers(lc, met, out / f"layers_{task}.png",
+                                     title=f"{task}: {met} vs layer"))  # fmt: skip
+        fc = fraction_curves(results, task, met)
+        if fc:
+            files.append(plot_fractions(fc, met, out / f"fractions_{task}.png",
+                                        title=f"{task}: {met} vs training fraction"))  # fmt: skip
+    if comparisons:
+        files += list(write_comparison(comparisons, out))
+    return {"files": files, "comparisons": comparisons, "results": results, "warnings": warnings}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 on missing results / incomparable runs)."""
+    from medprobe.compare import ComparisonError, format_comparison
+
+    ap = argparse.ArgumentParser(
+        prog="python -m medprobe.report",
+        description="Tables and figures from medprobe run/sweep directories (offline).",
+    )
+    ap.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
+    ap.add_argument("--out", type=Path, required=True, help="report directory")
+    ap.add_argument("--metric", default=None, help="figure metric (default: task's primary)")
+    ap.add_argument("--n-boot", type=int, default=None)
+    args = ap.parse_args(argv)
+    try:
+        rep = make_report(args.dirs, args.out, metric=args.metric, n_boot=args.n_boot)
+    except (FileNotFoundError, ComparisonError) as e:
+        print(f"medprobe.report: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(rep['results'])} run(s) read")
+    for w in rep["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    if rep["comparisons"]:
+        print(format_comparison(rep["comparisons"]))
+    for p in rep["files"]:
+        print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""A small real sweep (T8 knee images, EfficientNet-Lite0 + tiny CLIP) -> report files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, isolated_env
+
+from medprobe.report import bar_runs, fraction_curves, layer_curves, load_results, make_report
+
+
+def _medprobe(tmp: Path, *args: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "medprobe", *args],
+        cwd=tmp,
+        env=isolated_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """``<tmp>/effnet`` (layers 4, 8 x fractions 0.5, 1.0) and ``<tmp>/clip`` (one run)."""
+    from tiny_models import save_tiny_clip
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    common = ["task=csv", f"data_root={shared_data / 'T8_knee_kl'}", "tracker=none",
+              "bootstrap.n=200", "progress=false"]  # fmt: skip
+    _medprobe(tmp, "--multirun", *common, "layer=4,8", "train_fraction=0.5,1.0",
+              f"output_dir={tmp / 'effnet'}")  # fmt: skip
+    clip = save_tiny_clip(tmp / "tiny_clip")
+    _medprobe(tmp, *common, "model=clip", f"model.hf_id={clip}", "layer=2",
+              f"output_dir={tmp / 'clip'}")  # fmt: skip
+    return tmp
+
+
+def test_report_cli_writes_tables_figures_and_comparison(sweep: Path) -> None:
+    out = sweep / "report"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medprobe.report",
+            str(sweep / "effnet"),
+            str(sweep / "clip"),
+            "--out",
+            str(out),
+        ],  # fmt: skip
+        env=isolated_env(sweep),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "5 run(s) read" in proc.stdout
+    names = {p.name for p in out.iterdir()}
+    assert names == {
+        "summary.csv", "summary.md", "comparison.csv", "comparison.json", "bars_csv.png",
+        "per_class_csv.png", "layers_csv.png", "fractions_csv.png",
+    }  # fmt: skip
+    for png in ("bars_csv.png", "per_class_csv.png", "layers_csv.png", "fractions_csv.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / png).stat().st_size > 10_000
+
+    # summary values are the results.json values
+    with open(out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    results = {p.parent: json.loads(p.read_text()) for p in sweep.glob("*/**/results.json")}
+    assert len(results) == 5
+    n_metrics = {
+        d: 3 + sum(k.startswith("auroc/") for k in r["metrics"]) for d, r in results.items()
+    }
+    assert len(rows) == sum(n_metrics.values())
+    for row in rows:
+        m = results[Path(row["run_dir"])]["metrics"][row["metric"]]
+        for f in ("value", "sd", "ci_low", "ci_high"):
+            assert float(row[f]) == m[f]
+    md = (out / "summary.md").read_text()
+    r0 = results[sweep / "clip"]["metrics"]["auroc_macro"]
+    assert f"| clip | 2 | 1 | 0 | {r0['value']:.4f} | {r0['sd']:.4f} |" in md
+
+    # the bar comparison is effnet (layer picked on validation) vs clip, on the same 20 ids
+    cmp_rows = json.loads((out / "comparison.json").read_text())
+    macro = [c for c in cmp_rows if c["metric"] == "auroc_macro"]
+    assert len(macro) == 1 and macro[0]["n_test"] == 20
+    a = results[Path(macro[0]["dir_a"])]["metrics"]["auroc_macro"]["value"]
+    b = results[Path(macro[0]["dir_b"])]["metrics"]["auroc_macro"]["value"]
+    assert macro[0]["diff"] == pytest.approx(a - b, abs=1e-5)  # predictions.csv has 6 digits
+    acc = next(c for c in cmp_rows if c["metric"] == "accuracy")
+    assert acc["mcnemar_p_exact"] is not None and 0 < acc["mcnemar_p_exact"] <= 1
+
+
+def test_selections_and_curves(sweep: Path) -> None:
+    results = load_results([sweep / "effnet", sweep / "clip"])
+    bars = bar_runs(results)["csv"]
+    assert [r["model"] for r in bars] == ["clip", "effnet_lite0"]
+    eff = [r for r in results if r["model"] == "effnet_lite0" and r["train_fraction"] == 1.0]
+    assert bars[1]["probe"]["val_score"] == max(r["probe"]["val_score"] for r in eff)
+    lc = layer_curves(results, "csv", "auroc_macro")
+    assert list(lc) == ["effnet_lite0"] and [p[0] for p in lc["effnet_lite0"]] == [4, 8]
+    fc = fraction_curves(results, "csv", "auroc_macro")
+    assert set(fc) == {"effnet_lite0 L4", "effnet_lite0 L8"}
+    assert [p[0] for p in fc["effnet_lite0 L4"]] == [0.5, 1.0]
+
+
+def test_notebook_runs_top_to_bottom(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Execute the notebook's code cells in order in one namespace (no Jupyter needed)."""
+    nb = json.loads((REPO / "notebooks" / "sweep_report.ipynb").read_text())
+    assert nb["nbformat"] == 4
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert cells
+    monkeypatch.setenv("MEDPROBE_SWEEP_DIRS", f"{sweep / 'effnet'}:{sweep / 'clip'}")
+    monkeypatch.setenv("MEDPROBE_REPORT_DIR", str(sweep / "nb_report"))
+    ns: dict[str, object] = {"__name__": "__main__"}
+    for cell in cells:
+        exec(compile("".join(cell["source"]), "sweep_report.ipynb", "exec"), ns)
+    assert (sweep / "nb_report" / "bars_csv.png").is_file()
+    assert (sweep / "nb_report" / "summary.csv").is_file()
+
+
+def test_layer_all_probes_every_cached_layer_in_one_job(sweep: Path, shared_data: Path) -> None:
+    """``layer=all``: one job, cache hit (the sweep extracted all layers), nine probes."""
+    import glob
+
+    out = sweep / "all"
+    _medprobe(sweep, "task=csv", f"data_root={shared_data / 'T8_knee_kl'}",
+              "layer=all", "bootstrap.n=50", "progress=false", f"output_dir={out}")  # fmt: skip
+    curve = json.loads((out / "layers.json").read_text())
+    assert [r["layer"] for r in curve["layers"]] == list(range(9))
+    for row in curve["layers"]:
+        res = json.loads((out / f"layer_{row['layer']}" / "results.json").read_text())
+        assert res["layer"] == row["layer"] and res["cache"]["cache_hit"] is True
+        assert res["metrics"]["auroc_macro"]["value"] == row["value"]
+    best = max(curve["layers"], key=lambda r: r["val_score"])
+    assert curve["best_layer_by_validation"] == best["layer"]
+    # one W&B run holds the curve (offline)
+    files = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(files) == 1 and b"layers/auroc_macro" in Path(files[0]).read_bytes()
+    rep = make_report([out], sweep / "all_report")
+    assert (sweep / "all_report" / "layers_csv.png").is_file()
+    assert len(rep["results"]) == 9
+
+
+def test_fraction_curve_band_is_sd_over_seeds() -> None:
+    def res(frac: float, seed: int, v: float) -> dict:
+        m = {"value": v, "sd": 0.01, "ci_low": v - 0.02, "ci_high": v + 0.02, "n_replicates": 9}
+        return {"task": "t", "model": "m", "layer": 3, "train_fraction": frac, "seed": seed,
+                "metrics": {"auroc_macro": m}}  # fmt: skip
+
+    rs = [res(0.1, 0, 0.70), res(0.1, 1, 0.74), res(0.1, 2, 0.78), res(1.0, 0, 0.9)]
+    (pts,) = fraction_curves(rs, "t", "auroc_macro").values()
+    f, mean, lo, hi, n = pts[0]
+    assert (f, n) == (0.1, 3) and mean == pytest.approx(0.74)
+    assert (lo, hi) == pytest.approx((0.70, 0.78))  # SD of 0.70, 0.74, 0.78 is 0.04
+    assert pts[1] == (1.0, 0.9, 0.88, 0.92, 1)  # one seed: the bootstrap CI
