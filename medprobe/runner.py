@@ -344,6 +344,9 @@ def _notes(results: dict[str, Any], m: Manifest, test: np.ndarray) -> list[str]:
     few = [f"{c} ({int(k)})" for c, k in zip(m.classes, pos, strict=True) if 0 < k < 5]
     if few:
         notes.append("fewer than 5 test positives, CI unreliable: " + ", ".join(few))
+    if results["counts"].get("constant_features"):
+        notes.append("this layer's features are identical for every image (e.g. CLIP layer 0's "
+                     "CLS token is the class embedding): the probe can only predict the prior")  # fmt: skip
     if results["bootstrap"]["n"] < 200:
         notes.append(f"only {results['bootstrap']['n']} bootstrap replicates; CI bounds are rough")
     return notes
@@ -470,6 +473,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
             "per_split": m.counts(),
             "skipped_images": len(cache_info["skipped_images"]),
             "feature_dim": int(X.shape[1]),
+            "constant_features": bool(np.ptp(X[fit], axis=0).max() == 0),
         },
         "classes": m.classes,
         "multilabel": m.multilabel,

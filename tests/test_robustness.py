@@ -133,3 +133,20 @@ def test_complete_entry_is_read_without_the_lock(
     other = _cfg(f"cache_dir={tmp_path / 'other'}", "progress=false", "model.num_workers=0")
     with pytest.raises(CacheError, match="cannot write"):
         features(other, m, _MeanColour(), [0])
+
+
+def test_notes_flag_constant_features_few_positives_and_skips() -> None:
+    from medprobe.runner import _notes
+
+    m = _manifest([0, 1, 0, 1, 0, 1, 1], ["train"] * 4 + ["test"] * 3, ["a", "b"])
+    results = {
+        "counts": {"skipped_images": 2, "constant_features": True},
+        "probe": {"converged": False},
+        "bootstrap": {"n": 100},
+    }
+    notes = _notes(results, m, np.arange(4, 7))
+    assert notes[0].startswith("2 unreadable image(s) left out")
+    assert "did not converge" in notes[1]
+    assert notes[2] == "fewer than 5 test positives, CI unreliable: a (1), b (2)"
+    assert "identical for every image" in notes[3]
+    assert notes[4] == "only 100 bootstrap replicates; CI bounds are rough"
