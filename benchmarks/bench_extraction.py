@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Extraction ratios on the demo images.")
     ap.add_argument("--n", type=int, default=256, help="demo images for (b) and (c)")
     ap.add_argument("--rss-n", type=int, default=128, help="N for (d); the large run is 4N")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
