@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,27 @@ def isolated_env(tmp: Path) -> dict[str, str]:
     )
     env.pop("WANDB_API_KEY", None)
     return env
+
+
+def run_medprobe(
+    tmp: Path, *args: str, check: bool = True, module: str = "medprobe"
+) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> *args`` in ``tmp`` as a user runs it, offline and isolated.
+
+    Raises:
+        AssertionError: with ``check``, a non-zero exit (stdout and stderr in the message).
+    """
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=tmp,
+        env=isolated_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
 
 
 @pytest.fixture(autouse=True)

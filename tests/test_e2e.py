@@ -6,31 +6,17 @@ import csv
 import glob
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, isolated_env
+from conftest import REPO, run_medprobe
 from hydra import compose, initialize_config_dir
 
 from medprobe.config import conf_dir, register_configs
 from medprobe.runner import run
 
-
-def medprobe(tmp: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "medprobe", *args],
-        cwd=tmp,
-        env=isolated_env(tmp),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+medprobe = run_medprobe
 
 
 def test_main_job_on_demo_then_cache_hit(tmp_path: Path) -> None:

@@ -9,21 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, isolated_env
+from conftest import REPO, isolated_env, run_medprobe
 
 from medprobe.report import bar_runs, fraction_curves, layer_curves, load_results, make_report
 
 
 def _medprobe(tmp: Path, *args: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "medprobe", *args],
-        cwd=tmp,
-        env=isolated_env(tmp),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    run_medprobe(tmp, *args)
 
 
 @pytest.fixture(scope="module")
