@@ -440,8 +440,14 @@ def make_report(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = load_results(dirs)
-    files: list[Path] = list(write_summary(results, out))
+    mcq_files = mcq_sections(dirs, out)
+    try:
+        results = load_results(dirs)
+    except FileNotFoundError:
+        if not mcq_files:
+            raise
+        return {"files": mcq_files, "comparisons": [], "results": [], "warnings": []}
+    files: list[Path] = mcq_files + list(write_summary(results, out))
     comparisons: list[dict[str, Any]] = []
     warnings: list[str] = []
     bars = bar_runs(results)
@@ -472,6 +478,27 @@ def make_report(
     if comparisons:
         files += list(write_comparison(comparisons, out))
     return {"files": files, "comparisons": comparisons, "results": results, "warnings": warnings}
+
+
+def mcq_sections(dirs: Sequence[str | Path], out: Path) -> list[Path]:
+    """Multiple-choice results (``mcq_summary.json`` of ``python -m medprobe.mcq``) below
+    ``dirs`` -> ``mcq_<folder>.md`` (accuracy with CI, by-difficulty table) and
+    ``mcq_by_difficulty_<folder>.png`` (the paper's Fig. 1f layout) in ``out``."""
+    from medprobe import mcq
+
+    files: list[Path] = []
+    for d in dirs:
+        for p in sorted(Path(d).rglob("mcq_summary.json")):
+            summary = json.loads(p.read_text())
+            tag = p.parent.name
+            png = mcq.plot_by_difficulty(
+                list(summary["modes"].values()), out / f"mcq_by_difficulty_{tag}.png"
+            )
+            md = out / f"mcq_{tag}.md"
+            text = mcq.report_markdown(summary).replace("(mcq_by_difficulty.png)", f"({png.name})")
+            md.write_text(text)
+            files += [md, png]
+    return files
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -369,6 +369,14 @@ def test_cli_runs_all_three_modes_on_the_built_case_file(
     assert (out / "mcq_by_difficulty.png").stat().st_size > 10_000
     assert "accuracy by difficulty" in (out / "mcq_report.md").read_text()
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    # the offline report picks up the MCQ results: tables and the by-difficulty figure
+    from medprobe.report import make_report
+
+    rep = make_report([tmp_path], tmp_path / "report")
+    md = (tmp_path / "report" / "mcq_out.md").read_text()
+    loglik = summary["modes"]["loglik"]
+    assert f"{loglik['accuracy']:.3f}" in md and "accuracy by difficulty" in md
+    assert (tmp_path / "report" / "mcq_by_difficulty_out.png") in rep["files"]
     # SIGKILL mid-run, then the same command again: only the rest is done, same summary
     killed = tmp_path / "killed"
     kcmd = [*cmd[:10], str(killed), *cmd[11:-2], "--tracker", "none"]
