@@ -134,9 +134,7 @@ def log_run(cfg: DictConfig, results: dict[str, Any], out_dir: Path) -> dict[str
     )
     try:
         summary = summary_metrics(results)
-        run.log(summary)
-        for k, v in summary.items():
-            run.summary[k] = v
+        run.log(summary)  # also the run's summary (last logged value of each key)
         rows = []
         met = results["metrics"]
         per_split = results["counts"]["per_split"].get("test", {})

@@ -133,26 +133,24 @@ _PREPROCESS_KEYS = (
 #: Architecture of the published checkpoints (config.json of HuggingFaceM4/idefics-9b-instruct
 #: and idefics-80b-instruct on the Hugging Face hub; the base checkpoints have the same shapes).
 #: Used by :func:`memory_plan` without downloading anything.
+# Both checkpoints share the ViT-H/14 vision tower and the 6-block perceiver resampler.
+_PUBLISHED_VISION = dict(embed_dim=1280, image_size=224, intermediate_size=5120, patch_size=14,
+                         num_attention_heads=16, num_hidden_layers=32)  # fmt: skip
+_PUBLISHED_PERCEIVER = dict(use_resampler=True, resampler_depth=6, resampler_head_dim=96,
+                            resampler_n_heads=16, resampler_n_latents=64,
+                            qk_layer_norms_perceiver=True)  # fmt: skip
 PUBLISHED_CONFIGS: dict[str, dict[str, Any]] = {
     "HuggingFaceM4/idefics-9b-instruct": dict(
         vocab_size=32000, additional_vocab_size=2, hidden_size=4096, intermediate_size=11008,
         num_hidden_layers=32, num_attention_heads=32, cross_layer_interval=4,
         qk_layer_norms=True, rms_norm_eps=1e-6, use_resampler=True,
-        vision_config=dict(embed_dim=1280, image_size=224, intermediate_size=5120,
-                           patch_size=14, num_attention_heads=16, num_hidden_layers=32),
-        perceiver_config=dict(use_resampler=True, resampler_depth=6, resampler_head_dim=96,
-                              resampler_n_heads=16, resampler_n_latents=64,
-                              qk_layer_norms_perceiver=True),
+        vision_config=_PUBLISHED_VISION, perceiver_config=_PUBLISHED_PERCEIVER,
     ),
     "HuggingFaceM4/idefics-80b-instruct": dict(
         vocab_size=32000, additional_vocab_size=2, hidden_size=8192, intermediate_size=22016,
         num_hidden_layers=80, num_attention_heads=64, cross_layer_interval=4,
         qk_layer_norms=True, rms_norm_eps=1e-5, use_resampler=True,
-        vision_config=dict(embed_dim=1280, image_size=224, intermediate_size=5120,
-                           patch_size=14, num_attention_heads=16, num_hidden_layers=32),
-        perceiver_config=dict(use_resampler=True, resampler_depth=6, resampler_head_dim=96,
-                              resampler_n_heads=16, resampler_n_latents=64,
-                              qk_layer_norms_perceiver=True),
+        vision_config=_PUBLISHED_VISION, perceiver_config=_PUBLISHED_PERCEIVER,
     ),
 }  # fmt: skip
 
