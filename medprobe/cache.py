@@ -11,7 +11,9 @@ On-disk layout under ``root``::
     root/
       <key>.lock                 filelock guarding writes of <key> (FeatureCache.lock)
       .partial-<key>/            an entry being written (CacheWriter); resumable
-        progress.json            {"n_done": ..., "ids_sha256": ..., ...}, replaced atomically
+        progress.json            {"done": [[start, stop], ...], "n_done", "ids_sha256", ...},
+                                 replaced atomically
+        done-<k>.json            rows written by shard writer k (data-parallel extraction)
         layer_XXX.npy            preallocated (n_total, D) float16, filled row block by block
       <key>/                     a complete entry (the partial dir renamed atomically)
         layer_001.npy ...        one (N, D) float16 .npy per layer, named by layer_filename
@@ -65,6 +67,7 @@ _DTYPE = np.dtype("<f2")  # float16, little-endian, as written in the .npy heade
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _LAYER_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PARTIAL_PREFIX = ".partial-"
+_SHARD_PREFIX = "done-"  # done-<k>.json: rows written by shard writer k of a data-parallel run
 
 
 class CacheError(RuntimeError):
@@ -427,6 +430,37 @@ class FeatureCache:
             raise CacheError(f"cache entry {key} is already complete at {self.entry_dir(key)}")
         return CacheWriter(self, key, ids, layers, meta, fsync=fsync)
 
+    def shard_writer(
+        self,
+        key: str,
+        ids: Sequence[str],
+        layers: Sequence[LayerId],
+        *,
+        rows: tuple[int, int],
+        shard: int,
+        fsync: bool = True,
+    ) -> CacheWriter:
+        """A writer for rows ``[start, stop)`` of a partial entry, one per data-parallel process.
+
+        The coordinator (:meth:`writer`, in the process holding :meth:`lock`) must have created
+        or resumed the partial entry first; shard writers take no lock of the entry. Each
+        records its rows in ``done-<shard>.json``; the coordinator's :meth:`CacheWriter.finalize`
+        runs once every shard is written. Rows done earlier (by any process layout) are
+        skipped: see :meth:`CacheWriter.pending_rows`.
+
+        Args:
+            key, ids, layers: exactly as given to the coordinator's :meth:`writer`.
+            rows: ``(start, stop)`` with ``0 <= start <= stop <= len(ids)``.
+            shard: this process's number (e.g. its rank); unique among concurrent writers.
+            fsync: as for :meth:`writer`.
+
+        Raises:
+            CacheError: the entry is already complete; no matching partial entry; bad range.
+        """
+        if self.is_complete(key):
+            raise CacheError(f"cache entry {key} is already complete at {self.entry_dir(key)}")
+        return CacheWriter(self, key, ids, layers, {}, fsync=fsync, rows=rows, shard=shard)
+
     def remove_stale_partials(self, min_age_s: float = 0.0) -> list[Path]:
         """Delete partial entries nobody is writing (lock free) and older than ``min_age_s``.
 
@@ -454,19 +488,31 @@ class FeatureCache:
 class CacheWriter:
     """Streams (b, D) feature batches of every layer into a partial entry, then finalizes it.
 
-    Create with :meth:`FeatureCache.writer`. Rows are appended at :attr:`n_done` in the order
-    of the ``ids`` given. The feature width D of each layer is fixed by the first batch, when
-    the (n_total, D) float16 files are preallocated. Only the current batch is held in memory.
+    Create with :meth:`FeatureCache.writer` (the *coordinator*: a single process writing the
+    whole entry, or the main process of a data-parallel run) or :meth:`FeatureCache.shard_writer`
+    (one process of a data-parallel run writing its own row range of the same partial entry).
+    Rows are written in the order of ``ids``, skipping rows already done; :meth:`pending_rows`
+    says which rows the next batches must hold. The feature width D of each layer is fixed by
+    the first batch anyone writes, when the (n_total, D) float16 files are preallocated (under
+    a lock file inside the partial directory, so concurrent shard writers allocate once). Only
+    the current batch is held in memory.
 
-    A partial entry left by a killed run is resumed when its ``progress.json`` records the same
-    ids (sha256), layers and row count; otherwise it is deleted and writing restarts at row 0.
+    Progress is a list of done row intervals: the coordinator keeps them in ``progress.json``
+    (``"done": [[start, stop], ...]`` and ``"n_done"``); shard ``k`` records the intervals it
+    wrote in ``done-<k>.json``. A coordinator created on an existing partial entry with the same
+    ids (sha256), layers and row count resumes it: it merges every ``done-*.json`` into
+    ``progress.json`` first, so a run resumes whatever number of processes wrote before.
+    Otherwise the partial is deleted and writing restarts at row 0.
 
     Attributes:
         key: the entry key.
         layers: the layers in canonical order (:func:`sort_layers`).
-        n_total: number of rows (``len(ids)``).
-        n_done: rows durably written so far (restored on resume).
-        resumed: True if rows were restored from an earlier partial.
+        n_total: number of rows of the entry (``len(ids)``).
+        rows: ``(start, stop)``, the row range this writer fills (``(0, n_total)`` for the
+            coordinator).
+        shard: None for the coordinator, else the shard number given to ``shard_writer``.
+        n_done: rows of :attr:`rows` durably written so far (restored on resume).
+        resumed: True if rows of :attr:`rows` were restored from an earlier partial.
         dims: feature width per layer, once known.
         fsync: whether each batch is fsync'ed (see :meth:`FeatureCache.writer`).
     """
@@ -480,6 +526,8 @@ class CacheWriter:
         meta: Mapping[str, Any],
         *,
         fsync: bool = True,
+        rows: tuple[int, int] | None = None,
+        shard: int | None = None,
     ) -> None:
         self.cache = cache
         self.fsync = fsync
@@ -501,20 +549,39 @@ class CacheWriter:
         if len(set(self._files.values())) != len(self._files):
             raise CacheError(f"cache entry {key}: layers {self.layers} map to clashing files")
         self.n_total = len(self._ids)
-        self.n_done = 0
+        if rows is None:
+            rows = (0, self.n_total)
+        start, stop = (int(rows[0]), int(rows[1]))
+        if not 0 <= start <= stop <= self.n_total:
+            raise CacheError(
+                f"cache entry {key}: row range {rows!r} is outside [0, {self.n_total}]"
+            )
+        if shard is not None and (isinstance(shard, bool) or not isinstance(shard, int)
+                                  or shard < 0):  # fmt: skip
+            raise CacheError(f"cache entry {key}: shard must be an int >= 0, got {shard!r}")
+        self.rows = (start, stop)
+        self.shard = shard
         self.resumed = False
         self.dims: dict[LayerId, int] = {}
         self._offsets: dict[LayerId, int] = {}
         self._fds: dict[LayerId, int] = {}
         self._closed = False
         self._ids_hash = _ids_sha256(self._ids)
+        self._done: list[list[int]] = []  # merged done intervals known to this writer
+        self._new: list[list[int]] = []  # intervals this shard writer wrote (done-<k>.json)
         self.dir = cache.partial_dir(key)
-        cache.root.mkdir(parents=True, exist_ok=True)
-        if not self._try_resume():
-            if self.dir.exists():
-                shutil.rmtree(self.dir)
-            self.dir.mkdir(parents=True)
-            self._save_progress()
+        if shard is None:
+            cache.root.mkdir(parents=True, exist_ok=True)
+            if not self._try_resume():
+                if self.dir.exists():
+                    shutil.rmtree(self.dir)
+                self.dir.mkdir(parents=True)
+                self._done = []
+                self._save_progress()
+        else:
+            self._attach()
+        self._pending = _gaps(start, stop, self._done)
+        self.resumed = self.n_done > 0
 
     # ---- state
 
@@ -526,19 +593,28 @@ class CacheWriter:
             "n_total": self.n_total,
             "layers": self.layers,
             "dims": [self.dims.get(x) for x in self.layers],
-            "n_done": self.n_done,
+            "n_done": _covered(self._done),
+            "done": self._done,
         }
 
     def _save_progress(self) -> None:
-        _write_file_durable(
-            self.dir / "progress.json", json.dumps(self._progress()), fsync=self.fsync
-        )
+        if self.shard is None:
+            _write_file_durable(
+                self.dir / "progress.json", json.dumps(self._progress()), fsync=self.fsync
+            )
+        else:
+            shard_progress = {"key": self.key, "ids_sha256": self._ids_hash, "done": self._new}
+            _write_file_durable(
+                self.dir / f"{_SHARD_PREFIX}{self.shard}.json",
+                json.dumps(shard_progress),
+                fsync=self.fsync,
+            )
 
-    def _try_resume(self) -> bool:
-        """Restore ``n_done`` from a matching partial; False if there is none or it differs."""
+    def _read_progress(self) -> list[list[int]] | None:
+        """Done intervals from a matching progress.json, or None (missing, corrupt, different)."""
         path = self.dir / "progress.json"
         if not path.is_file():
-            return False
+            return None
         try:
             with open(path, encoding="utf-8") as f:
                 prog = json.load(f)
@@ -549,14 +625,37 @@ class CacheWriter:
                 and prog.get("n_total") == self.n_total
                 and prog.get("layers") == self.layers
             )
-            n_done = int(prog.get("n_done", -1))
+            if not same:
+                return None
+            done = prog.get("done")
+            if done is None:  # written before intervals existed: a done prefix
+                done = [[0, int(prog.get("n_done", -1))]]
+            return _check_intervals(done, self.n_total)
         except (OSError, ValueError, TypeError, AttributeError):
+            return None
+
+    def _shard_files_done(self) -> list[list[int]]:
+        """Union of the done intervals recorded by shard writers (matching files only)."""
+        out: list[list[int]] = []
+        for p in sorted(self.dir.glob(f"{_SHARD_PREFIX}*.json")):
+            try:
+                with open(p, encoding="utf-8") as f:
+                    prog = json.load(f)
+                if prog.get("key") != self.key or prog.get("ids_sha256") != self._ids_hash:
+                    continue
+                out += _check_intervals(prog.get("done"), self.n_total)
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue
+        return _merge(out)
+
+    def _try_resume(self) -> bool:
+        """Coordinator: restore the done intervals of a matching partial (merging shard files)."""
+        done = self._read_progress()
+        if done is None:
             return False
-        if not same or not 0 <= n_done <= self.n_total:
-            return False
-        if n_done == 0:
-            self.n_done = 0  # files (if any) are recreated on the first batch
-            return True
+        done = _merge(done + self._shard_files_done())
+        if not done:
+            return False  # nothing worth keeping: start clean (no stale layer files)
         dims: dict[LayerId, int] = {}
         offsets: dict[LayerId, int] = {}
         for layer, name in self._files.items():
@@ -568,10 +667,22 @@ class CacheWriter:
                 return False
             dims[layer], offsets[layer] = int(shape[1]), offset
         self.dims, self._offsets = dims, offsets
+        self._done = done
+        self._save_progress()  # shard files are merged in: remove them
+        for p in self.dir.glob(f"{_SHARD_PREFIX}*.json"):
+            p.unlink(missing_ok=True)
         self._open_fds()
-        self.n_done = n_done
-        self.resumed = True
         return True
+
+    def _attach(self) -> None:
+        """Shard writer: join the partial entry the coordinator created (or resumed)."""
+        done = self._read_progress() if self.dir.is_dir() else None
+        if done is None:
+            raise CacheError(
+                f"cache entry {self.key}: no matching partial entry at {self.dir}; the "
+                "coordinator (FeatureCache.writer) must create it before shard writers start"
+            )
+        self._done = done
 
     def _open_fds(self) -> None:
         for layer, name in self._files.items():
@@ -583,16 +694,48 @@ class CacheWriter:
                 os.close(fd)
         self._fds.clear()
 
-    def _allocate(self, dims: Mapping[LayerId, int]) -> None:
-        """Preallocate (n_total, D) float16 .npy files (sparse) for every layer."""
-        for layer, name in self._files.items():
-            mm = np.lib.format.open_memmap(
-                self.dir / name, mode="w+", dtype=_DTYPE, shape=(self.n_total, dims[layer])
-            )
-            self._offsets[layer] = int(mm.offset)
-            del mm  # never keep a whole-array mapping: written pages would count towards RSS
-        self.dims = dict(dims)
-        self._open_fds()
+    def _ensure_files(self, dims: Mapping[LayerId, int]) -> None:
+        """Open the (n_total, D) float16 layer files, preallocating them (sparse) if needed.
+
+        Under ``alloc.lock`` in the partial directory: the first writer allocates, the others
+        find the files and check that their feature widths agree.
+        """
+        with filelock.FileLock(self.dir / "alloc.lock"):
+            found: dict[LayerId, tuple[int, int]] = {}
+            for layer, name in self._files.items():
+                path = self.dir / name
+                if path.is_file():
+                    shape, dtype, offset = _npy_info(path)
+                    if len(shape) != 2 or shape[0] != self.n_total or dtype != _DTYPE:
+                        raise CacheError(f"{path}: shape {shape} {dtype}, expected "
+                                         f"({self.n_total}, D) float16")  # fmt: skip
+                    found[layer] = (int(shape[1]), offset)
+            if found and len(found) != len(self._files):
+                missing = [x for x in self.layers if x not in found]
+                raise CacheError(f"partial entry {self.dir} lacks files for layers {missing}")
+            if found:
+                for layer, (d, offset) in found.items():
+                    if d != dims[layer]:
+                        raise CacheError(
+                            f"layer {layer!r}: feature width {dims[layer]} != {d} already in "
+                            f"the partial entry {self.dir}"
+                        )
+                    self._offsets[layer] = offset
+            else:
+                for layer, name in self._files.items():
+                    mm = np.lib.format.open_memmap(
+                        self.dir / name, mode="w+", dtype=_DTYPE, shape=(self.n_total, dims[layer])
+                    )
+                    self._offsets[layer] = int(mm.offset)
+                    del mm  # never keep a whole-array mapping: written pages count towards RSS
+                    if self.fsync:
+                        fd = os.open(self.dir / name, os.O_RDONLY)
+                        try:
+                            os.fsync(fd)
+                        finally:
+                            os.close(fd)
+            self.dims = dict(dims)
+            self._open_fds()
 
     # ---- public
 
@@ -602,12 +745,23 @@ class CacheWriter:
         return list(self._ids)
 
     @property
+    def n_done(self) -> int:
+        """Rows of :attr:`rows` written (durably) so far, including resumed ones."""
+        return _covered(_clip(self._done, *self.rows))
+
+    @property
     def n_remaining(self) -> int:
-        """Rows still to write (``n_total - n_done``)."""
-        return self.n_total - self.n_done
+        """Rows of :attr:`rows` still to write."""
+        return self.rows[1] - self.rows[0] - self.n_done
+
+    def pending_rows(self) -> np.ndarray:
+        """(n_remaining,) int64 row indices still to write, in the order writes must follow."""
+        if not self._pending:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in self._pending])
 
     def write(self, feats: Mapping[LayerId, Any]) -> None:
-        """Append one batch of rows ``[n_done, n_done + b)`` for every layer.
+        """Write one batch of b rows: the next b of :meth:`pending_rows`, for every layer.
 
         Everything is checked before anything is written, so a failed call changes nothing.
 
@@ -617,7 +771,7 @@ class CacheWriter:
                 fixed per layer by the first batch. Cast to float16.
 
         Raises:
-            CacheError: missing/extra layers; wrong ndim, b or D; more rows than ``n_total``;
+            CacheError: missing/extra layers; wrong ndim, b or D; more rows than remain;
                 non-finite input, or values outside the float16 range (|x| > 65504) that
                 overflow in the cast (the message names the layer); writer already finalized.
         """
@@ -670,49 +824,78 @@ class CacheWriter:
         assert b is not None
         if b == 0:
             return
-        if self.n_done + b > self.n_total:
-            raise CacheError(
-                f"cache entry {self.key}: batch of {b} rows after {self.n_done} exceeds "
+        if b > self.n_remaining:
+            limit = (
                 f"n_total={self.n_total}"
+                if self.rows == (0, self.n_total)
+                else f"the {self.rows[1] - self.rows[0]} rows of range {list(self.rows)}"
+            )
+            raise CacheError(
+                f"cache entry {self.key}: batch of {b} rows after {self.n_done} exceeds {limit}"
             )
         if not self._fds:
-            self._allocate({layer: int(a.shape[1]) for layer, a in rows.items()})
+            self._ensure_files({layer: int(a.shape[1]) for layer, a in rows.items()})
+        segments: list[tuple[int, int, int]] = []  # (row in entry, row in batch, count)
+        k = 0
+        while k < b:
+            a, e = self._pending[0]
+            n = min(e - a, b - k)
+            segments.append((a, k, n))
+            k += n
+            if a + n == e:
+                self._pending.pop(0)
+            else:
+                self._pending[0] = [a + n, e]
         for layer, y in rows.items():
-            pos = self._offsets[layer] + self.n_done * self.dims[layer] * _DTYPE.itemsize
-            data = y.data.cast("B")
-            fd = self._fds[layer]
-            while data:
-                n = os.pwrite(fd, data, pos)
-                data, pos = data[n:], pos + n
-        if self.fsync:  # data must be durable before progress.json says it is there
+            fd, row_bytes = self._fds[layer], self.dims[layer] * _DTYPE.itemsize
+            for row, k, n in segments:
+                data = y[k : k + n].data.cast("B")
+                pos = self._offsets[layer] + row * row_bytes
+                while data:
+                    w = os.pwrite(fd, data, pos)
+                    data, pos = data[w:], pos + w
+        if self.fsync:  # data must be durable before progress says it is there
             for fd in self._fds.values():
                 os.fsync(fd)
-        self.n_done += b
+        seg = [[row, row + n] for row, _, n in segments]
+        self._done = _merge(self._done + seg)
+        self._new = _merge(self._new + seg)
         self._save_progress()
 
     def finalize(self) -> Path:
         """Write ids.txt and meta.json, then atomically rename the partial dir to ``root/<key>``.
 
+        Only the coordinator finalizes, after every shard writer has finished: rows recorded
+        by the shard writers' ``done-*.json`` count as written.
+
         Returns:
             The entry directory ``root/<key>``.
 
         Raises:
-            CacheError: ``n_done != n_total``; the entry was completed by someone else (the
-                lock was not held); the writer is closed.
+            CacheError: rows are missing; the entry was completed by someone else (the lock
+                was not held); the writer is a shard writer or closed.
         """
         if self._closed:
             raise CacheError(f"cache writer for {self.key} is closed")
-        if self.n_done != self.n_total:
+        if self.shard is not None:
+            raise CacheError(
+                f"cache entry {self.key}: shard writer {self.shard} cannot finalize; the "
+                "coordinator does, once every shard is written"
+            )
+        done = _merge(self._done + self._shard_files_done())
+        if _covered(done) != self.n_total:
             raise CacheError(
                 f"cache entry {self.key}: cannot finalize, "
-                f"{self.n_done}/{self.n_total} rows written"
+                f"{_covered(done)}/{self.n_total} rows written"
             )
         final = self.cache.entry_dir(self.key)
         if self.cache.is_complete(self.key):
             raise CacheError(f"cache entry {self.key} was completed concurrently at {final}")
-        if not self.fsync:  # the complete entry is always durable
-            for fd in self._fds.values():
-                os.fsync(fd)
+        if not self._fds:  # shard writers wrote everything: learn the widths from the files
+            self.dims = {x: int(_npy_info(self.dir / f)[0][1]) for x, f in self._files.items()}
+            self._open_fds()
+        for fd in self._fds.values():  # the complete entry is always durable
+            os.fsync(fd)
         self._close_fds()
         meta = {
             "format_version": CACHE_FORMAT_VERSION,
@@ -727,6 +910,9 @@ class CacheWriter:
         }
         _write_file_durable(self.dir / "ids.txt", "".join(f"{x}\n" for x in self._ids))
         (self.dir / "progress.json").unlink(missing_ok=True)
+        for p in self.dir.glob(f"{_SHARD_PREFIX}*.json"):
+            p.unlink(missing_ok=True)
+        (self.dir / "alloc.lock").unlink(missing_ok=True)
         _write_file_durable(self.dir / "meta.json", json.dumps(meta, indent=1) + "\n")
         _fsync_dir(self.dir)
         if final.exists():  # an incomplete leftover (no meta.json): garbage
@@ -751,3 +937,56 @@ class CacheWriter:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self._close_fds()
+
+
+# --------------------------------------------------------------------------------------------
+# row intervals ([start, stop) lists, merged and sorted)
+
+
+def _merge(intervals: Iterable[Sequence[int]]) -> list[list[int]]:
+    """Sorted, non-overlapping, non-adjacent intervals covering the same rows."""
+    out: list[list[int]] = []
+    for a, b in sorted((int(a), int(b)) for a, b in intervals if int(b) > int(a)):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def _clip(done: Sequence[Sequence[int]], lo: int, hi: int) -> list[list[int]]:
+    return _merge([max(a, lo), min(b, hi)] for a, b in done)
+
+
+def _covered(done: Sequence[Sequence[int]]) -> int:
+    return sum(b - a for a, b in _merge(done))
+
+
+def _gaps(lo: int, hi: int, done: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The parts of [lo, hi) not covered by ``done``, in order."""
+    gaps: list[list[int]] = []
+    pos = lo
+    for a, b in _merge(done):
+        if b <= pos:
+            continue
+        if a >= hi:
+            break
+        if a > pos:
+            gaps.append([pos, a])
+        pos = b
+    if pos < hi:
+        gaps.append([pos, hi])
+    return gaps
+
+
+def _check_intervals(done: Any, n_total: int) -> list[list[int]]:
+    """Validate ``[[start, stop], ...]`` from a progress file (ValueError if malformed)."""
+    if not isinstance(done, list):
+        raise ValueError("done intervals must be a list")
+    out = []
+    for iv in done:
+        a, b = (int(iv[0]), int(iv[1]))
+        if len(iv) != 2 or not 0 <= a <= b <= n_total:
+            raise ValueError(f"bad interval {iv!r}")
+        out.append([a, b])
+    return _merge(out)

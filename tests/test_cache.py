@@ -426,3 +426,157 @@ def test_cache_does_not_import_torch():
         [sys.executable, "-c", code], env=_child_env(), capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------- sharded writes (data-parallel)
+
+
+def _rows_of(i: int) -> tuple[int, int]:
+    return i * BS, min((i + 1) * BS, N)
+
+
+def _assert_equal_entries(a: FeatureCache, b: FeatureCache, key: str) -> None:
+    assert a.ids(key) == b.ids(key) and a.layers(key) == b.layers(key)
+    ma, mb = a.meta(key), b.meta(key)
+    assert {k: v for k, v in ma.items() if k != "created"} == {
+        k: v for k, v in mb.items() if k != "created"
+    }
+    for layer in LAYERS:
+        name = layer_filename(layer) + ".npy"
+        assert (a.entry_dir(key) / name).read_bytes() == (b.entry_dir(key) / name).read_bytes()
+    assert sorted(p.name for p in a.entry_dir(key).iterdir()) == sorted(
+        p.name for p in b.entry_dir(key).iterdir()
+    )
+
+
+def test_shard_writers_give_the_single_writer_entry_byte_for_byte(tmp_path):
+    key = cache_key(SPEC)
+    ref = FeatureCache(tmp_path / "ref")
+    _write_all(ref, key)
+
+    cache = FeatureCache(tmp_path / "c")
+    coord = cache.writer(key, IDS, LAYERS, SPEC)
+    # shards: batches 0-1 | 2-3 | 4 (short), written interleaved
+    ranges = [(0, 2 * BS), (2 * BS, 4 * BS), (4 * BS, N)]
+    shards = [cache.shard_writer(key, IDS, LAYERS, rows=r, shard=k) for k, r in enumerate(ranges)]
+    assert [s.n_remaining for s in shards] == [2 * BS, 2 * BS, N - 4 * BS]
+    np.testing.assert_array_equal(shards[1].pending_rows(), np.arange(2 * BS, 4 * BS))
+    for i in (2, 0, 4, 3, 1):
+        shards[i // 2].write(batch(i))
+    with pytest.raises(CacheError, match="cannot finalize"):
+        shards[0].finalize()
+    for s in shards:
+        assert s.n_remaining == 0
+        s.close()
+    part = cache.partial_dir(key)
+    assert sorted(p.name for p in part.glob("done-*.json")) == [
+        "done-0.json",
+        "done-1.json",
+        "done-2.json",
+    ]
+    assert json.loads((part / "done-1.json").read_text())["done"] == [[2 * BS, 4 * BS]]
+    coord.finalize()
+    _assert_equal_entries(cache, ref, key)
+
+
+def test_shard_writer_needs_the_coordinator_and_cannot_finalize(tmp_path):
+    cache = FeatureCache(tmp_path)
+    key = cache_key(SPEC)
+    with pytest.raises(CacheError, match="coordinator .* must create it"):
+        cache.shard_writer(key, IDS, LAYERS, rows=(0, BS), shard=0)
+    coord = cache.writer(key, IDS, LAYERS, SPEC)
+    with pytest.raises(CacheError, match=r"row range \(0, 99\) is outside \[0, 32\]"):
+        cache.shard_writer(key, IDS, LAYERS, rows=(0, 99), shard=0)
+    s0 = cache.shard_writer(key, IDS, LAYERS, rows=(0, BS), shard=0)
+    s0.write(batch(0))
+    with pytest.raises(CacheError, match="shard writer 0 cannot finalize"):
+        s0.finalize()
+    with pytest.raises(CacheError, match=r"batch of 7 rows after 7 exceeds the 7 rows of range"):
+        s0.write(batch(0))
+    with pytest.raises(CacheError, match=rf"cannot finalize, {BS}/{N} rows written"):
+        coord.finalize()
+    # a second shard producing another feature width is refused before it writes anything
+    s1 = cache.shard_writer(key, IDS, LAYERS, rows=(BS, 2 * BS), shard=1)
+    wide = batch(1)
+    wide[2] = np.zeros((BS, DIMS[2] + 1), np.float32)
+    with pytest.raises(CacheError, match=r"layer 2: feature width 17 != 16 already in"):
+        s1.write(wide)
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        # killed with 2 shards, resumed by one process
+        ([(0, (0, 3 * BS)), (1, (3 * BS, N))], [(None, None)]),
+        # killed as one process, resumed with 3 shards
+        ([(None, None)], [(0, (0, 2 * BS)), (1, (2 * BS, 4 * BS)), (2, (4 * BS, N))]),
+    ],
+)
+def test_resume_across_process_layouts(tmp_path, first, second):
+    key = cache_key(SPEC)
+    ref = FeatureCache(tmp_path / "ref")
+    _write_all(ref, key)
+
+    def start(cache, layout):
+        coord = cache.writer(key, IDS, LAYERS, SPEC)
+        if layout == [(None, None)]:
+            return coord, [coord]
+        return coord, [cache.shard_writer(key, IDS, LAYERS, rows=r, shard=k) for k, r in layout]
+
+    cache = FeatureCache(tmp_path / "c")
+    _, writers = start(cache, first)
+    for w in writers:  # each process writes its first batch, then everything is killed
+        i = int(w.pending_rows()[0]) // BS
+        w.write(batch(i))
+        w.close()
+    done_before = {int(w.rows[0]) // BS for w in writers}
+
+    coord, writers = start(cache, second)
+    assert coord.resumed and coord.n_done == sum(
+        _rows_of(i)[1] - _rows_of(i)[0] for i in done_before
+    )
+    assert not list(cache.partial_dir(key).glob("done-*.json"))  # merged into progress.json
+    written = set()
+    for w in writers:
+        pending = w.pending_rows()
+        while len(pending):
+            i = int(pending[0]) // BS
+            w.write(batch(i))
+            written.add(i)
+            pending = w.pending_rows()
+        if w is not coord:
+            w.close()
+    assert written == set(range(N_BATCHES)) - done_before  # nothing extracted twice
+    coord.finalize()
+    _assert_equal_entries(cache, ref, key)
+
+
+_SHARD_CHILD = """
+import sys
+from medprobe.cache import FeatureCache, cache_key
+cache = FeatureCache(sys.argv[1])
+k = int(sys.argv[2])
+rows = [(0, 3 * BS), (3 * BS, N)][k]
+w = cache.shard_writer(cache_key(SPEC), IDS, LAYERS, rows=rows, shard=k)
+for i in range(rows[0] // BS, (rows[1] + BS - 1) // BS):
+    w.write(batch(i))
+w.close()
+print(w.n_done)
+"""
+
+
+def test_two_processes_write_shards_of_one_entry(tmp_path):
+    key = cache_key(SPEC)
+    ref = FeatureCache(tmp_path / "ref")
+    _write_all(ref, key)
+    cache = FeatureCache(tmp_path / "c")
+    coord = cache.writer(key, IDS, LAYERS, SPEC)
+    procs = [_run_child(_SHARD_CHILD, str(cache.root), str(k)) for k in (0, 1)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        outs.append(int(out))
+    assert outs == [3 * BS, N - 3 * BS]
+    coord.finalize()
+    _assert_equal_entries(cache, ref, key)
