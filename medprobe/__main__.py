@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
@@ -22,7 +23,8 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except USER_ERRORS as e:  # a user mistake: one clear message, no traceback
-        print(f"medprobe: error: {e}", file=sys.stderr, flush=True)
+        if _rank() == 0:  # every process of a data-parallel job would say the same
+            print(f"medprobe: error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     except KeyboardInterrupt:
         print(
@@ -34,5 +36,26 @@ def main(cfg: DictConfig) -> None:
         sys.exit(130)
 
 
+def _rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _helper_process_overrides(argv: list[str]) -> list[str]:
+    """Extra overrides for processes 1.. of a data-parallel launch (torchrun, accelerate).
+
+    Only rank 0 writes results; the others must not create their own timestamped Hydra
+    folders, so their job folder is the working directory and no ``.hydra/`` is written.
+    """
+    if _rank() == 0:
+        return []
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a}
+    wanted = {"hydra.output_subdir": "null", "hydra.run.dir": "."}
+    return [f"{k}={v}" for k, v in wanted.items() if k not in given]
+
+
 if __name__ == "__main__":
+    sys.argv += _helper_process_overrides(sys.argv[1:])
     main()

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from medprobe.cache import CacheWriter, FeatureCache, cache_key
 from medprobe.config import ConfigError, validate
 from medprobe.data.manifest import Manifest
+from medprobe.distributed import Dist, shard_rows
 from medprobe.extractors.base import Extractor, LayerId, resolve_layers
 from medprobe.registry import EXTRACTORS, PROBES, TASKS
 
@@ -85,19 +86,23 @@ def extract_to_cache(
     num_workers: int,
     max_side: int,
     progress: bool = True,
+    desc: str = "extracting",
+    position: int | None = None,
 ) -> int:
-    """Stream features of ``paths[writer.n_done:]`` into ``writer`` batch by batch.
+    """Stream features of the writer's pending rows of ``paths`` into ``writer``, batch by batch.
 
-    One forward pass per batch returns every layer in ``layers``. Resumes where a killed run
-    stopped (``writer.n_done``). Returns the number of rows extracted now.
+    ``paths[i]`` is the image of row ``i`` of the cache entry (``len(paths) == writer.n_total``);
+    the rows still to write are ``writer.pending_rows()``: everything left by a killed run, or
+    this process's shard in a data-parallel run. One forward pass per batch returns every layer
+    in ``layers``. Returns the number of rows extracted now.
     """
     import torch
     from tqdm.auto import tqdm
 
-    start = writer.n_done
-    todo = list(paths[start:])
-    if not todo:
+    rows = writer.pending_rows()
+    if not len(rows):
         return 0
+    todo = [paths[i] for i in rows]
     loader = torch.utils.data.DataLoader(
         _ImageDataset(todo, extractor, max_side),
         batch_size=batch_size,
@@ -105,7 +110,8 @@ def extract_to_cache(
         num_workers=num_workers,
         persistent_workers=False,
     )
-    with tqdm(total=len(todo), desc="extracting", unit="img", disable=not progress) as bar:
+    bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress, position=position)
+    with bar:
         try:
             for batch in loader:
                 feats = extractor.extract(batch, layers)
@@ -127,42 +133,58 @@ def _align(manifest: Manifest, ids: Sequence[str]) -> Manifest:
 
 
 def features(
-    cfg: DictConfig, manifest: Manifest, extractor: Extractor, layers: Sequence[LayerId]
+    cfg: DictConfig,
+    manifest: Manifest,
+    extractor: Extractor,
+    layers: Sequence[LayerId],
+    dist: Dist | None = None,
 ) -> tuple[FeatureCache, str, dict[str, Any]]:
     """Make sure the cache holds ``layers`` for the manifest; return (cache, key, info).
 
     On a miss: every image is checked first (all bad files listed at once); then features are
     extracted under a file lock, so a second job on the same entry waits and reuses it.
 
+    Data-parallel (``dist.world > 1``, see :mod:`medprobe.distributed`): the main process
+    hashes the images, takes the lock and decides; the image check and the extraction are
+    sharded over the processes (:func:`medprobe.distributed.shard_rows`), each writing its rows
+    of one partial entry; the main process finalises it. The entry is the one a single
+    process writes (same key, ids and rows). Every process returns once the entry is complete.
+
     Raises:
         BadImagesError: unreadable files and ``data.on_error=stop``.
     """
     from medprobe.data.images import loader_fingerprint
 
+    dist = dist or Dist()
     max_side = int(cfg.data.max_side)
-    spec = {
-        "extractor": extractor.fingerprint(),
-        "layers": [str(x) for x in layers],
-        "images": manifest.image_fingerprint(
-            _enum_value(cfg.data.fingerprint), workers=int(cfg.data.scan_workers)
-        ),
-        "n_images": len(manifest),
-        "loader": loader_fingerprint(max_side),
-    }
+    spec = None
+    if dist.is_main:  # hashing reads every image byte: once, not once per process
+        spec = {
+            "extractor": extractor.fingerprint(),
+            "layers": [str(x) for x in layers],
+            "images": manifest.image_fingerprint(
+                _enum_value(cfg.data.fingerprint), workers=int(cfg.data.scan_workers)
+            ),
+            "n_images": len(manifest),
+            "loader": loader_fingerprint(max_side),
+        }
+    spec = dist.broadcast(spec)
     key = cache_key(spec)
     cache = FeatureCache(Path(cfg.cache_dir).expanduser())
     on_error = _enum_value(cfg.data.on_error)
     info: dict[str, Any] = {"cache_key": key, "cache_dir": str(cache.root), "spec": spec}
     t0 = time.perf_counter()
     # A complete entry never changes again: read it without the lock (read-only shared caches).
-    info["cache_hit"] = cache.is_complete(key)
+    info["cache_hit"] = dist.broadcast(cache.is_complete(key))
     if not info["cache_hit"]:
-        _extract_locked(cfg, manifest, extractor, layers, cache, key, spec, info)
+        _extract_locked(cfg, manifest, extractor, layers, cache, key, spec, info, dist)
     skipped = cache.meta(key)["spec"].get("skipped", [])  # the writer's meta is stored as "spec"
     if skipped and on_error == "stop":
         raise BadImagesError(_bad_images_message([tuple(s) for s in skipped]))
     info["skipped_images"] = skipped
     info["extract_seconds"] = round(time.perf_counter() - t0, 3)
+    if dist.world > 1:
+        info["processes"] = dist.world
     return cache, key, info
 
 
@@ -175,8 +197,12 @@ def _extract_locked(
     key: str,
     spec: dict[str, Any],
     info: dict[str, Any],
+    dist: Dist,
 ) -> None:
-    """Extract under the entry's file lock; a second job waits (and says so), then reuses it."""
+    """Extract under the entry's file lock; a second job waits (and says so), then reuses it.
+
+    Only the main process takes the lock; with several processes it covers all of them.
+    """
     from filelock import Timeout
 
     from medprobe.cache import CacheError
@@ -184,51 +210,71 @@ def _extract_locked(
 
     max_side = int(cfg.data.max_side)
     on_error = _enum_value(cfg.data.on_error)
-    try:
-        lock = cache.lock(key)
+    lock = None
+    if dist.is_main:
         try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            print(f"waiting for another job extracting the same features ({cache.lock_path(key)})",
-                  file=sys.stderr, flush=True)  # fmt: skip
-            lock.acquire()
-    except OSError as e:
-        raise CacheError(f"cache_dir {cache.root}: cannot write ({e.strerror})") from None
+            lock = cache.lock(key)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                print(f"waiting for another job extracting the same features "
+                      f"({cache.lock_path(key)})", file=sys.stderr, flush=True)  # fmt: skip
+                lock.acquire()
+        except OSError as e:
+            raise CacheError(f"cache_dir {cache.root}: cannot write ({e.strerror})") from None
     try:
-        if cache.is_complete(key):
-            info["cache_hit"] = True
-        else:
-            info["cache_hit"] = False
-            bad = scan_images(
-                [str(p) for p in manifest.paths],
-                max_side=max_side,
-                max_workers=int(cfg.data.scan_workers),
-                progress=bool(cfg.progress),
-            )
-            if bad and on_error == "stop":
-                raise BadImagesError(_bad_images_message(bad))
-            bad_set = {p for p, _ in bad}
-            keep = [i for i, p in enumerate(manifest.paths) if str(p) not in bad_set]
+        info["cache_hit"] = dist.broadcast(cache.is_complete(key))
+        if info["cache_hit"]:
+            return
+        paths = [str(p) for p in manifest.paths]
+        lo, hi = dist.rank * len(paths) // dist.world, (dist.rank + 1) * len(paths) // dist.world
+        bad = scan_images(
+            paths[lo:hi],
+            max_side=max_side,
+            max_workers=int(cfg.data.scan_workers),
+            progress=bool(cfg.progress) and dist.is_main,
+        )
+        bad = [tuple(x) for x in dist.gather(bad)]
+        if bad and on_error == "stop":
+            raise BadImagesError(_bad_images_message(bad))
+        bad_set = {p for p, _ in bad}
+        keep = [i for i, p in enumerate(paths) if p not in bad_set]
+        ids = [manifest.ids[i] for i in keep]
+        writer = None
+        if dist.is_main:
             writer = cache.writer(
-                key,
-                [manifest.ids[i] for i in keep],
-                list(layers),
-                meta={"key_spec": spec, "skipped": [[p, r] for p, r in bad]},
+                key, ids, list(layers), meta={"key_spec": spec, "skipped": [list(x) for x in bad]}
             )
             info["resumed_from"] = writer.n_done
-            extract_to_cache(
-                extractor,
-                [manifest.paths[i] for i in keep],
-                writer,
-                layers,
-                batch_size=int(cfg.model.batch_size),
-                num_workers=int(cfg.model.num_workers),
-                max_side=max_side,
-                progress=bool(cfg.progress),
-            )
+        if dist.world > 1:
+            info["resumed_from"] = dist.broadcast(info.get("resumed_from"))  # partial is ready
+            rows = shard_rows(len(ids), int(cfg.model.batch_size), dist.rank, dist.world)
+            part = cache.shard_writer(key, ids, list(layers), rows=rows, shard=dist.rank)
+            desc, position = f"extracting [{dist.rank + 1}/{dist.world}]", dist.rank
+        else:
+            part, desc, position = writer, "extracting", None
+        assert part is not None
+        extract_to_cache(
+            extractor,
+            [manifest.paths[i] for i in keep],
+            part,
+            layers,
+            batch_size=int(cfg.model.batch_size),
+            num_workers=int(cfg.model.num_workers),
+            max_side=max_side,
+            progress=bool(cfg.progress),
+            desc=desc,
+            position=position,
+        )
+        if part is not writer:
+            part.close()
+        dist.barrier()  # every shard is written
+        if writer is not None:
             writer.finalize()
+        dist.barrier()  # the entry is complete for everyone
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _bad_images_message(bad: Sequence[Sequence[str]]) -> str:
@@ -383,16 +429,21 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         return run_all_layers(cfg, out_dir)
     t_start = time.perf_counter()
     validate(cfg)
-    from medprobe import stats
+    from medprobe import distributed, stats
 
+    dist = distributed.current()
+    if dist.world > 1:
+        _check_data_parallel(cfg)
+        cfg = _placed_for_rank(cfg, dist)
     out_dir = Path(out_dir) if out_dir is not None else resolve_output_dir(cfg)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe_test = out_dir / ".write_test"
-        probe_test.touch()
-        probe_test.unlink()
-    except OSError as e:
-        raise ConfigError(f"output_dir {out_dir}: cannot write there ({e.strerror})") from None
+    if dist.is_main:  # the other processes of a data-parallel job write no results
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            probe_test = out_dir / ".write_test"
+            probe_test.touch()
+            probe_test.unlink()
+        except OSError as e:
+            raise ConfigError(f"output_dir {out_dir}: cannot write there ({e.strerror})") from None
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -414,7 +465,14 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     timings["setup"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    cache, key, cache_info = features(cfg, manifest, extractor, cached_layers)
+    try:
+        cache, key, cache_info = features(cfg, manifest, extractor, cached_layers, dist)
+    finally:
+        if dist.world > 1:
+            distributed.finish()  # from here on the main process works alone
+    if not dist.is_main:
+        log.info("rank %d/%d: extraction done; rank 0 fits the probe", dist.rank, dist.world)
+        return {"rank": dist.rank, "processes": dist.world, "cache_key": key}
     timings["features"] = time.perf_counter() - t
     m = _align(manifest, cache.ids(key))
     X = np.asarray(cache.load(key, layer), dtype=np.float32)
@@ -518,6 +576,49 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     return results
 
 
+def _check_data_parallel(cfg: DictConfig) -> None:
+    """Refuse what a data-parallel launch (torchrun / accelerate launch) cannot do."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ValueError, ImportError):
+        multirun = False
+    # a submitit job with several tasks is one job of a sweep, each task a process: fine
+    if multirun and not os.environ.get("SUBMITIT_EXECUTOR"):
+        raise ConfigError(
+            "a data-parallel launch (torchrun / accelerate launch) runs one job; sweep with "
+            "--multirun and a launcher instead (cluster=slurm), each job data-parallel or not"
+        )
+
+
+def _placed_for_rank(cfg: DictConfig, dist: Dist) -> DictConfig:
+    """A copy of ``cfg`` whose model sits on this process's GPU(s) (unchanged on CPU)."""
+    import copy
+
+    import torch
+
+    from medprobe.distributed import rank_placement
+
+    max_memory = cfg.model.get("max_memory")
+    if OmegaConf.is_config(max_memory):
+        max_memory = OmegaConf.to_container(max_memory)
+    place = rank_placement(
+        str(cfg.model.device),
+        cfg.model.get("device_map"),
+        max_memory,
+        local_rank=dist.local_rank,
+        local_world=dist.local_world,
+        n_gpus=torch.cuda.device_count(),
+    )
+    out = copy.deepcopy(cfg)
+    for k, v in place.items():
+        if k in out.model:
+            OmegaConf.update(out, f"model.{k}", v, merge=False)
+    return out
+
+
 def _overrides() -> list[str]:
     """The job's command-line overrides (empty outside a Hydra app)."""
     try:
@@ -588,6 +689,8 @@ def run_all_layers(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, An
         OmegaConf.update(sub, "layer", layer)
         OmegaConf.update(sub, "tracker.name", "none")
         res = run(sub, out / f"layer_{layer}")
+        if "metrics" not in res:  # a data-parallel helper process: its extraction is done
+            return res
         m = res["metrics"][metric]
         rows.append({"layer": layer, **{k: m[k] for k in ("value", "sd", "ci_low", "ci_high")},
                      "val_score": res["probe"]["val_score"], "dir": res["output_dir"]})  # fmt: skip

@@ -1,0 +1,200 @@
+"""Data-parallel extraction (medprobe.distributed + runner): shards, placement, two processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, isolated_env
+
+from medprobe.__main__ import _helper_process_overrides
+from medprobe.distributed import rank_placement, shard_rows
+
+DEMO = REPO / "medprobe" / "demo_data" / "pathmnist"
+
+
+# ------------------------------------------------------------------------------- shards
+
+
+@pytest.mark.parametrize(
+    "n, bs, world", [(101, 8, 2), (101, 8, 3), (16, 8, 2), (5, 8, 4), (0, 4, 2)]
+)
+def test_shards_are_contiguous_whole_batches_covering_every_row(n, bs, world):
+    shards = [shard_rows(n, bs, r, world) for r in range(world)]
+    assert shards[0][0] == 0 and shards[-1][1] == n
+    for (_, a1), (b0, _) in zip(shards, shards[1:], strict=False):
+        assert a1 == b0  # contiguous, no overlap
+    for a, b in shards:
+        assert a % bs == 0 and (b % bs == 0 or b == n)  # the single run's batch boundaries
+
+
+def test_shard_sizes_of_an_uneven_split():
+    # 101 rows, batch 8 -> 13 batches -> 6 + 7 batches
+    assert [shard_rows(101, 8, r, 2) for r in range(2)] == [(0, 48), (48, 101)]
+    assert [shard_rows(5, 8, r, 4) for r in range(4)] == [(0, 0), (0, 0), (0, 0), (0, 5)]
+    with pytest.raises(ValueError, match="bad shard"):
+        shard_rows(10, 0, 0, 1)
+    with pytest.raises(ValueError, match="bad shard"):
+        shard_rows(10, 4, 2, 2)
+
+
+# ---------------------------------------------------------------------------- placement
+
+
+def test_placement_without_gpus_changes_nothing():
+    got = rank_placement("auto", "auto", None, local_rank=1, local_world=2, n_gpus=0)
+    assert got == {"device": "auto", "device_map": "auto", "max_memory": None}
+    got = rank_placement("cpu", None, None, local_rank=1, local_world=2, n_gpus=4)
+    assert got == {"device": "cpu", "device_map": None, "max_memory": None}
+
+
+def test_placement_one_gpu_per_process():
+    got = rank_placement("auto", None, None, local_rank=3, local_world=4, n_gpus=4)
+    assert got == {"device": "cuda:3", "device_map": None, "max_memory": None}
+    got = rank_placement("cuda", "cuda:0", None, local_rank=1, local_world=2, n_gpus=2)
+    assert got["device"] == "cuda:1" and got["device_map"] == "cuda:1"
+    # more processes than GPUs: they share
+    got = rank_placement("auto", None, None, local_rank=2, local_world=3, n_gpus=2)
+    assert got["device"] == "cuda:0"
+
+
+def test_placement_spreads_a_large_model_over_the_process_own_gpus():
+    mem = {0: "70GiB", 1: "70GiB", 2: "70GiB", 3: "70GiB", "cpu": "200GiB"}
+    got = rank_placement("auto", "auto", mem, local_rank=1, local_world=2, n_gpus=4)
+    assert got == {
+        "device": "cuda:2",
+        "device_map": "auto",
+        "max_memory": {2: "70GiB", 3: "70GiB", "cpu": "200GiB"},
+    }
+    got = rank_placement("auto", "cpu", None, local_rank=1, local_world=2, n_gpus=4)
+    assert got["device_map"] == "cpu"
+
+
+# --------------------------------------------------------------------- helper processes
+
+
+def test_only_rank_zero_writes_hydra_folders(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    assert _helper_process_overrides(["task=demo"]) == []
+    monkeypatch.setenv("RANK", "1")
+    assert _helper_process_overrides(["task=demo"]) == [
+        "hydra.output_subdir=null",
+        "hydra.run.dir=.",
+    ]
+    assert _helper_process_overrides(["hydra.run.dir=/x"]) == ["hydra.output_subdir=null"]
+
+
+# ---------------------------------------------------------------- two processes, for real
+
+
+def _subset_csv(path: Path) -> Path:
+    """101 demo images (60 train, 15 val, 26 test): 13 batches of 8, so the shards are uneven."""
+    lines = (DEMO / "labels.csv").read_text().splitlines()
+    rows = {s: [r for r in lines[1:] if r.endswith("," + s)] for s in ("train", "val", "test")}
+    keep = rows["train"][:60] + rows["val"][:15] + rows["test"][:26]
+    path.write_text("\n".join([lines[0], *keep]) + "\n")
+    return path
+
+
+def _job_args(tmp: Path, out: str) -> list[str]:
+    return [
+        "task=csv",
+        f"task.root={DEMO}",
+        f"task.csv={_subset_csv(tmp / 'subset.csv')}",
+        "model.batch_size=8",
+        "model.num_workers=0",
+        "tracker=none",
+        "bootstrap.n=200",
+        "progress=false",
+        f"output_dir={tmp / out}",
+    ]
+
+
+def _launch(
+    tmp: Path, launcher: list[str], args: list[str], cache: str
+) -> subprocess.CompletedProcess:
+    env = isolated_env(tmp)
+    env["MEDPROBE_CACHE_DIR"] = str(tmp / cache)
+    # torchrun gives each of its processes one thread; so does the reference run, because
+    # EfficientNet's convolutions round differently with 1 and 2 threads (1 float16 ulp)
+    env["OMP_NUM_THREADS"] = "1"
+    work = tmp / f"cwd_{cache}"
+    work.mkdir()
+    proc = subprocess.run(
+        [*launcher, *args], cwd=work, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _entry(root: Path) -> Path:
+    entries = [p for p in root.iterdir() if p.is_dir()]
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
+def test_two_process_extraction_equals_one_process(tmp_path):
+    single = _launch(
+        tmp_path, [sys.executable, "-m", "medprobe"], _job_args(tmp_path, "one"), "cache_one"
+    )
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2", "-m", "medprobe"]  # fmt: skip
+    dp = _launch(tmp_path, torchrun, _job_args(tmp_path, "two"), "cache_two")
+
+    one, two = _entry(tmp_path / "cache_one"), _entry(tmp_path / "cache_two")
+    assert one.name == two.name  # the same cache key
+    assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in two.iterdir())
+    for f in sorted(one.iterdir()):
+        if f.name != "meta.json":
+            assert f.read_bytes() == two.joinpath(f.name).read_bytes(), f.name
+    m1, m2 = (json.loads((d / "meta.json").read_text()) for d in (one, two))
+    assert m1.pop("created") and m2.pop("created")
+    assert m1 == m2 and m1["n"] == 101 and len(m1["layers"]) == 9
+    assert not list((tmp_path / "cache_two").glob(".partial-*"))
+
+    r1, r2 = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert r2["metrics"] == r1["metrics"] and r2["probe"]["C"] == r1["probe"]["C"]
+    assert r2["cache"]["processes"] == 2 and "processes" not in r1["cache"]
+    assert r1["cache"]["cache_hit"] is False and r2["cache"]["cache_hit"] is False
+    # one set of results, from rank 0 only; rank 1 wrote nothing where it ran
+    assert dp.stdout.count("results: ") == 1 and single.stdout.count("results: ") == 1
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir()
+    )
+    assert list((tmp_path / "cwd_cache_two").iterdir()) == []
+    np.testing.assert_array_equal(
+        np.load(one / "layer_008.npy"), np.load(two / "layer_008.npy")
+    )  # and the memmap readers agree
+
+
+def test_data_parallel_launch_refuses_a_multirun(tmp_path):
+    env = isolated_env(tmp_path)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2", "-m", "medprobe", "--multirun", "seed=0,1",
+                "tracker=none", f"output_dir={tmp_path / 'mr'}"]  # fmt: skip
+    proc = subprocess.run(
+        torchrun, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 0
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("medprobe: error:")]
+    assert errors == [
+        "medprobe: error: a data-parallel launch (torchrun / accelerate launch) runs one job; "
+        "sweep with --multirun and a launcher instead (cluster=slurm), each job data-parallel "
+        "or not"
+    ]
+    assert not list((tmp_path / "cache").glob("*/meta.json"))
+
+
+@pytest.mark.slow
+def test_accelerate_launch_gives_the_same_entry(tmp_path):
+    _launch(tmp_path, [sys.executable, "-m", "medprobe"], _job_args(tmp_path, "one"), "c1")
+    acc = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+           "-m", "medprobe"]  # fmt: skip
+    _launch(tmp_path, acc, _job_args(tmp_path, "two"), "c2")
+    one, two = _entry(tmp_path / "c1"), _entry(tmp_path / "c2")
+    for f in sorted(one.glob("*.npy")):
+        assert f.read_bytes() == two.joinpath(f.name).read_bytes(), f.name
