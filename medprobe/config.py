@@ -156,6 +156,28 @@ class BootstrapConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Resources of each job of a ``-m`` sweep run by ``cluster=local|slurm`` (conf/cluster/).
+
+    ``hydra.launcher`` (hydra-submitit-launcher) interpolates these keys; ``cluster=none`` (the
+    default) leaves Hydra's launcher alone and ignores them. null = the scheduler's default.
+    """
+
+    name: str = "none"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    gpus_per_node: int | None = None
+    cpus_per_task: int | None = None
+    mem_gb: int | None = None
+    timeout_min: int = 240
+    array_parallelism: int = 256  # SLURM: at most this many array tasks run at once
+    setup: list[str] = field(default_factory=list)  # SLURM: shell lines run before the job
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # SLURM: more sbatch flags
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -164,6 +186,7 @@ class Config:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     layer: Any = -1
     train_fraction: float = 1.0
     seed: int = 0
@@ -258,3 +281,29 @@ def validate(cfg: Any) -> None:
 
         if not torch.cuda.is_available():
             raise ConfigError(f"model.device={device} but no CUDA device is available here")
+    validate_cluster(cfg)
+
+
+def validate_cluster(cfg: Any) -> None:
+    """Check the ``cluster`` node; also run before submission (``medprobe.cluster``).
+
+    Raises:
+        ConfigError: a resource value out of range or an empty name (the key named).
+    """
+    c = OmegaConf.select(cfg, "cluster")
+    if c is None:  # a config from before the cluster group existed
+        return
+
+    def need(ok: bool, key: str, rule: str, value: Any) -> None:
+        if not ok:
+            raise ConfigError(f"cluster.{key} must be {rule}, got {value!r}")
+
+    for key in ("partition", "account", "qos", "constraint"):
+        v = c.get(key)
+        need(v is None or re.fullmatch(r"[^\s]+", str(v)) is not None, key,
+             "null or a name without spaces", v)  # fmt: skip
+    for key, low in (("gpus_per_node", 0), ("cpus_per_task", 1), ("mem_gb", 1)):
+        v = c.get(key)
+        need(v is None or int(v) >= low, key, f"null or >= {low}", v)
+    need(int(c.timeout_min) >= 1, "timeout_min", ">= 1 (minutes)", c.timeout_min)
+    need(int(c.array_parallelism) >= 1, "array_parallelism", ">= 1", c.array_parallelism)

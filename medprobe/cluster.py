@@ -1,0 +1,58 @@
+"""Checks run by Hydra in the submitting process for ``cluster=local|slurm`` (conf/cluster/).
+
+The launcher is built from the sweep's own config, before any job exists, so a bad
+``cluster.*`` value must be caught here: inside a job it would be too late (SLURM has already
+been asked for the resources). Registered as ``hydra.callbacks.medprobe_cluster`` in
+conf/config.yaml, so a swept ``cluster=local,slurm`` (composed as ``cluster=none`` for the
+sweep itself) is refused too.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"medprobe: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+class ClusterCheck(Callback):
+    """Refuse a single run (the launcher only acts on ``-m``), swept ``cluster.*`` keys (the
+    launcher reads them once for the whole sweep) and out-of-range values (before submission).
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        name = OmegaConf.select(config, "cluster.name", default="none")
+        if name == "none":
+            return
+        _fail(
+            f"cluster={name} submits the jobs of a sweep: add -m (--multirun); "
+            "a sweep of one job is fine"
+        )
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from medprobe.config import ConfigError, validate_cluster
+
+        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        swept = [
+            o.input_line
+            for o in parsed
+            if (o.key_or_group == "cluster" or o.key_or_group.startswith("cluster."))
+            and o.is_sweep_override()
+        ]
+        if swept:
+            _fail(
+                f"{', '.join(str(s) for s in swept)}: cluster settings size every job of the "
+                "sweep and cannot be swept; run one sweep per setting"
+            )
+        try:
+            validate_cluster(config)
+        except ConfigError as e:
+            _fail(str(e))
