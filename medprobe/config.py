@@ -127,6 +127,12 @@ class ProbeConfig:
     max_iter: int = 1000
     val_fraction: float = 0.2
     selection_metric: str = "auroc_macro"
+    # Solver of the same objective: sklearn (scipy L-BFGS-B) or torch (full-batch L-BFGS, for
+    # 100k x 8192 features on a GPU); device (auto = cuda if available, else cpu) and dtype
+    # (float32|float64) apply to torch only.
+    backend: str = "sklearn"
+    device: str = "auto"
+    dtype: str = "float32"
 
 
 @dataclass
@@ -261,6 +267,21 @@ def validate(cfg: Any) -> None:
     need(cfg.probe.selection_metric in SELECTION_METRICS, "probe.selection_metric",
          f"one of {', '.join(SELECTION_METRICS)}", cfg.probe.selection_metric)  # fmt: skip
     need(int(cfg.probe.max_iter) >= 1, "probe.max_iter", ">= 1", cfg.probe.max_iter)
+    backend = str(OmegaConf.select(cfg, "probe.backend", default="sklearn"))
+    need(backend in ("sklearn", "torch"), "probe.backend", "sklearn or torch", backend)
+    probe_device = str(OmegaConf.select(cfg, "probe.device", default="auto"))
+    need(re.fullmatch(r"auto|cpu|cuda(:\d+)?", probe_device) is not None, "probe.device",
+         "auto, cpu, cuda or cuda:N", probe_device)  # fmt: skip
+    probe_dtype = str(OmegaConf.select(cfg, "probe.dtype", default="float32"))
+    need(probe_dtype in ("float32", "float64"), "probe.dtype", "float32 or float64", probe_dtype)
+    if backend == "torch" and probe_device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"probe.device={probe_device} but no CUDA device is available here")
+        index = int(probe_device.partition(":")[2] or 0)
+        need(index < torch.cuda.device_count(), "probe.device",
+             f"a present device (0..{torch.cuda.device_count() - 1})", probe_device)  # fmt: skip
     need(int(cfg.model.batch_size) >= 1, "model.batch_size", ">= 1", cfg.model.batch_size)
     need(int(cfg.model.num_workers) >= 0, "model.num_workers", ">= 0", cfg.model.num_workers)
     need(int(cfg.data.max_side) >= 32, "data.max_side", ">= 32 (pixels)", cfg.data.max_side)
