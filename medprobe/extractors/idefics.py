@@ -52,6 +52,16 @@ layer are read from the checkpoint, the depth rounded up to a multiple of
 perceiver, embeddings and ``lm_head`` are always loaded. :meth:`IdeficsExtractor.load_info`
 records how many parameters were loaded.
 
+Placement (model parallel inside a node). The loader hands ``device_map`` (default ``auto``)
+and ``max_memory`` to ``from_pretrained``; transformers / accelerate place whole decoder,
+cross-attention and vision blocks (the model's ``_no_split_modules``) over the listed GPUs.
+:func:`device_plan` computes that placement on the meta device, without weights or GPUs, with
+the loader's own truncation and quantisation rules (same config, same ``BitsAndBytesConfig``,
+same transformers function), so the plan is what a load does (tested on a tiny model with
+cpu/disk offload). Command line: ``python -m medprobe.extractors.idefics plan --model idefics80b
+--layer 32 --max-memory 0=48GiB,1=48GiB,2=48GiB,3=48GiB`` (and ``memory`` for the weight
+table of :func:`memory_plan`).
+
 Batching: the runner's prompt is the same for every image, so its token ids are built once and
 repeated; batches then need no padding. Different prompts per sample
 (:meth:`IdeficsExtractor.extract` with ``prompts=``) are left-padded; a sample's features are
@@ -60,14 +70,17 @@ the same alone or padded in a batch (tested).
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
+import json
 import logging
 import math
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -354,6 +367,439 @@ def memory_plan(
     ]
 
 
+# ---------------------------------------------------- placement plan (model parallel, one node)
+
+#: Short names of the published checkpoints (the ``model=`` config names). The base checkpoints
+#: (``HuggingFaceM4/idefics-80b``, ``-9b``) have the shapes of the instruct ones.
+MODEL_ALIASES: dict[str, str] = {
+    "idefics80b": "HuggingFaceM4/idefics-80b-instruct",
+    "idefics9b": "HuggingFaceM4/idefics-9b-instruct",
+    "HuggingFaceM4/idefics-80b": "HuggingFaceM4/idefics-80b-instruct",
+    "HuggingFaceM4/idefics-9b": "HuggingFaceM4/idefics-9b-instruct",
+}
+#: ``device_map`` values for which transformers / accelerate infer the placement.
+PLACEMENT_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+#: Named ``max_memory`` devices, in the order accelerate fills them (after the GPUs).
+_NAMED_DEVICES = ("mps", "cpu", "disk")
+#: Top-level parts of ``IdeficsForVisionText2Text`` other than the two block lists.
+_PARTS = ("embed_tokens", "vision_model", "perceiver_resampler", "norm", "lm_head")
+
+
+def _memory_device(key: Any) -> int | str:
+    if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
+        return key
+    text = str(key).strip().lower()
+    if text.startswith("cuda:"):
+        text = text[5:]
+    if text.isdigit():
+        return int(text)
+    if text in _NAMED_DEVICES:
+        return text
+    raise ExtractorError(
+        f"idefics: max_memory device {key!r} is not a GPU index (0, 1, ... or cuda:0) nor one "
+        f"of {list(_NAMED_DEVICES)}"
+    )
+
+
+def _size_bytes(value: Any) -> int:
+    """A ``max_memory`` size -> bytes (accelerate's reading of it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ExtractorError(f"idefics: max_memory size {value} is negative")
+        return value
+    if not isinstance(value, str):
+        raise ExtractorError(
+            f"idefics: max_memory size {value!r} must be bytes (an integer) or a string like 48GiB"
+        )
+    text = value.strip()
+    if text.endswith("b") and not text.lower().endswith("ib"):
+        raise ExtractorError(
+            f"idefics: max_memory size {value!r} ends in a lower-case b, which accelerate reads "
+            "as bits; write GB (1e9 bytes) or GiB (2**30 bytes)"
+        )
+    from accelerate.utils import convert_file_size_to_int
+
+    try:
+        return int(convert_file_size_to_int(text))
+    except ValueError:
+        raise ExtractorError(
+            f"idefics: max_memory size {value!r} is not bytes nor a size like 48GiB, 500MiB, 51.5GB"
+        ) from None
+
+
+def parse_max_memory(spec: str | Mapping[Any, Any] | None) -> dict[int | str, int | str] | None:
+    """Per-device memory limits for accelerate -> e.g. ``{0: "48GiB", "cpu": "200GiB"}``.
+
+    Args:
+        spec: a mapping (``model.max_memory``; Hydra gives ``{0: 48GiB, cpu: 200GiB}`` for the
+            override ``'model.max_memory={0:48GiB,cpu:200GiB}'``), or the command-line form
+            ``"0=48GiB,1=48GiB,cpu=200GiB"``; ``None`` or empty -> ``None``. Keys: a GPU index
+            (``0``, ``"0"`` and ``"cuda:0"`` all mean 0), ``"cpu"``, ``"disk"``, ``"mps"``.
+            Sizes: bytes (an integer) or what accelerate reads: ``48GiB`` (2**30 bytes),
+            ``500MiB``, ``51.5GB`` (1e9 bytes), ``500MB``.
+
+    Returns:
+        The limits with normalised keys, GPUs first in index order (accelerate's fill order),
+        values as given (accelerate converts them).
+
+    Raises:
+        ExtractorError: an entry that is not ``DEVICE=SIZE``, an unknown device, a device
+            given twice, a size accelerate cannot read, a negative size, or a size ending in
+            a lower-case ``b`` (accelerate reads ``48gb`` as gigabits).
+    """
+    if spec is None:
+        return None
+    items: list[tuple[Any, Any]]
+    if isinstance(spec, str):
+        if not spec.strip():
+            return None
+        items = []
+        for part in spec.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise ExtractorError(
+                    f"idefics: max_memory entry {part.strip()!r} is not DEVICE=SIZE "
+                    "(e.g. 0=48GiB,1=48GiB,cpu=200GiB)"
+                )
+            items.append((key.strip(), value.strip()))
+    elif isinstance(spec, Mapping) or hasattr(spec, "items"):
+        items = list(spec.items())
+    else:
+        raise ExtractorError(
+            f"idefics: max_memory must be a mapping like {{0: 48GiB, cpu: 200GiB}}, got {spec!r}"
+        )
+    if not items:
+        return None
+    out: dict[int | str, int | str] = {}
+    for key, value in items:
+        dev = _memory_device(key)
+        if dev in out:
+            raise ExtractorError(f"idefics: max_memory gives device {dev!r} twice")
+        _size_bytes(value)
+        out[dev] = value.strip() if isinstance(value, str) else value
+    gpus = sorted(k for k in out if isinstance(k, int))
+    return {**{g: out[g] for g in gpus}, **{k: out[k] for k in _NAMED_DEVICES if k in out}}
+
+
+def _plan_config(model: Any) -> tuple[str, Any]:
+    """``model`` -> ``(name, IdeficsConfig)``; see :func:`device_plan`."""
+    if isinstance(model, (str, Path)):
+        name = MODEL_ALIASES.get(str(model), str(model))
+        if name in PUBLISHED_CONFIGS:
+            return name, _idefics_config(PUBLISHED_CONFIGS[name])
+        path = Path(str(model)).expanduser()
+        if (path / "config.json").is_file():
+            from transformers import AutoConfig
+
+            try:
+                cfg = AutoConfig.from_pretrained(path)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ExtractorError(
+                    f"idefics: cannot read {path / 'config.json'}: {exc}"
+                ) from None
+            if getattr(cfg, "model_type", None) != "idefics":
+                raise ExtractorError(
+                    f"idefics: {path} holds a {cfg.model_type!r} model, not IDEFICS"
+                )
+            return str(path), cfg
+        valid = [*MODEL_ALIASES, *PUBLISHED_CONFIGS]
+        raise ExtractorError(
+            f"idefics: unknown model {str(model)!r}; valid: {', '.join(dict.fromkeys(valid))}, "
+            "or a local model directory with a config.json"
+        )
+    return "custom", _idefics_config(model)
+
+
+def _truncated_config(cfg: Any, depth: int) -> Any:
+    """The config the loader reads the checkpoint with: ``depth`` decoder blocks, block
+    ``depth``'s output never normed (``tie_last_hidden_states=False``)."""
+    kcfg = copy.deepcopy(cfg)
+    kcfg.num_hidden_layers = int(depth)
+    kcfg.tie_last_hidden_states = False
+    return kcfg
+
+
+def _bnb_config(quantization: str, compute_dtype: Any) -> Any:
+    """The ``BitsAndBytesConfig`` of ``quantization`` (``None`` for ``"none"``)."""
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=False,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    return None
+
+
+@contextmanager
+def _quiet_placement() -> Iterator[None]:
+    """Silence accelerate's "Device 0 is not available" (a plan for GPUs on a machine without
+    them) and bitsandbytes' import notice about the optional ``kernels`` package."""
+    loggers = [logging.getLogger(n) for n in ("accelerate", "bitsandbytes")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with _quiet_transformers():
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _skeleton(cfg: Any, dtype: str, quantization: str) -> tuple[Any, Any]:
+    """``IdeficsForVisionText2Text(cfg)`` on the meta device as ``from_pretrained`` builds it
+    before reading weights (transformers 5.24 ``PreTrainedModel.from_pretrained``): the same
+    quantizer (``get_hf_quantizer``), init context (``dtype``, meta device) and, under
+    bitsandbytes, the Linear layers replaced by ``Linear8bitLt`` / ``Linear4bit``.
+    Returns ``(model, hf_quantizer or None)``."""
+    import torch
+    from transformers import IdeficsForVisionText2Text
+    from transformers.quantizers.auto import get_hf_quantizer
+    from transformers.utils import ContextManagers
+
+    torch_dtype = getattr(torch, dtype)
+    kcfg = copy.deepcopy(cfg)
+    hq, kcfg, _ = get_hf_quantizer(kcfg, _bnb_config(quantization, torch_dtype), "auto", True, {})
+    init = IdeficsForVisionText2Text.get_init_context(torch_dtype, hq is not None, False, None)
+    with ContextManagers(init):
+        model = IdeficsForVisionText2Text(kcfg)
+        if hq is not None:
+            hq.preprocess_model(
+                model=model,
+                dtype=torch_dtype,
+                device_map="auto",
+                checkpoint_files=None,
+                use_kernels=False,
+            )
+    return model, hq
+
+
+def _param_bytes(model: Any, name: str, param: Any, hq: Any, quantization: str) -> int:
+    """Bytes of one parameter once loaded, by :func:`weight_bytes`' rules: a weight
+    bitsandbytes quantises (the quantizer's own test) 1 byte + a float32 scale per row (8-bit)
+    or 0.5 byte + a float32 absmax per 64 (4-bit NF4); everything else its dtype's size."""
+    n = int(param.numel())
+    if hq is not None and hq.param_needs_quantization(model, name):
+        if quantization == "8bit":
+            return n + 4 * int(param.shape[0])
+        return math.ceil(n / 2) + 4 * math.ceil(n / 64)
+    return n * int(param.element_size())
+
+
+def _device_order(dev: Any) -> tuple[int, Any]:
+    if isinstance(dev, int):
+        return (0, dev)
+    if dev in _NAMED_DEVICES:
+        return (2, _NAMED_DEVICES.index(dev))
+    return (1, str(dev))
+
+
+def placement(model: Any, device_map: Mapping[str, Any], hf_quantizer: Any = None,
+              quantization: str = "none") -> dict[Any, dict[str, Any]]:  # fmt: skip
+    """Where each part of an IDEFICS model sits under ``device_map`` (module name -> device,
+    e.g. a loaded model's ``hf_device_map``); parameters are matched to the map with
+    transformers' own ``expand_device_map`` (what ``from_pretrained`` places them by).
+
+    Returns:
+        ``{device: {"weight_bytes", "decoder_blocks", "cross_attn_blocks", "modules"}}`` in
+        accelerate's fill order (GPUs, then cpu, disk): the indices ``i`` of
+        ``model.layers.i`` and ``model.gated_cross_attn_layers.i`` on the device, the other
+        top-level parts (``embed_tokens``, ``vision_model``, ``perceiver_resampler``, ``norm``,
+        ``lm_head``) with weights there, and the bytes of the weights (:func:`_param_bytes`;
+        on the meta device the bytes they will take).
+    """
+    from transformers.integrations.accelerate import expand_device_map
+
+    params = dict(model.named_parameters())
+    where = expand_device_map(dict(device_map), list(params))
+    rows: dict[Any, dict[str, Any]] = {}
+    for name, p in params.items():
+        dev = where[name]
+        row = rows.setdefault(
+            dev, {"weight_bytes": 0, "decoder_blocks": set(), "cross_attn_blocks": set(),
+                  "modules": set()},
+        )  # fmt: skip
+        row["weight_bytes"] += _param_bytes(model, name, p, hf_quantizer, quantization)
+        parts = name.split(".")
+        if parts[0] == "model":
+            parts = parts[1:]
+        if parts[0] == "layers":
+            row["decoder_blocks"].add(int(parts[1]))
+        elif parts[0] == "gated_cross_attn_layers":
+            row["cross_attn_blocks"].add(int(parts[1]))
+        else:
+            row["modules"].add(parts[0])
+    out: dict[Any, dict[str, Any]] = {}
+    for dev in sorted(rows, key=_device_order):
+        row = rows[dev]
+        out[dev] = {
+            "weight_bytes": int(row["weight_bytes"]),
+            "decoder_blocks": sorted(row["decoder_blocks"]),
+            "cross_attn_blocks": sorted(row["cross_attn_blocks"]),
+            "modules": [m for m in _PARTS if m in row["modules"]]
+            + sorted(row["modules"] - set(_PARTS)),
+        }
+    return out
+
+
+def _infer_device_map(model: Any, device_map: Any, max_memory: Mapping[Any, Any] | None,
+                      hf_quantizer: Any) -> dict[str, Any]:  # fmt: skip
+    """The device map ``from_pretrained`` computes for ``device_map`` (transformers 5.24
+    ``integrations.accelerate._get_device_map``: the balanced limits for ``auto`` /
+    ``balanced``, 90 % of ``max_memory`` under bitsandbytes, accelerate's inference with the
+    model's ``_no_split_modules``), without the quantizer's refusal of cpu/disk offload (the
+    plan reports it instead)."""
+    from transformers.integrations.accelerate import _get_device_map
+
+    if isinstance(device_map, Mapping):
+        return {str(k): v for k, v in device_map.items()}
+    if device_map not in PLACEMENT_STRATEGIES:
+        return {"": device_map}
+    if hf_quantizer is not None:  # checked by the caller, after the map is known
+        hf_quantizer.validate_environment = lambda *a, **k: None
+    limits = dict(max_memory) if max_memory else None  # accelerate converts it in place
+    return dict(_get_device_map(model, device_map, limits, hf_quantizer))
+
+
+def device_plan(
+    model: Any = "idefics80b",
+    layer: LayerId | Sequence[LayerId] | str = 32,
+    dtype: str = "bfloat16",
+    quantization: str = "none",
+    max_memory: str | Mapping[Any, Any] | None = None,
+    truncate: bool = True,
+    device_map: Any = "auto",
+) -> dict[str, Any]:
+    """Where a load of IDEFICS for ``layer`` would put each module, computed without weights.
+
+    Builds the model skeleton on the meta device exactly as :meth:`IdeficsExtractor.load`
+    gets it from ``from_pretrained`` (same truncation to :func:`kept_depth` blocks, same
+    ``BitsAndBytesConfig``, same quantizer module replacement) and asks transformers /
+    accelerate for the device map the load computes for ``device_map`` and ``max_memory``
+    (``_no_split_modules``: whole decoder blocks, gated cross-attention blocks and vision
+    encoder blocks; ``auto`` spreads the model evenly over the listed GPUs). Runs on a
+    machine without GPUs: GPU indices in ``max_memory`` need not exist.
+
+    Args:
+        model: ``idefics80b``, ``idefics9b`` (:data:`MODEL_ALIASES`), a hub id of
+            :data:`PUBLISHED_CONFIGS`, a local model directory (its ``config.json``), an
+            ``IdeficsConfig`` or a dict of its arguments.
+        layer: the cached layer(s), as ``model.layers`` (``32``, ``[8, 16, 32]``, ``"all"``,
+            ``"final_norm"``, ``"image_latents"``).
+        dtype: ``bfloat16``, ``float32``, ``float16`` (refused for 80B like the loader does).
+        quantization: ``none``, ``8bit``, ``4bit``.
+        max_memory: :func:`parse_max_memory` input, e.g. ``"0=48GiB,1=48GiB"``; required for
+            the strategies (``auto``, ...), since no GPU is asked for its size.
+        truncate: load only the blocks ``layer`` needs (``model.truncate``).
+        device_map: a strategy of :data:`PLACEMENT_STRATEGIES`, one device (``"cpu"``), or an
+            explicit ``{module: device}`` map.
+
+    Returns:
+        ``model``, ``layers`` (resolved), ``depth`` (decoder blocks loaded),
+        ``num_hidden_layers``, ``cross_layer_interval``, ``truncated``, ``dtype``,
+        ``quantization``, ``device_map`` (the strategy or map asked for), ``max_memory``
+        (normalised), ``modules`` (the inferred ``{module: device}`` map, what the load uses),
+        ``devices`` (list of rows ``device``, ``limit``, ``limit_bytes``, ``weight_bytes``,
+        ``decoder_blocks``, ``cross_attn_blocks``, ``modules``; every ``max_memory`` device,
+        also those left empty), ``total_bytes`` (equal to :func:`weight_bytes` of the loaded
+        blocks), ``offloaded`` (``cpu`` / ``disk`` devices holding weights), ``spills``
+        (weights on disk, or on cpu while GPUs are listed), ``over_limit`` (devices whose
+        weights exceed their ``max_memory``: possible under 4-bit, whose absmax transformers
+        does not count), ``error`` (why transformers would refuse the load: bitsandbytes with
+        cpu/disk offload), ``fits`` (none of these).
+
+    Raises:
+        ExtractorError: unknown model, layer, dtype or quantisation; malformed ``max_memory``;
+            no ``max_memory`` for a strategy; float16 with 80B.
+    """
+    name, cfg = _plan_config(model)
+    dtype = str(getattr(dtype, "value", dtype))
+    if dtype not in DTYPES:
+        raise ExtractorError(f"idefics: unknown dtype {dtype!r}; valid dtypes: {list(DTYPES)}")
+    quantization = str(quantization or "none")
+    if quantization not in QUANTIZATIONS:
+        raise ExtractorError(
+            f"idefics: unknown quantization {quantization!r}; valid: {list(QUANTIZATIONS)}"
+        )
+    n, iv = int(cfg.num_hidden_layers), int(cfg.cross_layer_interval)
+    if dtype == "float16" and (int(cfg.hidden_size) >= 8192 or n >= 80):
+        raise ExtractorError(
+            "idefics: dtype=float16 is refused for IDEFICS-80B (reported to overflow); use bfloat16"
+        )
+    if isinstance(layer, str) and "," in layer:
+        layer = [x.strip() for x in layer.split(",")]
+    wanted = resolve_layers(layer, [*range(n + 1), FINAL_NORM, IMAGE_LATENTS])
+    depth = kept_depth(wanted, n, iv) if truncate else n
+    limits = parse_max_memory(max_memory)
+    if isinstance(device_map, str) and device_map in PLACEMENT_STRATEGIES and not limits:
+        raise ExtractorError(
+            f"idefics: a plan for device_map={device_map} needs max_memory, the memory of each "
+            "GPU to use, e.g. 0=48GiB,1=48GiB (GB = 1e9 bytes, GiB = 2**30)"
+        )
+    with _quiet_placement():
+        skel, hq = _skeleton(_truncated_config(cfg, depth), dtype, quantization)
+        dmap = _infer_device_map(skel, device_map, limits, hq)
+        error = None
+        if hq is not None:
+            try:
+                type(hq).validate_environment(hq, device_map=dmap)
+            except (ValueError, ImportError, RuntimeError) as exc:
+                error = " ".join(str(exc).split())
+        where = placement(skel, dmap, hq, quantization)
+    devices = list(limits or {})
+    devices += sorted((d for d in where if d not in devices), key=_device_order)
+    rows = []
+    for dev in devices:
+        got = where.get(dev, {})
+        lim = (limits or {}).get(dev)
+        rows.append(
+            {
+                "device": dev,
+                "limit": lim,
+                "limit_bytes": _size_bytes(lim) if lim is not None else None,
+                "weight_bytes": got.get("weight_bytes", 0),
+                "decoder_blocks": got.get("decoder_blocks", []),
+                "cross_attn_blocks": got.get("cross_attn_blocks", []),
+                "modules": got.get("modules", []),
+            }
+        )
+    offloaded = [r["device"] for r in rows if r["device"] in ("cpu", "disk") and r["weight_bytes"]]
+    gpus = any(r["device"] not in ("cpu", "disk") for r in rows)
+    spills = "disk" in offloaded or ("cpu" in offloaded and gpus)
+    over = [
+        r["device"]
+        for r in rows
+        if r["limit_bytes"] is not None and r["weight_bytes"] > r["limit_bytes"]
+    ]
+    return {
+        "model": name,
+        "layer": jsonable(layer),
+        "layers": wanted,
+        "depth": depth,
+        "num_hidden_layers": n,
+        "cross_layer_interval": iv,
+        "truncate": bool(truncate),
+        "truncated": depth < n,
+        "dtype": dtype,
+        "quantization": quantization,
+        "device_map": device_map,
+        "max_memory": limits,
+        "modules": dmap,
+        "devices": rows,
+        "total_bytes": sum(r["weight_bytes"] for r in rows),
+        "offloaded": offloaded,
+        "spills": spills,
+        "over_limit": over,
+        "error": error,
+        "fits": not spills and not over and error is None,
+    }
+
+
 @contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Silence transformers' load report (a truncated load lists the skipped blocks)."""
@@ -454,7 +900,7 @@ class IdeficsExtractor(HubSource):
         self.pooling = pooling
         self.quantization = quantization
         self.device_map = device_map
-        self.max_memory = dict(max_memory) if max_memory else None
+        self.max_memory = parse_max_memory(max_memory)
         self.device = device or "auto"
         self.truncate = bool(truncate)
         self._config: Any = None
@@ -681,13 +1127,10 @@ class IdeficsExtractor(HubSource):
             return self.device_map
         return "auto" if self.device == "auto" else {"": self.device}
 
-    def _max_memory(self) -> dict[Any, str] | None:
-        if not self.max_memory:
-            return None
-        return {
-            (int(k) if isinstance(k, str) and k.isdigit() else k): str(v)
-            for k, v in self.max_memory.items()
-        }
+    def _max_memory(self) -> dict[int | str, int | str] | None:
+        """A fresh copy of the :func:`parse_max_memory` limits (accelerate converts the dict it
+        is given in place)."""
+        return dict(self.max_memory) if self.max_memory else None
 
     def load(self, layers: Sequence[LayerId] | LayerId | str | None = None) -> Any:
         """Load ``IdeficsForVisionText2Text`` deep enough for ``layers``; idempotent.
@@ -702,7 +1145,7 @@ class IdeficsExtractor(HubSource):
                 the checkpoint (other than ``lm_head``, which the features never use).
         """
         import torch
-        from transformers import BitsAndBytesConfig, IdeficsForVisionText2Text
+        from transformers import IdeficsForVisionText2Text
 
         if layers is None:
             if self._model is not None:
@@ -717,9 +1160,7 @@ class IdeficsExtractor(HubSource):
         if self._model is not None:
             log.info("idefics: reloading %d blocks deep (had %d)", depth, self._depth)
             self.release()
-        kcfg = copy.deepcopy(cfg)
-        kcfg.num_hidden_layers = depth
-        kcfg.tie_last_hidden_states = False  # block k's output is never normed
+        kcfg = _truncated_config(cfg, depth)  # the rule device_plan() uses too
         torch_dtype = getattr(torch, self.dtype)
         kwargs: dict[str, Any] = {
             "config": kcfg,
@@ -730,19 +1171,18 @@ class IdeficsExtractor(HubSource):
         }
         if self._max_memory():
             kwargs["max_memory"] = self._max_memory()
-        if self.quantization == "8bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        elif self.quantization == "4bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=False,
-                bnb_4bit_compute_dtype=torch_dtype,
-            )
+        if self.quantization != "none":
+            kwargs["quantization_config"] = _bnb_config(self.quantization, torch_dtype)
         try:
             with _quiet_transformers():
                 loaded: Any = IdeficsForVisionText2Text.from_pretrained(self._source(), **kwargs)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as exc:
+            if "dispatched on the CPU or the disk" in str(exc):
+                raise ExtractorError(
+                    f"idefics: the {self.quantization} model does not fit the GPUs of max_memory "
+                    f"({self._max_memory()}) and bitsandbytes refuses cpu/disk offload; see "
+                    "python -m medprobe.extractors.idefics plan --help (docs/idefics.md)"
+                ) from None
             raise self._load_error("the IDEFICS weights", exc) from None
         model, info = loaded  # output_loading_info=True
         unused = self._check_loading_info(info, depth, max(1, int(cfg.cross_layer_interval)))
@@ -804,6 +1244,11 @@ class IdeficsExtractor(HubSource):
             params += int(np.prod(qs.shape)) if qs is not None else p.numel()
         dmap = getattr(model, "hf_device_map", None)
         devices = sorted({str(v) for v in dmap.values()}) if dmap else [str(model.device)]
+        where = {
+            str(dev): {"decoder_blocks": _ranges(row["decoder_blocks"]),
+                       "cross_attn_blocks": _ranges(row["cross_attn_blocks"])}
+            for dev, row in placement(model, dmap or {"": str(model.device)}).items()
+        }  # fmt: skip
         return {
             "loaded": True,
             "kept_depth": depth,
@@ -814,6 +1259,7 @@ class IdeficsExtractor(HubSource):
             "params_full": int(count_parameters(cfg)["total"]),
             "memory_footprint_bytes": int(model.get_memory_footprint()),
             "devices": devices,
+            "placement": where,
         }
 
     def load_info(self) -> dict[str, Any]:
@@ -823,7 +1269,9 @@ class IdeficsExtractor(HubSource):
         ``kept_depth``, ``num_hidden_layers``, ``cross_layer_interval``, ``truncated``,
         ``params_loaded`` (logical count, also under 4-bit packing), ``params_full`` (the
         untruncated model), ``memory_footprint_bytes`` (transformers' count of parameter and
-        buffer bytes), ``devices``, ``unused_checkpoint_entries`` (checkpoint entries skipped
+        buffer bytes), ``devices``, ``placement`` (``{device: {"decoder_blocks": "0-8",
+        "cross_attn_blocks": "-"}}`` from the model's ``hf_device_map``: compare with
+        :func:`device_plan`), ``unused_checkpoint_entries`` (checkpoint entries skipped
         for another reason than truncation, e.g. old persisted rotary buffers), plus ``dtype``,
         ``quantization``, ``device_map``.
         """
@@ -1051,3 +1499,224 @@ def from_config(cfg: Any, prompt: str = "") -> IdeficsExtractor:
     )
     ext._local_dir()  # a missing local directory fails here, with its path
     return ext
+
+
+def _ranges(xs: Sequence[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"``; ``[]`` -> ``"-"``."""
+    runs: list[list[int]] = []
+    for x in sorted(xs):
+        if runs and x == runs[-1][1] + 1:
+            runs[-1][1] = x
+        else:
+            runs.append([x, x])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) or "-"
+
+
+def _memory_text(limits: Mapping[Any, Any], sep: str = "=") -> str:
+    return ",".join(f"{k}{sep}{v}" for k, v in limits.items())
+
+
+def medprobe_command(plan: Mapping[str, Any]) -> str | None:
+    """The ``python -m medprobe`` overrides that load what ``plan`` describes (``None`` for a
+    model without a ``model=`` config: a local directory or a custom config)."""
+    alias = {v: k for k, v in MODEL_ALIASES.items() if "/" not in k}.get(plan["model"])
+    if alias is None:
+        return None
+    parts = ["python -m medprobe", f"model={alias}"]
+    layer = plan["layer"]
+    if isinstance(layer, list):
+        parts.append(f"'model.layers=[{','.join(str(x) for x in layer)}]'")
+    elif layer == "all":
+        parts.append("model.layers=all")
+    else:
+        parts.append(f"layer={layer}")
+    if plan["dtype"] != "bfloat16":
+        parts.append(f"model.dtype={plan['dtype']}")
+    if plan["quantization"] != "none":
+        parts.append(f"model.quantization={plan['quantization']}")
+    if not plan["truncate"]:
+        parts.append("model.truncate=false")
+    if isinstance(plan["device_map"], str) and plan["device_map"] != "auto":
+        parts.append(f"model.device_map={plan['device_map']}")
+    if plan["max_memory"]:
+        parts.append(f"'model.max_memory={{{_memory_text(plan['max_memory'], ':')}}}'")
+    return " ".join(parts)
+
+
+def format_plan(plan: Mapping[str, Any]) -> str:
+    """:func:`device_plan`'s result as the text ``python -m medprobe.extractors.idefics plan``
+    prints (GB = 1e9 bytes)."""
+
+    def gb(b: float) -> str:
+        return f"{b / 1e9:.1f} GB"
+
+    depth, n = plan["depth"], plan["num_hidden_layers"]
+    layer = plan["layer"]
+    layer_text = ",".join(map(str, layer)) if isinstance(layer, list) else str(layer)
+    how = "truncated" if plan["truncated"] else "all blocks"
+    limits = plan["max_memory"] or {}
+    lines = [
+        "IDEFICS placement plan (computed on the meta device: no weights read, no GPU needed)",
+        f"model      {plan['model']}, layer {layer_text}: {depth} of {n} decoder blocks ({how})",
+        f"weights    {gb(plan['total_bytes'])}: {plan['dtype']}"
+        if plan["quantization"] == "none"
+        else f"weights    {gb(plan['total_bytes'])}: bitsandbytes {plan['quantization']} Linear "
+        f"weights, {plan['dtype']} for the rest and for compute",
+        f"placement  device_map={plan['device_map'] if isinstance(plan['device_map'], str) else 'dict'}"
+        + (f", max_memory {_memory_text(limits)}" if limits else ""),
+        "",
+    ]
+    head = ("device", "max_memory", "weights", "free", "decoder blocks", "cross-attn", "other")
+    table = [head]
+    for r in plan["devices"]:
+        lim = r["limit_bytes"]
+        table.append(
+            (
+                str(r["device"]),
+                "-" if lim is None else f"{r['limit']} = {gb(lim)}",
+                gb(r["weight_bytes"]),
+                "-" if lim is None else gb(lim - r["weight_bytes"]),
+                _ranges(r["decoder_blocks"]),
+                _ranges(r["cross_attn_blocks"]),
+                ", ".join(r["modules"]) or "-",
+            )
+        )
+    n_dec = sum(len(r["decoder_blocks"]) for r in plan["devices"])
+    n_x = sum(len(r["cross_attn_blocks"]) for r in plan["devices"])
+    n_xall = depth // max(1, plan["cross_layer_interval"])
+    table.append(
+        ("total", "", gb(plan["total_bytes"]), "", f"{n_dec} of {depth}", f"{n_x} of {n_xall}", "")
+    )
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for row in table:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    lines.append("")
+    if plan["fits"]:
+        gpu_rows = [r for r in plan["devices"] if r["weight_bytes"]]
+        lines.append(
+            f"fits: every weight on {'the GPU' if len(gpu_rows) == 1 else 'the listed devices'}"
+            " within max_memory (weights only: keep ~2 GB per GPU outside max_memory for the"
+            " CUDA context and activations)"
+        )
+    if plan["spills"]:
+        for r in plan["devices"]:
+            if r["device"] in plan["offloaded"]:
+                what = [
+                    f"decoder blocks {_ranges(r['decoder_blocks'])}" if r["decoder_blocks"] else "",
+                    f"cross-attn blocks {_ranges(r['cross_attn_blocks'])}"
+                    if r["cross_attn_blocks"]
+                    else "",
+                    ", ".join(r["modules"]),
+                ]
+                how = "read from disk" if r["device"] == "disk" else "copied to the GPU"
+                lines.append(
+                    f"SPILLS to {r['device']}: {gb(r['weight_bytes'])} "
+                    f"({'; '.join(w for w in what if w)}): {how} on every batch, slow"
+                )
+    for dev in plan["over_limit"]:
+        r = next(x for x in plan["devices"] if x["device"] == dev)
+        lines.append(
+            f"OVER max_memory on {dev}: {gb(r['weight_bytes'])} of weights > {gb(r['limit_bytes'])}"
+            " (transformers counts a 4-bit weight at 0.5 byte without its absmax)"
+        )
+    if plan["error"]:
+        first = plan["error"].split(". ")[0].rstrip(".")
+        lines.append(f"REFUSED: transformers stops this load: {first}.")
+    cmd = medprobe_command(plan)
+    if cmd and plan["fits"]:
+        lines.append(f"run: {cmd}")
+    return "\n".join(lines)
+
+
+def _memory_table(model: str, layer: Any) -> str:
+    name, _ = _plan_config(model)
+    if name not in PUBLISHED_CONFIGS:
+        raise ExtractorError(f"idefics: the memory table is for {list(PUBLISHED_CONFIGS)}")
+    cfg = PUBLISHED_CONFIGS[name]
+    wanted = resolve_layers(
+        [x.strip() for x in layer.split(",")] if isinstance(layer, str) else layer,
+        [*range(int(cfg["num_hidden_layers"]) + 1), FINAL_NORM, IMAGE_LATENTS],
+    )
+    numbered = [x for x in wanted if isinstance(x, int)]
+    deepest: LayerId = (
+        FINAL_NORM if FINAL_NORM in wanted else max(numbered) if numbered else IMAGE_LATENTS
+    )
+    rows = memory_plan(name, deepest)
+    out = [
+        f"{name}, layer {deepest}: weight memory (GB = 1e9 bytes; bf16 unless quantised; "
+        "+ ~2 GB per GPU for activations)",
+        f"{'quantization':<14}{'full':>8}{'truncated':>11}  blocks",
+    ]
+    for r in rows:
+        out.append(
+            f"{r['quantization']:<14}{r['gb_full']:>8.1f}{r['gb_truncated']:>11.1f}  "
+            f"{r['depth_truncated']}/{r['depth_full']}"
+        )
+    return "\n".join(out)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line (no usage block), exit status 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m medprobe.extractors.idefics {plan,memory} ...``: the placement plan
+    (:func:`device_plan`, :func:`format_plan`) or the weight-memory table (:func:`memory_plan`)
+    of a published IDEFICS checkpoint, without weights or GPUs.
+
+    Exit status: 0; 1 with ``plan --strict`` when the plan does not fit (spills, exceeds
+    ``max_memory`` or would be refused); 2 for bad input (one line on stderr).
+    """
+    ap = _Parser(
+        prog="python -m medprobe.extractors.idefics",
+        description="IDEFICS memory and placement plans, computed without weights or GPUs.",
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan", help="where each module goes for a max_memory (device_map)")
+    m = sub.add_parser("memory", help="weight memory, full vs truncated, per quantisation")
+    for q in (p, m):
+        q.add_argument("--model", default="idefics80b",
+                       help="idefics80b, idefics9b, a published hub id or a local directory")  # fmt: skip
+        q.add_argument("--layer", default=None,
+                       help="cached layer(s): 32, 8,16,32, all, final_norm (default: the "
+                       "model's: 32 for 80B, 13 for 9B)")  # fmt: skip
+    p.add_argument("--dtype", default="bfloat16", choices=DTYPES)
+    p.add_argument("--quantization", default="none", choices=QUANTIZATIONS)
+    p.add_argument("--max-memory", default=None,
+                   help="per-device limits, e.g. 0=48GiB,1=48GiB,cpu=200GiB (GiB = 2**30 bytes)")  # fmt: skip
+    p.add_argument("--device-map", default="auto", choices=PLACEMENT_STRATEGIES)
+    p.add_argument("--no-truncate", action="store_true", help="load all decoder blocks")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--strict", action="store_true", help="exit 1 when the plan does not fit")
+    args = ap.parse_args(argv)
+    layer = args.layer
+    if layer is None:
+        layer = 13 if MODEL_ALIASES.get(args.model, args.model).endswith("9b-instruct") else 32
+    try:
+        if args.command == "memory":
+            print(_memory_table(args.model, layer))
+            return 0
+        plan = device_plan(
+            args.model,
+            layer,
+            dtype=args.dtype,
+            quantization=args.quantization,
+            max_memory=args.max_memory,
+            truncate=not args.no_truncate,
+            device_map=args.device_map,
+        )
+    except (ExtractorError, KeyError) as exc:
+        msg = exc.args[0] if exc.args else str(exc)
+        print(f"{ap.prog} {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(jsonable(plan), indent=1))
+    else:
+        print(format_plan(plan))
+    return 1 if args.strict and not plan["fits"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
