@@ -1,7 +1,7 @@
 # medprobe developer targets. PY can point at another interpreter: make test PY=.venv/bin/python
 PY ?= python
 
-.PHONY: install demo test test-all lint format bench clean
+.PHONY: install demo test test-all lint format bench bench-quick bench-gpu clean
 
 install:            ## install medprobe with test/lint tools (torch pinned: CPU machines get no CUDA)
 	$(PY) -m pip install ".[dev]"
@@ -24,8 +24,14 @@ format:
 	$(PY) -m ruff format medprobe tests benchmarks
 	$(PY) -m ruff check --fix medprobe tests benchmarks
 
-bench:              ## prints speed / memory ratios measured in one run (never asserted)
-	$(PY) benchmarks/run_all.py
+bench:              ## prints speed / memory ratios measured in one run (never asserted); BENCH_JSON=out.json saves them
+	$(PY) benchmarks/run_all.py $(if $(BENCH_JSON),--json $(BENCH_JSON))
+
+bench-quick:        ## the same suite at small sizes (< 1 min; rough ratios, a smoke run)
+	$(PY) benchmarks/run_all.py --quick $(if $(BENCH_JSON),--json $(BENCH_JSON))
+
+bench-gpu:          ## only the bf16 IDEFICS block-stack images/s (needs CUDA; ~1 min on an H200)
+	$(PY) benchmarks/bench_idefics_gpu.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache build *.egg-info

@@ -83,7 +83,12 @@ def _measure(mode: str, n: int, layers: int, dim: int, bs: int) -> tuple[float, 
     return int(out[0]) / 1024, float(out[1])  # VmHWM is in KiB
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict | None:
+    """Print peak RSS of N vs 4N rows per writer; return ``{"ratios": {...}, "rss_mib": ...}``.
+
+    Ratios: ``cache_writer_rss_ratio`` (CacheWriter peak 4N / N) and, without ``--no-naive``,
+    ``naive_memmap_rss_ratio``.
+    """
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=2000, help="rows in the small run (large = 4n)")
     p.add_argument("--layers", type=int, default=4)
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.child:
         mode, n, layers, dim, bs, root = a.child
         _child(mode, int(n), int(layers), int(dim), int(bs), root)
-        return
+        return None
 
     small, large = a.n, 4 * a.n
     mib = lambda n: n * a.layers * a.dim * 2 / 2**20  # noqa: E731
@@ -104,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
         f"float16 on disk {mib(small):.1f} MiB vs {mib(large):.1f} MiB"
     )
     modes = ["writer"] + ([] if a.no_naive else ["naive"])
+    ratios: dict[str, float] = {}
+    rss: dict[str, dict[int, float]] = {}
     for mode in modes:
         (r1, t1), (r4, t4) = (_measure(mode, n, a.layers, a.dim, a.batch) for n in (small, large))
         label = "CacheWriter" if mode == "writer" else "naive memmap (reference)"
@@ -111,7 +118,11 @@ def main(argv: list[str] | None = None) -> None:
             f"{label:26s} peak RSS N: {r1:7.1f} MiB  4N: {r4:7.1f} MiB  ratio {r4 / r1:.2f}x"
             f"   ({small / t1:,.0f} / {large / t4:,.0f} rows/s)"
         )
+        key = "cache_writer_rss_ratio" if mode == "writer" else "naive_memmap_rss_ratio"
+        ratios[key] = r4 / r1
+        rss[mode] = {small: r1, large: r4}
     print("target: CacheWriter ratio <= 1.20x")
+    return {"ratios": ratios, "rss_mib": rss, "layers": a.layers, "dim": a.dim}
 
 
 if __name__ == "__main__":

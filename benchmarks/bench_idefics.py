@@ -62,7 +62,7 @@ def _timed_pair(fa, fb, repeats: int = 3) -> tuple[float, float]:
     return best_a, best_b
 
 
-def bench_batching(model_dir: Path, n: int, batch: int, layers: list[int]) -> None:
+def bench_batching(model_dir: Path, n: int, batch: int, layers: list[int]) -> dict:
     import torch
 
     ext = IdeficsExtractor(str(model_dir), PROMPT, dtype="float32", device="cpu")
@@ -81,9 +81,10 @@ def bench_batching(model_dir: Path, n: int, batch: int, layers: list[int]) -> No
     print(f"(a) {n} images, layers {layers}, {torch.get_num_threads()} threads")
     print(f"    batched (batch {batch}): {tb:.3f} s   batch of one: {t1:.3f} s")
     print(f"    ratio batch-of-one / batched = {t1 / tb:.2f}x  (target >= 2x)")
+    return {"batched_s": tb, "one_by_one_s": t1, "speedup": t1 / tb, "layers": layers}
 
 
-def bench_truncation(model_dir: Path, n: int, batch: int, shallow: int) -> None:
+def bench_truncation(model_dir: Path, n: int, batch: int, shallow: int) -> dict:
     import torch
 
     trunc = IdeficsExtractor(str(model_dir), PROMPT, dtype="float32", device="cpu")
@@ -115,6 +116,12 @@ def bench_truncation(model_dir: Path, n: int, batch: int, shallow: int) -> None:
     print(
         f"    extraction of {n} images: truncated {tt:.3f} s vs full {tf:.3f} s -> {tf / tt:.2f}x"
     )
+    out = {
+        "params_ratio_small": a["params_loaded"] / b["params_loaded"],
+        "truncated_s": tt,
+        "full_s": tf,
+        "published": {},
+    }
     for hf_id, layers in (
         ("HuggingFaceM4/idefics-9b-instruct", (4, 13, 32)),
         ("HuggingFaceM4/idefics-80b-instruct", (8, 32, 80)),
@@ -128,6 +135,8 @@ def bench_truncation(model_dir: Path, n: int, batch: int, shallow: int) -> None:
                 f"    {hf_id.split('/')[1]} layer {layer:>2}: {n_k / 1e9:6.2f}B of "
                 f"{n_full / 1e9:.2f}B parameters ({k} blocks) -> ratio {n_k / n_full:.3f}"
             )
+            out["published"][f"{hf_id.split('/')[1]}@{layer}"] = n_k / n_full
+    return out
 
 
 def print_memory_plan() -> None:
@@ -146,7 +155,12 @@ def print_memory_plan() -> None:
             )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run (a)-(c) and print them; return ``{"ratios": {...}, "batching": ..., ...}``.
+
+    Ratios: ``idefics_batched_speedup`` (a, batch-of-one / batched) and
+    ``idefics_truncated_params_ratio`` (b, parameters loaded truncated / full, small model).
+    """
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16, help="images (demo set)")
     ap.add_argument("--batch", type=int, default=8)
@@ -168,9 +182,23 @@ def main(argv: list[str] | None = None) -> None:
             f"small random IDEFICS: {args.layers} blocks, width {args.width}, cross-attention "
             "every 4, 64 x 64 images"
         )
-        bench_batching(model_dir, args.n, args.batch, [4, args.layers // 2, args.layers])
-        bench_truncation(model_dir, args.n, args.batch, shallow=2)
+        batching = bench_batching(
+            model_dir,
+            args.n,
+            args.batch,
+            sorted({min(4, args.layers), args.layers // 2, args.layers}),
+        )
+        truncation = bench_truncation(model_dir, args.n, args.batch, shallow=2)
     print_memory_plan()
+    return {
+        "ratios": {
+            "idefics_batched_speedup": batching["speedup"],
+            "idefics_truncated_params_ratio": truncation["params_ratio_small"],
+        },
+        "batching": batching,
+        "truncation": truncation,
+        "model": {"layers": args.layers, "width": args.width, "n": args.n, "batch": args.batch},
+    }
 
 
 if __name__ == "__main__":
