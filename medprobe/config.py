@@ -179,6 +179,9 @@ class ClusterConfig:
     mem_gb: int | None = None
     timeout_min: int = 240
     array_parallelism: int = 256  # SLURM: at most this many array tasks run at once
+    # SLURM: processes per job; > 1 = data-parallel extraction inside each job, one process per
+    # GPU (set it to gpus_per_node; medprobe.distributed, docs/scale.md)
+    tasks_per_node: int = 1
     setup: list[str] = field(default_factory=list)  # SLURM: shell lines run before the job
     additional_parameters: dict[str, Any] = field(default_factory=dict)  # SLURM: more sbatch flags
 
@@ -200,6 +203,9 @@ class Config:
     cache_dir: str = MISSING
     output_dir: str | None = None
     progress: bool = True
+    # data-parallel launches (torchrun, accelerate launch, SLURM tasks): how long a process
+    # waits for the others (minutes), e.g. while rank 0 hashes images or waits for the cache lock
+    dist_timeout_min: float = 720.0
 
 
 def _first_set(value: Any, default: Any) -> Any:
@@ -257,6 +263,9 @@ def validate(cfg: Any) -> None:
     need(int(cfg.bootstrap.n) >= 2, "bootstrap.n", ">= 2 (1000 recommended)", cfg.bootstrap.n)
     need(0.0 < float(cfg.bootstrap.ci) < 1.0, "bootstrap.ci", "in (0, 1)", cfg.bootstrap.ci)
     need(int(cfg.seed) >= 0, "seed", ">= 0", cfg.seed)
+    timeout = cfg.get("dist_timeout_min", 720.0)
+    need(math.isfinite(float(timeout)) and float(timeout) > 0, "dist_timeout_min",
+         "> 0 (minutes)", timeout)  # fmt: skip
     need(0.0 < float(cfg.probe.val_fraction) < 1.0, "probe.val_fraction", "in (0, 1)",
          cfg.probe.val_fraction)  # fmt: skip
     grid = list(cfg.probe.C_grid or [])
@@ -328,3 +337,4 @@ def validate_cluster(cfg: Any) -> None:
         need(v is None or int(v) >= low, key, f"null or >= {low}", v)
     need(int(c.timeout_min) >= 1, "timeout_min", ">= 1 (minutes)", c.timeout_min)
     need(int(c.array_parallelism) >= 1, "array_parallelism", ">= 1", c.array_parallelism)
+    need(int(c.tasks_per_node) >= 1, "tasks_per_node", ">= 1", c.tasks_per_node)

@@ -431,7 +431,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     validate(cfg)
     from medprobe import distributed, stats
 
-    dist = distributed.current()
+    dist = distributed.current(float(cfg.get("dist_timeout_min", 720.0)))
     if dist.world > 1:
         _check_data_parallel(cfg)
         cfg = _placed_for_rank(cfg, dist)
@@ -475,7 +475,9 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         return {"rank": dist.rank, "processes": dist.world, "cache_key": key}
     timings["features"] = time.perf_counter() - t
     m = _align(manifest, cache.ids(key))
-    X = np.asarray(cache.load(key, layer), dtype=np.float32)
+    # float16 memmap: each split is read (and cast by the probe) on its own, so the host never
+    # holds a float32 copy of the whole layer (100k x 8192 would be 3.3 GB per copy)
+    X = cache.load(key, layer)
 
     t = time.perf_counter()
     fit, val, test, val_source = _probe_rows(cfg, m)

@@ -68,9 +68,16 @@ def test_slurm_launcher_takes_the_cluster_keys(tmp_path: Path) -> None:
     assert launcher["cpus_per_task"] == 8 and launcher["mem_gb"] is None
     assert launcher["account"] is None and launcher["qos"] is None
     assert launcher["array_parallelism"] == 256
+    assert launcher["tasks_per_node"] == 1  # one process per job unless data-parallel
     assert launcher["setup"] == [] and launcher["additional_parameters"] == {}
     assert launcher["name"] == "medprobe"
     assert launcher["submitit_folder"] == f"{sweep}/.submitit/%j"
+
+
+def test_slurm_tasks_per_node_makes_each_job_data_parallel() -> None:
+    cfg = _compose("cluster=slurm", "cluster.gpus_per_node=4", "cluster.tasks_per_node=4",
+                   hydra=True)  # fmt: skip
+    assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (4, 4)
 
 
 def test_help_lists_the_cluster_group(tmp_path: Path) -> None:
@@ -185,6 +192,8 @@ def test_slurm_sweep_writes_the_expected_sbatch_array(
         ("cluster.mem_gb=0", "cluster.mem_gb must be null or >= 1, got 0"),
         ("cluster.timeout_min=0", "cluster.timeout_min must be >= 1 (minutes), got 0"),
         ("cluster.array_parallelism=0", "cluster.array_parallelism must be >= 1, got 0"),
+        ("cluster.tasks_per_node=0", "cluster.tasks_per_node must be >= 1, got 0"),
+        ("dist_timeout_min=0", "dist_timeout_min must be > 0 (minutes), got 0"),
         ("cluster.partition=''", "cluster.partition must be null or a name without spaces, got ''"),
         ("cluster.account='a b'", "cluster.account must be null or a name without spaces"),
     ],

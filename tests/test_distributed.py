@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,50 @@ def test_placement_spreads_a_large_model_over_the_process_own_gpus():
     }
     got = rank_placement("auto", "cpu", None, local_rank=1, local_world=2, n_gpus=4)
     assert got["device_map"] == "cpu"
+
+
+# ------------------------------------------------------------------------- SLURM tasks
+
+_SLURM_TASK = {
+    "SUBMITIT_EXECUTOR": "slurm",
+    "SLURM_NTASKS": "4",
+    "SLURM_PROCID": "3",
+    "SLURM_LOCALID": "1",
+    "SLURM_JOB_ID": "777",
+    "SLURM_JOB_NODELIST": "node[1-2]",
+    "SLURM_STEP_NODELIST": "node[1-2]",
+    "SLURM_JOB_NUM_NODES": "2",
+    "SLURM_NODEID": "1",
+}
+_TORCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def test_a_submitit_slurm_task_becomes_a_torch_distributed_process(monkeypatch):
+    """cluster.tasks_per_node > 1: each SLURM task of a submitit job is one process."""
+    from medprobe.distributed import launched_world_size
+
+    for k in _TORCH_VARS:  # setenv first: monkeypatch then removes what export() sets
+        monkeypatch.setenv(k, "")
+        monkeypatch.delenv(k)
+    for k, v in _SLURM_TASK.items():
+        monkeypatch.setenv(k, v)
+    assert launched_world_size() == 4
+    got = {k: os.environ[k] for k in _TORCH_VARS if k != "MASTER_PORT"}
+    assert got == {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
+                   "MASTER_ADDR": "node1"}  # fmt: skip
+    assert 20000 <= int(os.environ["MASTER_PORT"]) <= 60000  # submitit: from the job id
+
+
+def test_plain_slurm_tasks_without_submitit_are_left_to_torchrun(monkeypatch):
+    from medprobe.distributed import launched_world_size
+
+    for k in _TORCH_VARS:  # setenv first: monkeypatch then removes what export() sets
+        monkeypatch.setenv(k, "")
+        monkeypatch.delenv(k)
+    for k, v in _SLURM_TASK.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("SUBMITIT_EXECUTOR")
+    assert launched_world_size() == 1 and "RANK" not in os.environ
 
 
 # --------------------------------------------------------------------- helper processes
