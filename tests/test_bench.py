@@ -19,6 +19,7 @@ BENCH = REPO / "benchmarks"
 ROW_NAMES = (
     "extraction batched vs batch of one",
     "layer sweep (4 layers) vs single layer",
+    "extraction 2 processes (torchrun) vs 1",
     "bootstrap vectorised vs naive",
     "probe torch vs scikit-learn",
     "peak RSS vs dataset size (extraction, 4N / N images)",
