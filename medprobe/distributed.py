@@ -188,7 +188,7 @@ def rank_placement(
     Each process gets its own GPUs: ``n_gpus // local_world`` of them, consecutive from
     ``local_rank * that``. A model placed by accelerate (``device_map`` auto/balanced/
     sequential, IDEFICS) is spread over those GPUs only, through ``max_memory`` (the user's
-    limits kept for them, CPU offload limits kept as given); a ``device_map`` naming one CUDA
+    limits kept for them, else each GPU's memory less 2 GiB; CPU offload limits kept as given); a ``device_map`` naming one CUDA
     device is moved to the process's first GPU; ``cpu`` or an explicit dict is left alone. With
     fewer GPUs than processes, processes share GPU ``local_rank % n_gpus``. Without GPUs, or
     with ``device=cpu``, nothing changes.
@@ -218,6 +218,9 @@ def rank_placement(
 
 
 def _gpu_total(index: int) -> str:
+    """GPU ``index``'s memory for weights: its total less 2 GiB for the CUDA context and
+    activations (docs/idefics.md, "The plan, before renting GPUs")."""
     import torch
 
-    return f"{torch.cuda.get_device_properties(index).total_memory // 2**20}MiB"
+    total = int(torch.cuda.get_device_properties(index).total_memory)
+    return f"{max(total // 2, total - 2 * 2**30) // 2**20}MiB"
