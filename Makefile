@@ -30,7 +30,7 @@ bench:              ## prints speed / memory ratios measured in one run (never a
 bench-quick:        ## the same suite at small sizes (< 1 min; rough ratios, a smoke run)
 	$(PY) benchmarks/run_all.py --quick $(if $(BENCH_JSON),--json $(BENCH_JSON))
 
-bench-gpu:          ## only the bf16 IDEFICS block-stack images/s (needs CUDA; ~1 min on an H200)
+bench-gpu:          ## only the bf16 IDEFICS block-stack images/s (needs CUDA; not yet run on a GPU: estimated ~1 min)
 	$(PY) benchmarks/bench_idefics_gpu.py
 
 clean:

@@ -154,7 +154,8 @@ def run_bench(bench: Bench, quick: bool) -> dict[str, Any]:
 
 def summary_rows(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One dict per :data:`ROWS` entry: ``name``, ``value`` (float or ``None``), ``unit``,
-    ``target``, ``status`` ("ok", "not available", "skipped: ...", "failed: ..."), ``bench``,
+    ``target``, ``target_met`` (True / False / None: no target or no value), ``status`` ("ok" =
+    the benchmark ran, "not available", "skipped: ...", "failed: ..."), ``bench``,
     ``ratio_key``."""
     rows = []
     for row in ROWS:
@@ -175,12 +176,21 @@ def summary_rows(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "value": value,
                 "unit": row.unit,
                 "target": row.target,
+                "target_met": meets(row.target, value),
                 "status": status,
                 "bench": row.bench,
                 "ratio_key": key,
             }
         )
     return rows
+
+
+def meets(target: str, value: float | None) -> bool | None:
+    """Whether ``value`` meets ``target`` (``">= 2"``, ``"<= 1.1"``); None without either."""
+    if not target or value is None:
+        return None
+    op, bound = target.split()
+    return value >= float(bound) if op == ">=" else value <= float(bound)
 
 
 def _fmt_value(v: float | None) -> str:
@@ -193,12 +203,13 @@ def print_table(rows: list[dict[str, Any]], quick: bool) -> None:
     title = "every ratio from this run" + (" (--quick: small sizes, rough)" if quick else "")
     print(f"\n== {title} ==")
     w = max(len(r["name"]) for r in rows)
-    print(f"{'':{w}}  {'value':>9}  {'unit':<10} {'target':<8} status")
+    print(f"{'':{w}}  {'value':>9}  {'unit':<10} {'target':<8} {'met?':<7}status")
     for r in rows:
         target = r["target"] or "-"
+        met = {True: "met", False: "MISSED", None: "-"}[r["target_met"]]
         print(
             f"{r['name']:<{w}}  {_fmt_value(r['value']):>9}  {r['unit']:<10} {target:<8} "
-            f"{r['status']}"
+            f"{met:<7}{r['status']}"
         )
 
 

@@ -3,9 +3,10 @@
 Launch one job on several processes with the launchers people already have::
 
     torchrun --nproc_per_node 4 -m medprobe task=t5 model=clip
-    accelerate launch --num_processes 4 -m medprobe task=t5 model=clip
+    accelerate launch --multi_gpu --num_processes 4 -m medprobe task=t5 model=clip
 
-Both set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and
+(accelerate needs ``--multi_gpu``, also for CPU processes: without it, on a machine with
+fewer than two GPUs, it starts a single process.) Both set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and
 ``MASTER_PORT``; the process group is created by accelerate's ``PartialState`` (gloo on CPU,
 NCCL on GPUs). A SLURM job step with several tasks (e.g. a submitit job with
 ``tasks_per_node > 1``) is mapped to the same variables by submitit's

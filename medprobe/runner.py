@@ -519,6 +519,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         },
         "probe": {
             "name": cfg.probe.name,
+            "backend": str(cfg.probe.get("backend", "sklearn")),
             "C": probe.C_,
             "val_score": probe.val_score_,
             "selection_metric": cfg.probe.selection_metric,

@@ -157,6 +157,12 @@ def test_run_all_summary_rows_and_json(
         set(ROW_NAMES) - GPU_ROWS - {"probe torch vs scikit-learn", "bootstrap vectorised vs naive"}
     )
     assert {n: rows[n]["value"] for n in ok} == dict.fromkeys(ok, 2.0)
+    # 2.0 against each target: ">= 2" met, "<= 1.1" / "<= 1.2" missed, no target: None
+    assert rows["extraction batched vs batch of one"]["target_met"] is True
+    assert rows["layer sweep (4 layers) vs single layer"]["target_met"] is False
+    assert rows["peak RSS vs dataset size (cache writer, 4N / N rows)"]["target_met"] is False
+    assert rows["probe BLAS threads (1 thread vs library default)"]["target_met"] is None
+    assert "MISSED" in printed
     assert {summary["ratios"][n] for n in ok} == {2.0}
     # --quick passed each benchmark its small sizes
     ext = summary["benchmarks"]["extraction"]["result"]

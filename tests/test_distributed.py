@@ -237,9 +237,11 @@ def test_data_parallel_launch_refuses_a_multirun(tmp_path):
 @pytest.mark.slow
 def test_accelerate_launch_gives_the_same_entry(tmp_path):
     _launch(tmp_path, [sys.executable, "-m", "medprobe"], _job_args(tmp_path, "one"), "c1")
-    acc = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-           "-m", "medprobe"]  # fmt: skip
+    # --multi_gpu: without it accelerate starts one process on a machine without two GPUs
+    acc = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", "2", "-m", "medprobe"]  # fmt: skip
     _launch(tmp_path, acc, _job_args(tmp_path, "two"), "c2")
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["cache"]["processes"] == 2
     one, two = _entry(tmp_path / "c1"), _entry(tmp_path / "c2")
     for f in sorted(one.glob("*.npy")):
         assert f.read_bytes() == two.joinpath(f.name).read_bytes(), f.name

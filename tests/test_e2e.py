@@ -31,6 +31,7 @@ def test_main_job_on_demo_then_cache_hit(tmp_path: Path) -> None:
     assert r1["counts"]["test"] == 144 and r1["counts"]["fit"] == 502
     assert r1["cache"]["cache_hit"] is False
     assert set(r1["probe"]["selection"][0]) == {"C", "score"}
+    assert r1["probe"]["backend"] == "sklearn"
     assert "auroc/STR" in p1.stdout and "auroc_macro" in p1.stdout and "95% CI" in p1.stdout
 
     with open(tmp_path / "run1" / "predictions.csv") as f:
