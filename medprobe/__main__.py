@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 import hydra
 from omegaconf import DictConfig
@@ -23,10 +24,11 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except USER_ERRORS as e:  # a user mistake: one clear message, no traceback
-        if _rank() == 0:  # every process of a data-parallel job would say the same
-            print(f"medprobe: error: {e}", file=sys.stderr, flush=True)
+        _report(str(e))
         sys.exit(2)
     except KeyboardInterrupt:
+        if _rank() > 0:  # every process of a data-parallel job is interrupted: rank 0 says it
+            sys.exit(130)
         print(
             "medprobe: interrupted; finished extraction batches are kept in the cache, "
             "rerun the same command to resume",
@@ -34,6 +36,20 @@ def main(cfg: DictConfig) -> None:
             flush=True,
         )
         sys.exit(130)
+
+
+def _report(message: str) -> None:
+    """Print a user error. In a data-parallel job every process prints (the error may be
+    only its own, e.g. an image in its shard), tagged with its rank; the others wait a moment
+    so that rank 0's line is not lost when the launcher stops it."""
+    rank = _rank()
+    if rank == 0:
+        print(f"medprobe: error: {message}", file=sys.stderr, flush=True)
+        return
+    if not message.startswith(f"rank {rank}/"):
+        message = f"[rank {rank}] {message}"
+    print(f"medprobe: error: {message}", file=sys.stderr, flush=True)
+    time.sleep(1.0)
 
 
 def _rank() -> int:

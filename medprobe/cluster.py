@@ -9,6 +9,8 @@ sweep itself) is refused too.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from typing import Any, NoReturn
 
@@ -17,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def _fail(message: str) -> NoReturn:
-    print(f"medprobe: error: {message}", file=sys.stderr, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # processes of a torchrun launch would all say it
+        print(f"medprobe: error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
 
 
@@ -40,6 +43,15 @@ class ClusterCheck(Callback):
 
         from medprobe.config import ConfigError, validate_cluster
 
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            # every process of the launch would run (or submit) the whole sweep, and their jobs
+            # would pair up at random into data-parallel groups
+            _fail(
+                "a data-parallel launch (torchrun / accelerate launch) runs one job; sweep with "
+                "--multirun and a launcher instead (cluster=slurm), each job data-parallel or "
+                "not (cluster.tasks_per_node)"
+            )
+
         parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
         swept = [
             o.input_line
@@ -56,3 +68,7 @@ class ClusterCheck(Callback):
             validate_cluster(config)
         except ConfigError as e:
             _fail(str(e))
+        name = OmegaConf.select(config, "cluster.name", default="none")
+        if name == "slurm" and shutil.which("sbatch") is None:
+            _fail("cluster=slurm submits with SLURM's sbatch, which is not on PATH here; run it "
+                  "on a SLURM login node, or rehearse with cluster=local")  # fmt: skip

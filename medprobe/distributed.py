@@ -8,8 +8,8 @@ Launch one job on several processes with the launchers people already have::
 (accelerate needs ``--multi_gpu``, also for CPU processes: without it, on a machine with
 fewer than two GPUs, it starts a single process.) Both set ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and
 ``MASTER_PORT``; the process group is created by accelerate's ``PartialState`` (gloo on CPU,
-NCCL on GPUs). A SLURM job step with several tasks (e.g. a submitit job with
-``tasks_per_node > 1``) is mapped to the same variables by submitit's
+NCCL on GPUs). A submitit job with several tasks (``cluster=slurm`` or ``cluster=local`` with
+``cluster.tasks_per_node > 1``) is mapped to the same variables by submitit's
 ``TorchDistributedEnvironment``. The runner (:func:`medprobe.runner.features`) shards the image
 manifest into contiguous runs of whole batches, every process writes its rows into one partial
 cache entry, and the main process finalises the entry once and fits the probe alone; the other
@@ -21,13 +21,23 @@ accelerate and every collective is the identity.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Dist", "current", "finish", "launched_world_size", "rank_placement", "shard_rows"]
+__all__ = [
+    "Dist",
+    "DistributedError",
+    "current",
+    "finish",
+    "launched_world_size",
+    "rank_placement",
+    "shard_ranges",
+    "shard_rows",
+]
 
 
 def _env_int(name: str, default: int) -> int:
@@ -37,20 +47,29 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
-def _map_slurm_env() -> None:
-    """Set torch.distributed variables from SLURM's when a multi-task step launched us."""
-    if "WORLD_SIZE" in os.environ or _env_int("SLURM_NTASKS", 1) <= 1:
-        return
-    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":  # plain srun users launch torchrun
-        return
-    from submitit.helpers import TorchDistributedEnvironment
+def _map_submitit_env() -> None:
+    """Set torch.distributed variables from submitit's when a multi-task job launched us.
 
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    A submitit job (``cluster=slurm`` or ``cluster=local`` with ``cluster.tasks_per_node > 1``)
+    runs one task per process; submitit's ``TorchDistributedEnvironment`` says which one.
+    """
+    if "WORLD_SIZE" in os.environ or os.environ.get("SUBMITIT_EXECUTOR") not in ("slurm", "local"):
+        return  # plain srun users launch torchrun
+    from submitit import JobEnvironment
+
+    try:
+        tasks = JobEnvironment().num_tasks
+    except Exception:  # not inside a submitit job after all (stray variable)
+        return
+    if tasks > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
 def launched_world_size() -> int:
     """Number of processes this job was launched with (``WORLD_SIZE``, else 1)."""
-    _map_slurm_env()
+    _map_submitit_env()
     return max(1, _env_int("WORLD_SIZE", 1))
 
 
@@ -76,32 +95,66 @@ class Dist:
         return self.rank == 0
 
     def barrier(self) -> None:
-        """Wait until every process gets here."""
+        """Wait until every process gets here.
+
+        Raises:
+            DistributedError: another process stopped, or the wait exceeded the timeout.
+        """
         if self.world > 1:
             from accelerate import PartialState
 
-            PartialState().wait_for_everyone()
+            with self._collective("wait for the other processes"):
+                PartialState().wait_for_everyone()
 
     def broadcast(self, obj: Any) -> Any:
-        """``obj`` of rank 0 on every process (picklable)."""
+        """``obj`` of rank 0 on every process (picklable). Raises as :meth:`barrier`."""
         if self.world == 1:
             return obj
         from accelerate.utils import broadcast_object_list
 
         box = [obj]
-        broadcast_object_list(box, from_process=0)
+        with self._collective("receive rank 0's decision"):
+            broadcast_object_list(box, from_process=0)
         return box[0]
 
     def gather(self, items: Sequence[Any]) -> list[Any]:
-        """Every process's ``items`` concatenated in rank order, on every process."""
+        """Every process's ``items`` concatenated in rank order, on every process.
+
+        Raises as :meth:`barrier`.
+        """
         if self.world == 1:
             return list(items)
         from accelerate.utils import gather_object
 
-        return list(gather_object(list(items)))
+        with self._collective("exchange results with the other processes"):
+            return list(gather_object(list(items)))
+
+    @contextlib.contextmanager
+    def _collective(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as e:  # gloo / NCCL: a peer closed its connection, or a timeout
+            text = str(e)
+            if "timed out" in text.lower() or "timeout" in text.lower():
+                why = (
+                    f"timed out (dist_timeout_min={_timeout_min:g}) trying to {what}; rank 0 "
+                    "may be waiting for another job's lock on the same cache entry: raise "
+                    "dist_timeout_min"
+                )
+            else:
+                why = (
+                    f"another process of this data-parallel job stopped while this one tried "
+                    f"to {what}; its error is above"
+                )
+            raise DistributedError(f"rank {self.rank}/{self.world}: {why}") from None
+
+
+class DistributedError(RuntimeError):
+    """A data-parallel collective failed: a peer stopped, or the wait timed out (one line)."""
 
 
 _current: Dist | None = None
+_timeout_min: float = 720.0
 
 
 def current(timeout_min: float = 720.0) -> Dist:
@@ -112,9 +165,10 @@ def current(timeout_min: float = 720.0) -> Dist:
             process hashes every image and may wait for another job's extraction (the cache
             lock) while the others wait for it.
     """
-    global _current
+    global _current, _timeout_min
     if _current is not None:
         return _current
+    _timeout_min = float(timeout_min)
     world = launched_world_size()
     if world == 1:
         _current = Dist()
@@ -155,12 +209,12 @@ def finish() -> None:
 
 
 def shard_rows(n: int, batch_size: int, rank: int, world: int) -> tuple[int, int]:
-    """Rows ``[start, stop)`` of process ``rank``: a contiguous run of whole batches.
+    """Rows ``[start, stop)`` of process ``rank`` when all ``n`` rows are to be extracted.
 
     The ``ceil(n / batch_size)`` batches of a single-process run are split as evenly as
-    possible, so every process forms exactly the batches a single process would: features
-    match a single-process run bit for bit wherever a model's output does not depend on the
-    batch it is in (the batch composition is the same).
+    possible into contiguous runs, so every process forms exactly the batches a single process
+    would: features match a single-process run bit for bit wherever a model's output does not
+    depend on the batch it is in (the batch composition is the same).
 
     Args:
         n: rows to extract (>= 0). batch_size: >= 1. rank: 0 <= rank < world.
@@ -173,6 +227,30 @@ def shard_rows(n: int, batch_size: int, rank: int, world: int) -> tuple[int, int
     n_batches = -(-n // batch_size)
     b0, b1 = rank * n_batches // world, (rank + 1) * n_batches // world
     return min(b0 * batch_size, n), min(b1 * batch_size, n)
+
+
+def shard_ranges(pending: Sequence[int], batch_size: int, world: int) -> list[tuple[int, int]]:
+    """Row ranges, one per process, splitting the rows still to extract evenly in whole batches.
+
+    ``pending`` are the sorted row indices not yet written (all rows on a fresh run, the gaps
+    after a killed run). They are cut into ``ceil(len(pending) / batch_size)`` batches, split as
+    in :func:`shard_rows`, and each process gets the row range spanning its batches (rows
+    already written inside a range are skipped by its writer). So a resumed run keeps every
+    process busy, and a fresh run gets exactly :func:`shard_rows`.
+
+    Returns:
+        ``world`` ranges ``(start, stop)``; empty ranges are ``(0, 0)``.
+
+    Raises:
+        ValueError: a bad argument.
+    """
+    rows = [int(x) for x in pending]
+    m = len(rows)
+    out = []
+    for rank in range(world):
+        a, b = shard_rows(m, batch_size, rank, world)
+        out.append((rows[a], rows[b - 1] + 1) if b > a else (0, 0))
+    return out
 
 
 def rank_placement(

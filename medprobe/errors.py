@@ -12,6 +12,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from medprobe.config import ConfigError
     from medprobe.data.images import ImageLoadError
     from medprobe.data.manifest import ManifestError
+    from medprobe.distributed import DistributedError
     from medprobe.extractors.base import ExtractorError
     from medprobe.probe import ProbeError
     from medprobe.registry import RegistryError
@@ -26,6 +27,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ExtractorError,
         CacheError,
         ProbeError,
+        DistributedError,
     )
 
 

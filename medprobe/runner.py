@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from medprobe.cache import CacheWriter, FeatureCache, cache_key
 from medprobe.config import ConfigError, validate
 from medprobe.data.manifest import Manifest
-from medprobe.distributed import Dist, shard_rows
+from medprobe.distributed import Dist, shard_ranges
 from medprobe.extractors.base import Extractor, LayerId, resolve_layers
 from medprobe.registry import EXTRACTORS, PROBES, TASKS
 
@@ -169,6 +169,8 @@ def features(
             "loader": loader_fingerprint(max_side),
         }
     spec = dist.broadcast(spec)
+    if dist.world > 1:
+        _check_same_job(dist, manifest, extractor, layers, max_side)
     key = cache_key(spec)
     cache = FeatureCache(Path(cfg.cache_dir).expanduser())
     on_error = _enum_value(cfg.data.on_error)
@@ -186,6 +188,38 @@ def features(
     if dist.world > 1:
         info["processes"] = dist.world
     return cache, key, info
+
+
+def _check_same_job(
+    dist: Dist, manifest: Manifest, extractor: Extractor, layers: Sequence[LayerId], max_side: int
+) -> None:
+    """Refuse processes of one data-parallel launch that would extract different features.
+
+    Rank 0 names the cache entry; a process configured differently (another model, layer,
+    prompt, preprocessing or image list) would write its rows into it. Every process compares
+    a digest of what it would extract (all but the image bytes, which only rank 0 hashes).
+    """
+    import hashlib
+
+    from medprobe.data.images import loader_fingerprint
+
+    mine = cache_key(
+        {
+            "extractor": extractor.fingerprint(),
+            "layers": [str(x) for x in layers],
+            "loader": loader_fingerprint(max_side),
+            "ids": hashlib.sha256("\n".join(manifest.ids).encode()).hexdigest(),
+            "paths": hashlib.sha256("\n".join(map(str, manifest.paths)).encode()).hexdigest(),
+        }
+    )
+    digests = dist.gather([mine])
+    if len(set(digests)) > 1:
+        differ = [r for r, d in enumerate(digests) if d != digests[0]]
+        raise ConfigError(
+            f"the processes of this data-parallel launch are configured differently (ranks "
+            f"{differ} differ from rank 0: model, layers, prompt, preprocessing or images); "
+            "launch every process with the same overrides"
+        )
 
 
 def _extract_locked(
@@ -239,17 +273,28 @@ def _extract_locked(
             raise BadImagesError(_bad_images_message(bad))
         bad_set = {p for p, _ in bad}
         keep = [i for i, p in enumerate(paths) if p not in bad_set]
+        if not keep:
+            raise BadImagesError(
+                f"all {len(paths)} images are unreadable, nothing to extract "
+                f"(data.on_error=skip):\n" + "\n".join(f"  {p}: {r}" for p, r in bad[:20])
+            )
         ids = [manifest.ids[i] for i in keep]
         writer = None
+        ranges = None
         if dist.is_main:
             writer = cache.writer(
                 key, ids, list(layers), meta={"key_spec": spec, "skipped": [list(x) for x in bad]}
             )
             info["resumed_from"] = writer.n_done
+            # split what is left (everything, or the gaps of a killed run) in whole batches
+            ranges = shard_ranges(writer.pending_rows(), int(cfg.model.batch_size), dist.world)
         if dist.world > 1:
-            info["resumed_from"] = dist.broadcast(info.get("resumed_from"))  # partial is ready
-            rows = shard_rows(len(ids), int(cfg.model.batch_size), dist.rank, dist.world)
-            part = cache.shard_writer(key, ids, list(layers), rows=rows, shard=dist.rank)
+            # the partial entry is ready once rank 0 says how the rows are shared
+            info["resumed_from"], ranges = dist.broadcast((info.get("resumed_from"), ranges))
+            assert ranges is not None
+            part = cache.shard_writer(
+                key, ids, list(layers), rows=ranges[dist.rank], shard=dist.rank
+            )
             desc, position = f"extracting [{dist.rank + 1}/{dist.world}]", dist.rank
         else:
             part, desc, position = writer, "extracting", None
@@ -588,11 +633,13 @@ def _check_data_parallel(cfg: DictConfig) -> None:
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     except (ValueError, ImportError):
         multirun = False
-    # a submitit job with several tasks is one job of a sweep, each task a process: fine
+    # a submitit job with several tasks is one job of a sweep, each task a process: fine (a
+    # torchrun launch of a submitit sweep is refused before submission: medprobe.cluster)
     if multirun and not os.environ.get("SUBMITIT_EXECUTOR"):
         raise ConfigError(
             "a data-parallel launch (torchrun / accelerate launch) runs one job; sweep with "
-            "--multirun and a launcher instead (cluster=slurm), each job data-parallel or not"
+            "--multirun and a launcher instead (cluster=slurm), each job data-parallel or "
+            "not (cluster.tasks_per_node)"
         )
 
 

@@ -233,6 +233,23 @@ def test_refused_before_anything_is_submitted(
     assert not sweep.exists()  # no job folder, no submitit pickle
 
 
+def test_slurm_without_sbatch_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path)
+    env["PATH"] = str(Path(sys.executable).parent)  # python, but no SLURM commands
+    sweep = tmp_path / "sweep"
+    p = subprocess.run(
+        [sys.executable, "-m", "medprobe", "-m", "cluster=slurm", "seed=0,1",
+         f"output_dir={sweep}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "medprobe: error: cluster=slurm submits with SLURM's sbatch, which is not on PATH "
+        "here; run it on a SLURM login node, or rehearse with cluster=local"
+    ]
+    assert not sweep.exists()
+
+
 # ------------------------------------------------------------------ a real local sweep
 
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, isolated_env
 
 from medprobe.__main__ import _helper_process_overrides
-from medprobe.distributed import rank_placement, shard_rows
+from medprobe.distributed import rank_placement, shard_ranges, shard_rows
 
 DEMO = REPO / "medprobe" / "demo_data" / "pathmnist"
 
@@ -41,6 +41,25 @@ def test_shard_sizes_of_an_uneven_split():
         shard_rows(10, 0, 0, 1)
     with pytest.raises(ValueError, match="bad shard"):
         shard_rows(10, 4, 2, 2)
+
+
+def test_shard_ranges_of_a_fresh_run_are_shard_rows():
+    assert shard_ranges(range(101), 8, 2) == [shard_rows(101, 8, r, 2) for r in range(2)]
+    assert shard_ranges(range(5), 8, 4) == [(0, 0), (0, 0), (0, 0), (0, 5)]
+    assert shard_ranges([], 8, 2) == [(0, 0), (0, 0)]
+
+
+def test_shard_ranges_share_the_gaps_of_a_killed_run():
+    # 718 rows, batch 8: a single process was killed after 650 rows (81 batches + 2 rows)
+    pending = list(range(648, 718))  # batch-aligned: the finished rows are whole batches
+    ranges = shard_ranges(pending, 8, 4)
+    assert ranges == [(648, 664), (664, 680), (680, 696), (696, 718)]  # 2, 2, 2, 3 batches
+    # gaps left by two shards of an earlier 2-process run: rows 0-31 and 400-447 missing
+    pending = [*range(0, 32), *range(400, 448)]
+    ranges = shard_ranges(pending, 8, 2)
+    assert ranges == [(0, 408), (408, 448)]  # 5 batches each; done rows inside are skipped
+    counts = [sum(a <= x < b for x in pending) for a, b in ranges]
+    assert counts == [40, 40]
 
 
 # ---------------------------------------------------------------------------- placement
@@ -117,6 +136,44 @@ def test_plain_slurm_tasks_without_submitit_are_left_to_torchrun(monkeypatch):
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("SUBMITIT_EXECUTOR")
     assert launched_world_size() == 1 and "RANK" not in os.environ
+
+
+# ---------------------------------------------------------------------- error reporting
+
+
+def test_every_rank_reports_a_user_error_tagged_with_its_rank(monkeypatch, capsys):
+    from medprobe import __main__ as entry
+
+    monkeypatch.setattr(entry.time, "sleep", lambda s: None)
+    monkeypatch.setenv("RANK", "0")
+    entry._report("images/x.png: truncated")
+    monkeypatch.setenv("RANK", "2")
+    entry._report("images/x.png: truncated")
+    entry._report("rank 2/3: another process of this data-parallel job stopped")
+    assert capsys.readouterr().err.splitlines() == [
+        "medprobe: error: images/x.png: truncated",
+        "medprobe: error: [rank 2] images/x.png: truncated",
+        "medprobe: error: rank 2/3: another process of this data-parallel job stopped",
+    ]
+
+
+def test_failed_collectives_become_one_line_errors(monkeypatch):
+    from medprobe import distributed
+    from medprobe.distributed import Dist, DistributedError
+
+    monkeypatch.setattr(distributed, "_timeout_min", 0.5)
+    d = Dist(rank=1, world=2)
+    with pytest.raises(DistributedError) as e, d._collective("receive rank 0's decision"):
+        raise RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer")
+    assert str(e.value) == (
+        "rank 1/2: another process of this data-parallel job stopped while this one tried to "
+        "receive rank 0's decision; its error is above"
+    )
+    with pytest.raises(DistributedError) as e, d._collective("wait for the other processes"):
+        raise RuntimeError("Timed out waiting 30000ms for recv operation to complete")
+    assert str(e.value).startswith(
+        "rank 1/2: timed out (dist_timeout_min=0.5) trying to wait for the other processes; "
+    )
 
 
 # --------------------------------------------------------------------- helper processes
@@ -216,22 +273,46 @@ def test_two_process_extraction_equals_one_process(tmp_path):
     )  # and the memmap readers agree
 
 
-def test_data_parallel_launch_refuses_a_multirun(tmp_path):
+REFUSED_SWEEP = (
+    "medprobe: error: a data-parallel launch (torchrun / accelerate launch) runs one job; "
+    "sweep with --multirun and a launcher instead (cluster=slurm), each job data-parallel "
+    "or not (cluster.tasks_per_node)"
+)
+
+
+@pytest.mark.parametrize("launcher", [[], ["cluster=local"]])
+def test_data_parallel_launch_refuses_a_multirun_before_anything_starts(tmp_path, launcher):
+    """torchrun + a sweep would run (or submit) the sweep once per process; with submitit the
+    processes' jobs would pair up at random into data-parallel groups (wrong features)."""
     env = isolated_env(tmp_path)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node", "2", "-m", "medprobe", "--multirun", "seed=0,1",
-                "tracker=none", f"output_dir={tmp_path / 'mr'}"]  # fmt: skip
+                *launcher, "tracker=none", f"output_dir={tmp_path / 'mr'}"]  # fmt: skip
     proc = subprocess.run(
         torchrun, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode != 0
     errors = [x for x in proc.stderr.splitlines() if x.startswith("medprobe: error:")]
-    assert errors == [
-        "medprobe: error: a data-parallel launch (torchrun / accelerate launch) runs one job; "
-        "sweep with --multirun and a launcher instead (cluster=slurm), each job data-parallel "
-        "or not"
-    ]
+    assert errors == [REFUSED_SWEEP]  # once, from rank 0
+    assert not (tmp_path / "mr").exists()  # refused before the sweep folder is made
     assert not list((tmp_path / "cache").glob("*/meta.json"))
+
+
+def test_a_two_task_submitit_job_is_data_parallel_and_equals_one_process(tmp_path):
+    """cluster.tasks_per_node=2: each task of the job is one process (the SLURM path, run
+    here by submitit_local)."""
+    _launch(tmp_path, [sys.executable, "-m", "medprobe"], _job_args(tmp_path, "one"), "c1")
+    args = [a for a in _job_args(tmp_path, "sweep") if not a.startswith("output_dir=")]
+    sweep = [sys.executable, "-m", "medprobe", "-m", "cluster=local", "cluster.tasks_per_node=2"]
+    _launch(tmp_path, sweep, [*args, f"output_dir={tmp_path / 'sweep'}"], "c2")
+    r = json.loads((tmp_path / "sweep" / "0" / "results.json").read_text())
+    assert r["cache"]["processes"] == 2 and r["cache"]["cache_hit"] is False
+    r1 = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert r["metrics"] == r1["metrics"]
+    one, two = _entry(tmp_path / "c1"), _entry(tmp_path / "c2")
+    assert one.name == two.name
+    for f in sorted(one.glob("*.npy")):
+        assert f.read_bytes() == two.joinpath(f.name).read_bytes(), f.name
 
 
 @pytest.mark.slow
