@@ -435,8 +435,9 @@ def parse_max_memory(spec: str | Mapping[Any, Any] | None) -> dict[int | str, in
             override ``'model.max_memory={0:48GiB,cpu:200GiB}'``), or the command-line form
             ``"0=48GiB,1=48GiB,cpu=200GiB"``; ``None`` or empty -> ``None``. Keys: a GPU index
             (``0``, ``"0"`` and ``"cuda:0"`` all mean 0), ``"cpu"``, ``"disk"``, ``"mps"``.
-            Sizes: bytes (an integer) or what accelerate reads: ``48GiB`` (2**30 bytes),
-            ``500MiB``, ``51.5GB`` (1e9 bytes), ``500MB``.
+            Sizes: bytes (an integer, in a mapping only: on the command line a bare ``48``
+            is refused as a likely missing unit) or what accelerate reads: ``48GiB`` (2**30
+            bytes), ``500MiB``, ``51.5GB`` (1e9 bytes), ``500MB``.
 
     Returns:
         The limits with normalised keys, GPUs first in index order (accelerate's fill order),
