@@ -177,8 +177,8 @@ def f1_macro(
     average="macro", zero_division=0)``.
 
     A class (or finding) with no positive in ``y`` is left out, as it is from macro AUROC,
-    so both macros average over the same classes and the table's "absent from test
-    (excluded)" holds for every macro. Its false positives still count: they are false
+    so both macros average over the same classes and the table's "excluded, absent in test"
+    line holds for every macro. Its false positives still count: they are false
     negatives of the true classes (multiclass) or lower nothing else (multi-label).
 
     Returns:

@@ -417,7 +417,8 @@ def format_table(results: dict[str, Any]) -> str:
         v = met[k]
         lines.append(f"{k:<28}{v['value']:>8.4f}  [{v['ci_low']:.4f}, {v['ci_high']:.4f}]")
     if met.get("absent_classes"):
-        lines.append(f"absent from test (excluded): {', '.join(met['absent_classes'])}")
+        why = "no positives or no negatives" if results.get("multilabel") else "absent"
+        lines.append(f"excluded, {why} in test: {', '.join(met['absent_classes'])}")
     lines += [f"note: {n}" for n in results.get("notes", [])]
     return "\n".join(lines)
 
