@@ -72,3 +72,8 @@ class ClusterCheck(Callback):
         if name == "slurm" and shutil.which("sbatch") is None:
             _fail("cluster=slurm submits with SLURM's sbatch, which is not on PATH here; run it "
                   "on a SLURM login node, or rehearse with cluster=local")  # fmt: skip
+        if name == "slurm":
+            # sbatch passes this environment to the job, where srun reads it: when one task of
+            # a data-parallel job (cluster.tasks_per_node > 1) fails, srun stops the others
+            # instead of leaving them waiting for it until dist_timeout_min
+            os.environ.setdefault("SLURM_KILL_BAD_EXIT", "1")

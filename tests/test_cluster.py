@@ -233,6 +233,23 @@ def test_refused_before_anything_is_submitted(
     assert not sweep.exists()  # no job folder, no submitit pickle
 
 
+def test_slurm_sweeps_stop_every_task_of_a_job_when_one_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medprobe.cluster import ClusterCheck
+
+    (tmp_path / "sbatch").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_KILL_BAD_EXIT", "")  # restored (removed) after the test
+    monkeypatch.delenv("SLURM_KILL_BAD_EXIT")
+    ClusterCheck().on_multirun_start(_compose("cluster=local", hydra=True))
+    assert "SLURM_KILL_BAD_EXIT" not in os.environ
+    ClusterCheck().on_multirun_start(_compose("cluster=slurm", "cluster.tasks_per_node=2",
+                                              hydra=True))  # fmt: skip
+    assert os.environ["SLURM_KILL_BAD_EXIT"] == "1"  # exported by sbatch to the job's srun
+
+
 def test_slurm_without_sbatch_is_refused_in_one_line(tmp_path: Path) -> None:
     env = isolated_env(tmp_path)
     env["PATH"] = str(Path(sys.executable).parent)  # python, but no SLURM commands
