@@ -72,6 +72,32 @@ def _helper_process_overrides(argv: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in wanted.items() if k not in given]
 
 
+def _output_dir_problem(argv: list[str]) -> str | None:
+    """Why ``output_dir=...`` cannot be a folder here, or None.
+
+    Hydra creates the job folder before medprobe runs, and a path through a file would end in
+    its traceback; this says it in one line first.
+    """
+    from pathlib import Path
+
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("output_dir=")]
+    if not given or given[-1] in ("", "null") or "," in given[-1]:
+        return None
+    path = Path(given[-1]).expanduser()
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                return f"output_dir={given[-1]}: {p} is a file, not a folder"
+            if p != path and not os.access(p, os.W_OK | os.X_OK):
+                return f"output_dir={given[-1]}: cannot create folders in {p} (permission denied)"
+            return None
+    return None
+
+
 if __name__ == "__main__":
+    problem = _output_dir_problem(sys.argv[1:])
+    if problem:
+        _report(problem)
+        sys.exit(2)
     sys.argv += _helper_process_overrides(sys.argv[1:])
     main()

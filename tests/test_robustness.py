@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_medprobe
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -165,3 +166,20 @@ def test_table_says_why_a_class_has_no_auroc() -> None:
     assert multi == "excluded, no positives or no negatives in test: effusion"
     single = format_table({**base, "multilabel": False}).splitlines()[-1]
     assert single == "excluded, absent in test: effusion"
+
+
+def test_output_dir_through_a_file_is_one_line_before_hydra(tmp_path: Path) -> None:
+    from medprobe.__main__ import _output_dir_problem
+
+    (tmp_path / "afile").write_text("x")
+    assert _output_dir_problem([f"output_dir={tmp_path / 'afile' / 'out'}"]) == (
+        f"output_dir={tmp_path / 'afile' / 'out'}: {tmp_path / 'afile'} is a file, not a folder"
+    )
+    assert _output_dir_problem([f"output_dir={tmp_path / 'new' / 'deeper'}"]) is None
+    assert _output_dir_problem(["layer=4"]) is None
+    p = run_medprobe(tmp_path, f"output_dir={tmp_path / 'afile'}", check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == [
+        f"medprobe: error: output_dir={tmp_path / 'afile'}: {tmp_path / 'afile'} is a file, "
+        "not a folder"
+    ]
