@@ -45,7 +45,8 @@ class ClusterCheck(Callback):
 
         if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             # every process of the launch would run (or submit) the whole sweep, and their jobs
-            # would pair up at random into data-parallel groups
+            # would pair up at random into data-parallel groups. Registered for every run
+            # (conf/config.yaml), so this covers the basic launcher too.
             _fail(
                 "a data-parallel launch (torchrun / accelerate launch) runs one job; sweep with "
                 "--multirun and a launcher instead (cluster=slurm), each job data-parallel or "

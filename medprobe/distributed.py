@@ -272,8 +272,15 @@ def rank_placement(
     fewer GPUs than processes, processes share GPU ``local_rank % n_gpus``. Without GPUs, or
     with ``device=cpu``, nothing changes.
 
+    Args:
+        device, device_map, max_memory: the model config's (``model.device``,
+            ``model.device_map``, ``model.max_memory`` as a plain dict or None).
+        local_rank, local_world: this process's number on the node, and how many there are.
+        n_gpus: visible CUDA devices (``torch.cuda.device_count()``).
+
     Returns:
-        ``{"device": ..., "device_map": ..., "max_memory": ...}`` to set on the model config.
+        ``{"device": ..., "device_map": ..., "max_memory": ...}`` to set on the model config;
+        limits read from the GPU are its total memory less 2 GiB, in MiB.
     """
     out: dict[str, Any] = {"device": device, "device_map": device_map, "max_memory": max_memory}
     if n_gpus < 1 or (device not in ("auto", "cuda") and not str(device).startswith("cuda")):

@@ -197,8 +197,10 @@ class LogisticProbe:
         self.n_iter_max_ = 0
         if self.backend == "torch":
             return self._fit_torch(X, y, X_val, y_val)
-        self.scaler_ = StandardScaler().fit(np.asarray(X, dtype=np.float32))
-        Xs = self.scaler_.transform(np.asarray(X, dtype=np.float32))
+        Xf = np.asarray(X, dtype=np.float32)  # one cast (the runner passes float16 rows)
+        self.scaler_ = StandardScaler().fit(Xf)
+        Xs = self.scaler_.transform(Xf)
+        del Xf
         Xv = self.scaler_.transform(np.asarray(X_val, dtype=np.float32))
         best: tuple[float, float, Any] | None = None
         self.selection_ = []

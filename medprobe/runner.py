@@ -478,8 +478,7 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     from medprobe import distributed, stats
 
     dist = distributed.current(float(cfg.get("dist_timeout_min", 720.0)))
-    if dist.world > 1:
-        _check_data_parallel(cfg)
+    if dist.world > 1:  # (a --multirun is refused before any job: medprobe.cluster)
         cfg = _placed_for_rank(cfg, dist)
     out_dir = Path(out_dir) if out_dir is not None else resolve_output_dir(cfg)
     if dist.is_main:  # the other processes of a data-parallel job write no results
@@ -623,25 +622,6 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
             results["tracker"] = {"error": f"{type(e).__name__}: {e}"}
         _write_json(out_dir / "results.json", results)
     return results
-
-
-def _check_data_parallel(cfg: DictConfig) -> None:
-    """Refuse what a data-parallel launch (torchrun / accelerate launch) cannot do."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    except (ValueError, ImportError):
-        multirun = False
-    # a submitit job with several tasks is one job of a sweep, each task a process: fine (a
-    # torchrun launch of a submitit sweep is refused before submission: medprobe.cluster)
-    if multirun and not os.environ.get("SUBMITIT_EXECUTOR"):
-        raise ConfigError(
-            "a data-parallel launch (torchrun / accelerate launch) runs one job; sweep with "
-            "--multirun and a launcher instead (cluster=slurm), each job data-parallel or "
-            "not (cluster.tasks_per_node)"
-        )
 
 
 def _placed_for_rank(cfg: DictConfig, dist: Dist) -> DictConfig:

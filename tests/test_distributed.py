@@ -110,15 +110,21 @@ _SLURM_TASK = {
 _TORCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def test_a_submitit_slurm_task_becomes_a_torch_distributed_process(monkeypatch):
-    """cluster.tasks_per_node > 1: each SLURM task of a submitit job is one process."""
-    from medprobe.distributed import launched_world_size
-
+@pytest.fixture
+def slurm_task(monkeypatch):
+    """Task 3 of 4 of a submitit SLURM job on two nodes; no torch.distributed variables yet."""
     for k in _TORCH_VARS:  # setenv first: monkeypatch then removes what export() sets
         monkeypatch.setenv(k, "")
         monkeypatch.delenv(k)
     for k, v in _SLURM_TASK.items():
         monkeypatch.setenv(k, v)
+    return monkeypatch
+
+
+def test_a_submitit_slurm_task_becomes_a_torch_distributed_process(slurm_task):
+    """cluster.tasks_per_node > 1: each SLURM task of a submitit job is one process."""
+    from medprobe.distributed import launched_world_size
+
     assert launched_world_size() == 4
     got = {k: os.environ[k] for k in _TORCH_VARS if k != "MASTER_PORT"}
     assert got == {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
@@ -126,15 +132,10 @@ def test_a_submitit_slurm_task_becomes_a_torch_distributed_process(monkeypatch):
     assert 20000 <= int(os.environ["MASTER_PORT"]) <= 60000  # submitit: from the job id
 
 
-def test_plain_slurm_tasks_without_submitit_are_left_to_torchrun(monkeypatch):
+def test_plain_slurm_tasks_without_submitit_are_left_to_torchrun(slurm_task):
     from medprobe.distributed import launched_world_size
 
-    for k in _TORCH_VARS:  # setenv first: monkeypatch then removes what export() sets
-        monkeypatch.setenv(k, "")
-        monkeypatch.delenv(k)
-    for k, v in _SLURM_TASK.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("SUBMITIT_EXECUTOR")
+    slurm_task.delenv("SUBMITIT_EXECUTOR")
     assert launched_world_size() == 1 and "RANK" not in os.environ
 
 
