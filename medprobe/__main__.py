@@ -18,12 +18,12 @@ log = logging.getLogger("medprobe")
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> None:
-    from medprobe.errors import USER_ERRORS
+    from medprobe.errors import MedprobeError
     from medprobe.runner import run
 
     try:
         run(cfg)
-    except USER_ERRORS as e:  # a user mistake: one clear message, no traceback
+    except MedprobeError as e:  # a user mistake: one clear message, no traceback
         _report(str(e))
         sys.exit(2)
     except KeyboardInterrupt:

@@ -49,6 +49,7 @@ from typing import Any
 import filelock
 import numpy as np
 
+from medprobe.errors import CacheError  # noqa: F401 (re-exported)
 from medprobe.extractors.base import LayerId, layer_filename
 
 __all__ = [
@@ -68,10 +69,6 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _LAYER_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PARTIAL_PREFIX = ".partial-"
 _SHARD_PREFIX = "done-"  # done-<k>.json: rows written by shard writer k of a data-parallel run
-
-
-class CacheError(RuntimeError):
-    """A user-facing cache problem; the message is one line naming the key, file or layer."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ import numpy as np
 from scipy import stats as sps
 
 from medprobe import metrics
+from medprobe.errors import ComparisonError  # noqa: F401 (re-exported)
 from medprobe.stats import bootstrap_replicates, bootstrap_seed, summarize
 
 __all__ = [
@@ -65,10 +66,6 @@ __all__ = [
     "paired_ttest",
     "write_comparison",
 ]
-
-
-class ComparisonError(ValueError):
-    """Runs that cannot be compared (different test ids, labels, classes or tasks)."""
 
 
 @dataclass(frozen=True)

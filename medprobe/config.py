@@ -3,7 +3,7 @@
 ``conf/config.yaml`` starts from ``base_config`` (the :class:`Config` dataclass), so every group
 file (``model/``, ``task/``, ``prompt/``, ``probe/``, ``tracker/``) is merged into a typed node:
 a misspelled key or a wrong type fails at compose time, and an unknown group option fails with
-Hydra's list of available options. Registry names (``model.name``, ``task.name``,
+Hydra's list of available options. Registry names (``model.kind``, ``task.kind``,
 ``probe.name``) are checked by :func:`validate` before any work, with did-you-mean suggestions.
 """
 
@@ -18,6 +18,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+
+from medprobe.errors import ConfigError  # noqa: F401 (re-exported)
 
 
 class OnError(str, Enum):
@@ -60,9 +62,15 @@ class DType(str, Enum):
 
 @dataclass
 class ModelConfig:
-    """Which extractor and weights. ``layers`` = layers written to the feature cache."""
+    """Which model and weights. ``layers`` = layers written to the feature cache.
+
+    ``name`` is the model's identity: the config choice (``clip``, ``plip``, ``idefics9b``, ...),
+    the key every result, folder, W&B run and figure groups by. ``kind`` is the extractor
+    registry key that builds it (``clip`` builds both CLIP and PLIP).
+    """
 
     name: str = MISSING
+    kind: str = MISSING
     hf_id: str | None = None
     revision: str | None = None
     dtype: DType = DType.float32
@@ -83,9 +91,15 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    """Which dataset and how to read it (see ``medprobe.data.tasks``)."""
+    """Which dataset and how to read it (see ``medprobe.data.tasks``).
+
+    ``name`` is the task's identity (``t1`` ... ``t8``, ``demo``; for ``task=csv`` the name the
+    user gives, default the data root's folder name); results, folders and W&B key on it.
+    ``kind`` is the adapter registry key that reads it.
+    """
 
     name: str = MISSING
+    kind: str = MISSING
     root: str | None = None
     csv: str | None = None
     path_column: str = "path"
@@ -212,6 +226,14 @@ def _first_set(value: Any, default: Any) -> Any:
     return default if value in (None, "") else value
 
 
+def _dataset_name(root: Any, default: str) -> str:
+    """The folder name of ``root`` (``/data/knee_kl/`` -> ``knee_kl``), else ``default``."""
+    if root in (None, ""):
+        return default
+    name = Path(str(root)).expanduser().name
+    return name or default
+
+
 def register_configs() -> None:
     """Register :class:`Config` as ``base_config`` and the ``mp_or`` resolver (idempotent).
 
@@ -221,6 +243,8 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
     if not OmegaConf.has_resolver("mp_or"):
         OmegaConf.register_new_resolver("mp_or", _first_set)
+    if not OmegaConf.has_resolver("mp_dataset_name"):
+        OmegaConf.register_new_resolver("mp_dataset_name", _dataset_name)
 
 
 def conf_dir() -> Path:
@@ -236,10 +260,6 @@ def conf_dir() -> Path:
     raise FileNotFoundError(f"medprobe configs not found next to {here} (broken install?)")
 
 
-class ConfigError(ValueError):
-    """A config value that passed the schema but is invalid (one readable line)."""
-
-
 def validate(cfg: Any) -> None:
     """Check registry names and value ranges before any work.
 
@@ -249,8 +269,8 @@ def validate(cfg: Any) -> None:
     """
     from medprobe.registry import EXTRACTORS, PROBES, TASKS
 
-    EXTRACTORS.check(cfg.model.name)
-    TASKS.check(cfg.task.name)
+    EXTRACTORS.check(cfg.model.kind)
+    TASKS.check(cfg.task.kind)
     PROBES.check(cfg.probe.name)
     if not 0.0 < float(cfg.train_fraction) <= 1.0:
         raise ConfigError(f"train_fraction must be in (0, 1], got {cfg.train_fraction}")

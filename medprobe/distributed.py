@@ -28,6 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from medprobe.errors import DistributedError  # noqa: F401 (re-exported)
+
 __all__ = [
     "Dist",
     "DistributedError",
@@ -147,10 +149,6 @@ class Dist:
                     f"to {what}; its error is above"
                 )
             raise DistributedError(f"rank {self.rank}/{self.world}: {why}") from None
-
-
-class DistributedError(RuntimeError):
-    """A data-parallel collective failed: a peer stopped, or the wait timed out (one line)."""
 
 
 _current: Dist | None = None

@@ -1,34 +1,88 @@
-"""The exceptions that signal a user mistake (bad config, bad input files).
+"""Every user mistake medprobe reports is a :class:`MedprobeError`.
 
-The entry point prints these as one line and exits with status 2; anything else is a bug and
-keeps its traceback.
+The console script (:mod:`medprobe.cli`) prints one as the single line
+``medprobe: error: <message>`` and exits with status 2, whichever way medprobe was launched
+(``python -m medprobe``, the installed ``medprobe`` script, torchrun, accelerate launch).
+Anything that is not a ``MedprobeError`` is a bug and keeps its traceback. Errors are told
+apart by their class, never by their message text.
+
+This module imports nothing from medprobe, so every module can import it.
 """
 
 from __future__ import annotations
 
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from medprobe.cache import CacheError
-    from medprobe.config import ConfigError
-    from medprobe.data.images import ImageLoadError
-    from medprobe.data.manifest import ManifestError
-    from medprobe.distributed import DistributedError
-    from medprobe.extractors.base import ExtractorError
-    from medprobe.probe import ProbeError
-    from medprobe.registry import RegistryError
-    from medprobe.runner import BadImagesError
-
-    return (
-        ConfigError,
-        RegistryError,
-        ManifestError,
-        ImageLoadError,
-        BadImagesError,
-        ExtractorError,
-        CacheError,
-        ProbeError,
-        DistributedError,
-    )
+import os
 
 
-USER_ERRORS = _user_errors()
+class MedprobeError(Exception):
+    """Base of every user-facing error; ``str()`` is one readable line (or a short list)."""
+
+
+class ConfigError(MedprobeError, ValueError):
+    """A config value that passed the schema but is invalid (one readable line)."""
+
+
+class RegistryError(ConfigError, KeyError):
+    """Unknown or duplicate registry name (model kind, task kind, probe). One line."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(MedprobeError, ValueError):
+    """Bad task input: label files, image files, splits."""
+
+
+class ManifestError(DataError):
+    """Bad task input: one line naming the file (and row) at fault."""
+
+
+class ImageLoadError(DataError):
+    """A file that cannot be loaded as a complete image.
+
+    Attributes:
+        path: the file's path, as given (``str``).
+        reason: one line saying why (missing, empty, not an image, truncated, ...).
+
+    ``str(err)`` is the single line ``"<path>: <reason>"``. Picklable (safe across processes).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = " ".join(str(reason).split())  # always one line
+        super().__init__(self.path, self.reason)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+class BadImagesError(DataError):
+    """Unreadable images found before (or during) extraction; the message lists every one."""
+
+
+class ExtractorError(MedprobeError, ValueError):
+    """A user-facing extractor problem (bad layer, missing weights, non-finite features)."""
+
+
+class CacheError(MedprobeError, RuntimeError):
+    """A user-facing cache problem; the message is one line naming the key, file or layer."""
+
+
+class ProbeError(MedprobeError, ValueError):
+    """The probe cannot be fitted or selected on these rows (one readable line)."""
+
+
+class DistributedError(MedprobeError, RuntimeError):
+    """A data-parallel collective failed: a peer stopped, or the wait timed out (one line)."""
+
+
+class ComparisonError(MedprobeError, ValueError):
+    """Runs that cannot be compared (different test ids, labels, classes or tasks)."""
+
+
+class ResultsError(MedprobeError, ValueError):
+    """A run folder whose ``results.json`` / ``predictions.csv`` cannot be read as results."""
+
+
+class McqError(MedprobeError, ValueError):
+    """A user mistake in a case file, an output folder or the options (one-line message)."""

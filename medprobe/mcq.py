@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medprobe.errors import McqError  # noqa: F401 (re-exported)
 from medprobe.extractors.idefics import END_OF_UTTERANCE, FAKE_TOKEN, IMAGE_TOKEN
 from medprobe.stats import bootstrap_counts, bootstrap_seed
 
@@ -73,10 +74,6 @@ DIFFICULTY_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 INSTRUCTION = "Answer with the number of the correct choice."
 REQUIRED = ("id", "date", "images", "question", "options", "answer")
 OPTIONAL = ("vignette", "readers_correct", "reason")
-
-
-class McqError(ValueError):
-    """A user mistake in a case file, an output folder or the options (one-line message)."""
 
 
 # ------------------------------------------------------------------------------------ cases

@@ -29,6 +29,8 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from medprobe.errors import ProbeError  # noqa: F401 (re-exported)
+
 if TYPE_CHECKING:
     import torch
 
@@ -36,10 +38,6 @@ SELECTION_METRICS = ("auroc_macro", "f1_macro", "accuracy", "neg_log_loss")
 BACKENDS = ("sklearn", "torch")
 TORCH_DTYPES = ("float32", "float64")
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
-
-
-class ProbeError(ValueError):
-    """The probe cannot be fitted or selected on these rows (one readable line)."""
 
 
 @dataclass

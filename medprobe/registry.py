@@ -12,14 +12,9 @@ import importlib
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
+from medprobe.errors import RegistryError  # noqa: F401 (re-exported)
+
 T = TypeVar("T")
-
-
-class RegistryError(KeyError):
-    """Unknown or duplicate registry name. ``str()`` is one readable line."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class Registry(Generic[T]):

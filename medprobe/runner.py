@@ -25,14 +25,11 @@ from medprobe.cache import CacheWriter, FeatureCache, cache_key
 from medprobe.config import ConfigError, validate
 from medprobe.data.manifest import Manifest
 from medprobe.distributed import Dist, shard_ranges
+from medprobe.errors import BadImagesError  # noqa: F401 (re-exported)
 from medprobe.extractors.base import Extractor, LayerId, resolve_layers
 from medprobe.registry import EXTRACTORS, PROBES, TASKS
 
 log = logging.getLogger("medprobe")
-
-
-class BadImagesError(RuntimeError):
-    """Unreadable images found before extraction; the message lists every one."""
 
 
 def _enum_value(v: Any) -> Any:
@@ -492,8 +489,8 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    manifest: Manifest = TASKS.get(cfg.task.name)(cfg.task, cfg.data_root)
-    extractor: Extractor = EXTRACTORS.get(cfg.model.name)(cfg.model, str(cfg.prompt.text))
+    manifest: Manifest = TASKS.get(cfg.task.kind)(cfg.task, cfg.data_root)
+    extractor: Extractor = EXTRACTORS.get(cfg.model.kind)(cfg.model, str(cfg.prompt.text))
     available = extractor.layers()
     wanted = cfg.model.layers
     if OmegaConf.is_config(wanted):
@@ -549,8 +546,10 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
 
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     results: dict[str, Any] = {
-        "task": m.task,
+        "task": cfg.task.name,
+        "task_kind": cfg.task.kind,
         "model": cfg.model.name,
+        "model_kind": cfg.model.kind,
         "model_id": cfg.model.hf_id or cfg.model.name,
         "layer": layer,
         "train_fraction": float(cfg.train_fraction),
@@ -707,7 +706,7 @@ def run_all_layers(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, An
 
     validate(cfg)
     out = Path(out_dir) if out_dir is not None else resolve_output_dir(cfg)
-    extractor: Extractor = EXTRACTORS.get(cfg.model.name)(cfg.model, str(cfg.prompt.text))
+    extractor: Extractor = EXTRACTORS.get(cfg.model.kind)(cfg.model, str(cfg.prompt.text))
     wanted = cfg.model.layers
     if OmegaConf.is_config(wanted):
         wanted = OmegaConf.to_object(wanted)

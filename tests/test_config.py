@@ -34,8 +34,8 @@ def test_conf_dir_is_the_repo_conf() -> None:
 def test_every_model_task_composes_and_validates(model: str, task: str) -> None:
     cfg = _compose(f"model={model}", f"task={task}", "data_root=/data")
     validate(cfg)
-    assert cfg.model.name in EXTRACTORS
-    assert cfg.task.name in TASKS
+    assert cfg.model.kind in EXTRACTORS
+    assert cfg.task.kind in TASKS
     # a model group may set the probed layer (# @package _global_): the paper's IDEFICS layers
     assert OmegaConf.select(cfg, "layer") == {"idefics80b": 32, "idefics9b": 13}.get(model, -1)
     if task == "csv":
@@ -57,7 +57,7 @@ def test_defaults_are_the_embedded_demo() -> None:
 
 def test_plip_is_clip_with_plip_weights() -> None:
     cfg = _compose("model=plip")
-    assert (cfg.model.name, cfg.model.hf_id) == ("clip", "vinid/plip")
+    assert (cfg.model.name, cfg.model.kind, cfg.model.hf_id) == ("plip", "clip", "vinid/plip")
 
 
 def test_misspelled_key_fails_at_compose_time() -> None:
@@ -83,7 +83,7 @@ def test_validate_range_and_registry_names() -> None:
     with pytest.raises(ConfigError, match="train_fraction"):
         validate(_compose("train_fraction=0"))
     with pytest.raises(RegistryError, match="Did you mean 'effnet_lite0'"):
-        validate(_compose("model.name=effnet_lite"))
+        validate(_compose("model.kind=effnet_lite"))
 
 
 def test_registry_lazy_duplicate_and_suggestions() -> None:

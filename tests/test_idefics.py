@@ -456,7 +456,11 @@ def test_preprocess_real_image_and_pickling(
 
 def test_model_configs_compose_with_the_paper_settings() -> None:
     cfg = _compose("model=idefics80b", "task=demo", "prompt=general")
-    assert (cfg.model.name, cfg.model.hf_id) == ("idefics", "HuggingFaceM4/idefics-80b-instruct")
+    assert (cfg.model.name, cfg.model.kind, cfg.model.hf_id) == (
+        "idefics80b",
+        "idefics",
+        "HuggingFaceM4/idefics-80b-instruct",
+    )
     assert cfg.layer == 32 and cfg.model.layers == 32  # model.layers follows layer
     assert cfg.model.dtype.value == "bfloat16" and cfg.model.pooling == "last"
     assert (cfg.model.quantization, cfg.model.device_map, cfg.model.truncate) == (
@@ -473,7 +477,7 @@ def test_model_configs_compose_with_the_paper_settings() -> None:
     assert EXTRACTORS.get("idefics") is from_config
     cfg = _compose("model=idefics9b", "prompt=none")
     with pytest.raises(ExtractorError, match="choose prompt=general"):
-        EXTRACTORS.get(cfg.model.name)(cfg.model, str(cfg.prompt.text))
+        EXTRACTORS.get(cfg.model.kind)(cfg.model, str(cfg.prompt.text))
     ext = from_config(
         _compose(
             "model=idefics80b", "prompt=pathology", "model.max_memory={0:70GiB,cpu:100GiB}"

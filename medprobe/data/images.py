@@ -54,6 +54,8 @@ import PIL
 from PIL import Image, ImageFile, ImageOps
 from tqdm import tqdm
 
+from medprobe.errors import ImageLoadError  # noqa: F401 (re-exported)
+
 __all__ = [
     "LOADER_VERSION",
     "ImageLoadError",
@@ -73,25 +75,6 @@ _ALPHA_MODES = frozenset({"LA", "PA", "RGBA", "RGBa", "La"})
 
 _RESAMPLE = Image.Resampling.LANCZOS
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-class ImageLoadError(Exception):
-    """A file that cannot be loaded as a complete image.
-
-    Attributes:
-        path: the file's path, as given (``str``).
-        reason: one line saying why (missing, empty, not an image, truncated, ...).
-
-    ``str(err)`` is the single line ``"<path>: <reason>"``. Picklable (safe across processes).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = os.fspath(path)
-        self.reason = " ".join(str(reason).split())  # always one line
-        super().__init__(self.path, self.reason)
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
 
 
 def load_image(path: str | os.PathLike[str], max_side: int = 1024) -> Image.Image:

@@ -15,11 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from medprobe.errors import ManifestError  # noqa: F401 (re-exported)
+
 SPLITS = ("train", "val", "test")
-
-
-class ManifestError(ValueError):
-    """Bad task input: one line naming the file (and row) at fault."""
 
 
 @dataclass

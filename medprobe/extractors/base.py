@@ -18,11 +18,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from medprobe.errors import ExtractorError  # noqa: F401 (re-exported)
+
 LayerId = int | str
-
-
-class ExtractorError(ValueError):
-    """A user-facing extractor problem (bad layer, missing weights, non-finite features)."""
 
 
 @runtime_checkable

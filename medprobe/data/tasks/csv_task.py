@@ -219,7 +219,7 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
     return read_label_csv(
         csv_path,
         root=root,
-        task_name=task_cfg.name,
+        task_name=task_cfg.kind,  # bootstrap replicates stay seeded by the adapter kind
         classes=list(task_cfg.classes) if task_cfg.classes else None,
         label_sep=task_cfg.label_sep,
         path_column=task_cfg.path_column,
