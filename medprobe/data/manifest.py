@@ -8,7 +8,6 @@ split. Plain arrays, no torch.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from medprobe.errors import ManifestError  # noqa: F401 (re-exported)
+from medprobe.hashing import image_digest, stat_digest
 
 SPLITS = ("train", "val", "test")
 
@@ -116,44 +116,10 @@ class Manifest:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                digests = list(pool.map(_file_digest, self.paths))
+                digests = list(pool.map(image_digest, self.paths))
         else:
-            digests = [_stat_digest(p) for p in self.paths]
+            digests = [stat_digest(p) for p in self.paths]
         h = hashlib.sha256(mode.encode())
         for i, d in zip(self.ids, digests, strict=True):
             h.update(f"{i}\0{d}\n".encode())
         return h.hexdigest()
-
-
-_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
-
-
-def _stat_digest(path: Path) -> str:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "missing"
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def _file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, memoised within the process by (path, size, mtime, ctime, inode).
-
-    ctime is set by the kernel on every write or metadata change and cannot be restored by
-    ``cp -p`` / ``touch -d``, so a rewritten file is hashed again.
-    """
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "missing"
-    memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-    if memo not in _DIGESTS:
-        h = hashlib.sha256()
-        try:
-            with open(path, "rb") as f:
-                while block := f.read(1 << 20):
-                    h.update(block)
-        except OSError:
-            return "unreadable"
-        _DIGESTS[memo] = h.hexdigest()
-    return _DIGESTS[memo]
