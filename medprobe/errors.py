@@ -45,15 +45,17 @@ class ImageLoadError(DataError):
         reason: one line saying why (missing, empty, not an image, truncated, ...).
 
     ``str(err)`` is the single line ``"<path>: <reason>"``. Picklable (safe across processes).
+    Built from one message (``reason=None``), as a DataLoader worker's exception is rebuilt in
+    the main process, ``str(err)`` is that message, so the class survives the trip.
     """
 
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], reason: str | None = None) -> None:
         self.path = os.fspath(path)
-        self.reason = " ".join(str(reason).split())  # always one line
+        self.reason = None if reason is None else " ".join(str(reason).split())  # one line
         super().__init__(self.path, self.reason)
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        return self.path if self.reason is None else f"{self.path}: {self.reason}"
 
 
 class BadImagesError(DataError):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import REPO, isolated_env
 
-from medprobe.__main__ import _helper_process_overrides
+from medprobe.cli.run import helper_process_overrides as _helper_process_overrides
 from medprobe.distributed import rank_placement, shard_ranges, shard_rows
 
 DEMO = REPO / "medprobe" / "demo_data" / "pathmnist"
@@ -143,14 +143,14 @@ def test_plain_slurm_tasks_without_submitit_are_left_to_torchrun(slurm_task):
 
 
 def test_every_rank_reports_a_user_error_tagged_with_its_rank(monkeypatch, capsys):
-    from medprobe import __main__ as entry
+    from medprobe import cli
 
-    monkeypatch.setattr(entry.time, "sleep", lambda s: None)
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
     monkeypatch.setenv("RANK", "0")
-    entry._report("images/x.png: truncated")
+    cli.report_error("images/x.png: truncated")
     monkeypatch.setenv("RANK", "2")
-    entry._report("images/x.png: truncated")
-    entry._report("rank 2/3: another process of this data-parallel job stopped")
+    cli.report_error("images/x.png: truncated")
+    cli.report_error("rank 2/3: another process of this data-parallel job stopped")
     assert capsys.readouterr().err.splitlines() == [
         "medprobe: error: images/x.png: truncated",
         "medprobe: error: [rank 2] images/x.png: truncated",

@@ -169,7 +169,7 @@ def test_table_says_why_a_class_has_no_auroc() -> None:
 
 
 def test_output_dir_through_a_file_is_one_line_before_hydra(tmp_path: Path) -> None:
-    from medprobe.__main__ import _output_dir_problem
+    from medprobe.cli.run import output_dir_problem as _output_dir_problem
 
     (tmp_path / "afile").write_text("x")
     assert _output_dir_problem([f"output_dir={tmp_path / 'afile' / 'out'}"]) == (

@@ -1,0 +1,104 @@
+"""The one console script: ``medprobe <subcommand> ...`` (also ``python -m medprobe ...``).
+
+``medprobe run`` is the Hydra app and the default: ``medprobe task=t5 model=idefics80b`` and
+``python -m medprobe task=t5 model=idefics80b`` are ``medprobe run task=t5 model=idefics80b``.
+The other subcommands are thin argparse front ends of their modules.
+
+Every user mistake is a :class:`medprobe.errors.MedprobeError` and ends here as the single
+line ``medprobe: error: <message>`` on stderr with exit status 2, however medprobe was
+launched (console script, ``python -m``, torchrun, accelerate launch). In a data-parallel job
+every process reports its own error, tagged with its rank.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from medprobe.errors import MedprobeError
+
+#: subcommand -> ("module:function", argv prefix, one-line help). Each function takes the
+#: arguments after the subcommand and returns an exit status.
+COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "run": ("medprobe.cli.run:main", (), "probe a model on a task: Hydra overrides (the default)"),
+    "compare": ("medprobe.compare:main", (), "paired tests between run folders"),
+    "report": ("medprobe.report:main", (), "tables and figures from run and sweep folders"),
+    "mcq": ("medprobe.mcq:main", (), "few-shot multiple-choice answering of NEJM-style cases"),
+    "plan": (
+        "medprobe.extractors.idefics:main",
+        ("plan",),
+        "memory and device plan of an IDEFICS model (no weights, no GPU)",
+    ),
+}
+
+
+def usage() -> str:
+    """The subcommand overview printed by ``medprobe help``."""
+    width = max(map(len, COMMANDS))
+    lines = ["usage: medprobe [run] [overrides ...] | medprobe <subcommand> [--help] ...", ""]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, _, text) in COMMANDS.items()]
+    lines += [
+        "",
+        "medprobe --help         the run subcommand's options (Hydra config groups)",
+        "medprobe <cmd> --help   a subcommand's arguments (required ones are marked)",
+    ]
+    return "\n".join(lines)
+
+
+def rank() -> int:
+    """This process's rank in a data-parallel launch (0 outside one)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def report_error(message: str) -> None:
+    """Print a user error as ``medprobe: error: ...``.
+
+    In a data-parallel job every process prints (the error may be only its own, e.g. an image
+    in its shard), tagged with its rank; the others wait a moment so that rank 0's line is not
+    lost when the launcher stops them.
+    """
+    r = rank()
+    message = " ".join(message.split()) if "\n" not in message.strip() else message.strip()
+    if r == 0:
+        print(f"medprobe: error: {message}", file=sys.stderr, flush=True)
+        return
+    if not message.startswith(f"rank {r}/"):
+        message = f"[rank {r}] {message}"
+    print(f"medprobe: error: {message}", file=sys.stderr, flush=True)
+    time.sleep(1.0)
+
+
+def _command(name: str) -> Callable[[Sequence[str]], int]:
+    target, prefix, _ = COMMANDS[name]
+    module, attr = target.split(":")
+    fn = getattr(importlib.import_module(module), attr)
+    return lambda argv: fn([*prefix, *argv])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Dispatch ``argv`` (default ``sys.argv[1:]``) and exit with the subcommand's status.
+
+    A first argument that names a subcommand selects it; anything else (overrides, ``-m``,
+    ``--help``, ``--cfg job``) goes to ``run``. ``medprobe help`` lists the subcommands.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("help", "commands"):
+        print(usage())
+        raise SystemExit(0)
+    name = args.pop(0) if args and args[0] in COMMANDS else "run"
+    try:
+        status = _command(name)(args)
+    except MedprobeError as e:  # a user mistake: one line, no traceback
+        report_error(str(e))
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if rank() == 0:
+            print("medprobe: interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    raise SystemExit(status or 0)

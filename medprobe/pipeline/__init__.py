@@ -1,0 +1,1 @@
+"""The probing pipeline: build the job, ensure the features, probe, write, track."""

@@ -1,0 +1,327 @@
+"""The features stage: make sure the cache holds the requested layers for a manifest.
+
+Lock, scan, shard, write, finalise — everything between "these images, this extractor" and
+"a complete cache entry". Data-parallel launches (torchrun, accelerate launch, SLURM tasks;
+:mod:`medprobe.distributed`) are handled here and nowhere else: the main process hashes the
+images, takes the entry's lock and decides; every process checks and extracts its share of
+the rows into one partial entry; the main process finalises it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from medprobe.cache import CacheWriter, FeatureCache, cache_key
+from medprobe.data.manifest import Manifest
+from medprobe.distributed import Dist, shard_ranges
+from medprobe.errors import BadImagesError, ConfigError, ImageLoadError
+from medprobe.extractors.base import Extractor, LayerId
+
+log = logging.getLogger("medprobe")
+
+
+def _enum_value(v: Any) -> Any:
+    return getattr(v, "value", v)
+
+
+class _ImageDataset:
+    """Map-style dataset: index -> preprocessed image (runs in DataLoader workers)."""
+
+    def __init__(self, paths: Sequence[Path], extractor: Extractor, max_side: int) -> None:
+        self.paths = list(paths)
+        self.extractor = extractor
+        self.max_side = max_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        from medprobe.data.images import load_image
+
+        return self.extractor.preprocess(load_image(self.paths[i], max_side=self.max_side))
+
+
+def extract_to_cache(
+    extractor: Extractor,
+    paths: Sequence[Path],
+    writer: CacheWriter,
+    layers: Sequence[LayerId],
+    *,
+    batch_size: int,
+    num_workers: int,
+    max_side: int,
+    progress: bool = True,
+    desc: str = "extracting",
+    position: int | None = None,
+) -> int:
+    """Stream features of the writer's pending rows of ``paths`` into ``writer``, batch by batch.
+
+    ``paths[i]`` is the image of row ``i`` of the cache entry (``len(paths) == writer.n_total``);
+    the rows still to write are ``writer.pending_rows()``: everything left by a killed run, or
+    this process's shard in a data-parallel run. One forward pass per batch returns every layer
+    in ``layers``. Returns the number of rows extracted now.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    rows = writer.pending_rows()
+    if not len(rows):
+        return 0
+    todo = [paths[i] for i in rows]
+    loader = torch.utils.data.DataLoader(
+        _ImageDataset(todo, extractor, max_side),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=False,
+    )
+    bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress, position=position)
+    with bar:
+        try:
+            for batch in loader:
+                feats = extractor.extract(batch, layers)
+                writer.write(feats)
+                bar.update(len(next(iter(feats.values()))))
+        except ImageLoadError as e:  # in this process, or re-raised from a DataLoader worker
+            raise BadImagesError(
+                f"an image became unreadable during extraction ({str(e).splitlines()[-1]}); "
+                f"{writer.n_done} rows are saved: fix the file and rerun to resume"
+            ) from None
+    return len(todo)
+
+
+def _align(manifest: Manifest, ids: Sequence[str]) -> Manifest:
+    pos = {i: k for k, i in enumerate(manifest.ids)}
+    return manifest.subset(np.array([pos[i] for i in ids], dtype=np.int64))
+
+
+def features(
+    cfg: DictConfig,
+    manifest: Manifest,
+    extractor: Extractor,
+    layers: Sequence[LayerId],
+    dist: Dist | None = None,
+) -> tuple[FeatureCache, str, dict[str, Any]]:
+    """Make sure the cache holds ``layers`` for the manifest; return (cache, key, info).
+
+    On a miss: every image is checked first (all bad files listed at once); then features are
+    extracted under a file lock, so a second job on the same entry waits and reuses it.
+
+    Data-parallel (``dist.world > 1``, see :mod:`medprobe.distributed`): the main process
+    hashes the images, takes the lock and decides; the image check and the extraction are
+    sharded over the processes (:func:`medprobe.distributed.shard_rows`), each writing its rows
+    of one partial entry; the main process finalises it. The entry is the one a single
+    process writes (same key, ids and rows). Every process returns once the entry is complete.
+
+    Raises:
+        BadImagesError: unreadable files and ``data.on_error=stop``.
+    """
+    from medprobe.data.images import loader_fingerprint
+
+    dist = dist or Dist()
+    max_side = int(cfg.data.max_side)
+    spec = None
+    if dist.is_main:  # hashing reads every image byte: once, not once per process
+        spec = {
+            "extractor": extractor.fingerprint(),
+            "layers": [str(x) for x in layers],
+            "images": manifest.image_fingerprint(
+                _enum_value(cfg.data.fingerprint), workers=int(cfg.data.scan_workers)
+            ),
+            "n_images": len(manifest),
+            "loader": loader_fingerprint(max_side),
+        }
+    spec = dist.broadcast(spec)
+    if dist.world > 1:
+        _check_same_job(dist, manifest, extractor, layers, max_side)
+    key = cache_key(spec)
+    cache = FeatureCache(Path(cfg.cache_dir).expanduser())
+    on_error = _enum_value(cfg.data.on_error)
+    info: dict[str, Any] = {"cache_key": key, "cache_dir": str(cache.root), "spec": spec}
+    t0 = time.perf_counter()
+    # A complete entry never changes again: read it without the lock (read-only shared caches).
+    info["cache_hit"] = dist.broadcast(cache.is_complete(key))
+    if not info["cache_hit"]:
+        _extract_locked(cfg, manifest, extractor, layers, cache, key, spec, info, dist)
+    skipped = cache.meta(key)["spec"].get("skipped", [])  # the writer's meta is stored as "spec"
+    if skipped and on_error == "stop":
+        raise BadImagesError(_bad_images_message([tuple(s) for s in skipped]))
+    info["skipped_images"] = skipped
+    info["extract_seconds"] = round(time.perf_counter() - t0, 3)
+    if dist.world > 1:
+        info["processes"] = dist.world
+    return cache, key, info
+
+
+def _check_same_job(
+    dist: Dist, manifest: Manifest, extractor: Extractor, layers: Sequence[LayerId], max_side: int
+) -> None:
+    """Refuse processes of one data-parallel launch that would extract different features.
+
+    Rank 0 names the cache entry; a process configured differently (another model, layer,
+    prompt, preprocessing or image list) would write its rows into it. Every process compares
+    a digest of what it would extract (all but the image bytes, which only rank 0 hashes).
+    """
+    import hashlib
+
+    from medprobe.data.images import loader_fingerprint
+
+    mine = cache_key(
+        {
+            "extractor": extractor.fingerprint(),
+            "layers": [str(x) for x in layers],
+            "loader": loader_fingerprint(max_side),
+            "ids": hashlib.sha256("\n".join(manifest.ids).encode()).hexdigest(),
+            "paths": hashlib.sha256("\n".join(map(str, manifest.paths)).encode()).hexdigest(),
+        }
+    )
+    digests = dist.gather([mine])
+    if len(set(digests)) > 1:
+        differ = [r for r, d in enumerate(digests) if d != digests[0]]
+        raise ConfigError(
+            f"the processes of this data-parallel launch are configured differently (ranks "
+            f"{differ} differ from rank 0: model, layers, prompt, preprocessing or images); "
+            "launch every process with the same overrides"
+        )
+
+
+def _extract_locked(
+    cfg: DictConfig,
+    manifest: Manifest,
+    extractor: Extractor,
+    layers: Sequence[LayerId],
+    cache: FeatureCache,
+    key: str,
+    spec: dict[str, Any],
+    info: dict[str, Any],
+    dist: Dist,
+) -> None:
+    """Extract under the entry's file lock; a second job waits (and says so), then reuses it.
+
+    Only the main process takes the lock; with several processes it covers all of them.
+    """
+    from filelock import Timeout
+
+    from medprobe.cache import CacheError
+    from medprobe.data.images import scan_images
+
+    max_side = int(cfg.data.max_side)
+    on_error = _enum_value(cfg.data.on_error)
+    lock = None
+    if dist.is_main:
+        try:
+            lock = cache.lock(key)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                print(f"waiting for another job extracting the same features "
+                      f"({cache.lock_path(key)})", file=sys.stderr, flush=True)  # fmt: skip
+                lock.acquire()
+        except OSError as e:
+            raise CacheError(f"cache_dir {cache.root}: cannot write ({e.strerror})") from None
+    try:
+        info["cache_hit"] = dist.broadcast(cache.is_complete(key))
+        if info["cache_hit"]:
+            return
+        paths = [str(p) for p in manifest.paths]
+        lo, hi = dist.rank * len(paths) // dist.world, (dist.rank + 1) * len(paths) // dist.world
+        bad = scan_images(
+            paths[lo:hi],
+            max_side=max_side,
+            max_workers=int(cfg.data.scan_workers),
+            progress=bool(cfg.progress) and dist.is_main,
+        )
+        bad = [tuple(x) for x in dist.gather(bad)]
+        if bad and on_error == "stop":
+            raise BadImagesError(_bad_images_message(bad))
+        bad_set = {p for p, _ in bad}
+        keep = [i for i, p in enumerate(paths) if p not in bad_set]
+        if not keep:
+            raise BadImagesError(
+                f"all {len(paths)} images are unreadable, nothing to extract "
+                f"(data.on_error=skip):\n" + "\n".join(f"  {p}: {r}" for p, r in bad[:20])
+            )
+        ids = [manifest.ids[i] for i in keep]
+        writer = None
+        ranges = None
+        if dist.is_main:
+            writer = cache.writer(
+                key, ids, list(layers), meta={"key_spec": spec, "skipped": [list(x) for x in bad]}
+            )
+            info["resumed_from"] = writer.n_done
+            # split what is left (everything, or the gaps of a killed run) in whole batches
+            ranges = shard_ranges(writer.pending_rows(), int(cfg.model.batch_size), dist.world)
+        if dist.world > 1:
+            # the partial entry is ready once rank 0 says how the rows are shared
+            info["resumed_from"], ranges = dist.broadcast((info.get("resumed_from"), ranges))
+            assert ranges is not None
+            part = cache.shard_writer(
+                key, ids, list(layers), rows=ranges[dist.rank], shard=dist.rank
+            )
+            desc, position = f"extracting [{dist.rank + 1}/{dist.world}]", dist.rank
+        else:
+            part, desc, position = writer, "extracting", None
+        assert part is not None
+        extract_to_cache(
+            extractor,
+            [manifest.paths[i] for i in keep],
+            part,
+            layers,
+            batch_size=int(cfg.model.batch_size),
+            num_workers=int(cfg.model.num_workers),
+            max_side=max_side,
+            progress=bool(cfg.progress),
+            desc=desc,
+            position=position,
+        )
+        if part is not writer:
+            part.close()
+        dist.barrier()  # every shard is written
+        if writer is not None:
+            writer.finalize()
+        dist.barrier()  # the entry is complete for everyone
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _bad_images_message(bad: Sequence[Sequence[str]]) -> str:
+    lines = "\n".join(f"  {p}: {r}" for p, r in bad)
+    return (
+        f"{len(bad)} unreadable image(s); fix or remove them, or run with "
+        f"data.on_error=skip to leave them out:\n{lines}"
+    )
+
+
+def _placed_for_rank(cfg: DictConfig, dist: Dist) -> DictConfig:
+    """A copy of ``cfg`` whose model sits on this process's GPU(s) (unchanged on CPU)."""
+    import copy
+
+    import torch
+
+    from medprobe.distributed import rank_placement
+
+    max_memory = cfg.model.get("max_memory")
+    if OmegaConf.is_config(max_memory):
+        max_memory = OmegaConf.to_container(max_memory)
+    place = rank_placement(
+        str(cfg.model.device),
+        cfg.model.get("device_map"),
+        max_memory,
+        local_rank=dist.local_rank,
+        local_world=dist.local_world,
+        n_gpus=torch.cuda.device_count(),
+    )
+    out = copy.deepcopy(cfg)
+    for k, v in place.items():
+        if k in out.model:
+            OmegaConf.update(out, f"model.{k}", v, merge=False)
+    return out

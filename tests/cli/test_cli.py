@@ -1,0 +1,77 @@
+"""One console script, one error path: ``medprobe <subcommand>`` and ``python -m medprobe``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import isolated_env, run_medprobe
+
+from medprobe.cli import COMMANDS
+from medprobe.cli.run import _one_line
+
+
+def _script(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``medprobe`` console script (beside this interpreter), as a user runs it."""
+    exe = Path(sys.executable).parent / "medprobe"
+    if not exe.exists():
+        pytest.skip(f"console script not installed beside {sys.executable}")
+    return subprocess.run([str(exe), *args], cwd=tmp, env=isolated_env(tmp),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["model=nope"],
+            "medprobe: error: In 'config': Could not find 'model/nope'; available "
+            "options in 'model': clip effnet_lite0 idefics80b idefics9b plip",
+        ),  # fmt: skip
+        (
+            ["tracker.mode=loud"],
+            "medprobe: error: Error merging override tracker.mode=loud: "
+            "Invalid value 'loud', expected one of [auto, online, offline, disabled]",
+        ),  # fmt: skip
+        (
+            ["nokey=1"],
+            "medprobe: error: Could not override 'nokey'. To append to your config "
+            "use +nokey=1: Key 'nokey' not in 'Config'",
+        ),  # fmt: skip
+    ],
+)
+def test_composition_errors_are_one_line_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    for proc in (run_medprobe(tmp_path, *args, check=False),
+                 run_medprobe(tmp_path, "run", *args, check=False)):  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [message]
+
+
+def test_installed_script_takes_the_same_error_path(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    proc = _script(tmp_path, f"output_dir={tmp_path / 'afile'}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"medprobe: error: output_dir={tmp_path / 'afile'}: {tmp_path / 'afile'} is a file, "
+        "not a folder"
+    ]
+
+
+def test_help_lists_every_subcommand(tmp_path: Path) -> None:
+    proc = run_medprobe(tmp_path, "help")
+    for name in COMMANDS:
+        assert f"\n  {name} " in proc.stdout
+    assert set(COMMANDS) == {"run", "compare", "report", "mcq", "plan"}
+
+
+def test_one_line_flattens_hydra_messages() -> None:
+    class Cause(Exception):
+        pass
+
+    e = ValueError("Error merging override a=b")
+    e.__cause__ = Cause("Invalid value 'b'\n    full_key: a\n    object_type=Config")
+    assert _one_line(e) == "Error merging override a=b: Invalid value 'b'"
