@@ -122,11 +122,11 @@ def _compose_errors_as_config_errors() -> Iterator[None]:
                 raise
             raise ConfigError(_one_line(e)) from None
 
-    hydra_utils.run_and_report = run_and_report
+    hydra_utils.run_and_report = run_and_report  # type: ignore[assignment]
     try:
         yield
     finally:
-        hydra_utils.run_and_report = original
+        hydra_utils.run_and_report = original  # type: ignore[assignment]
 
 
 def main(argv: Sequence[str]) -> int:

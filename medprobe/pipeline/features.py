@@ -76,8 +76,8 @@ def extract_to_cache(
     if not len(rows):
         return 0
     todo = [paths[i] for i in rows]
-    loader = torch.utils.data.DataLoader(
-        _ImageDataset(todo, extractor, max_side),
+    loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(
+        _ImageDataset(todo, extractor, max_side),  # type: ignore[arg-type]
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -258,12 +258,14 @@ def _extract_locked(
             )
             info["resumed_from"] = writer.n_done
             # split what is left (everything, or the gaps of a killed run) in whole batches
-            ranges = shard_ranges(writer.pending_rows(), int(cfg.model.batch_size), dist.world)
+            ranges = shard_ranges(
+                writer.pending_rows().tolist(), int(cfg.model.batch_size), dist.world
+            )
         if dist.world > 1:
             # the partial entry is ready once rank 0 says how the rows are shared
             info["resumed_from"], ranges = dist.broadcast((info.get("resumed_from"), ranges))
             assert ranges is not None
-            part = cache.shard_writer(
+            part: CacheWriter | None = cache.shard_writer(
                 key, ids, list(layers), rows=ranges[dist.rank], shard=dist.rank
             )
             desc, position = f"extracting [{dist.rank + 1}/{dist.world}]", dist.rank
