@@ -35,10 +35,10 @@ because ``compare`` imports :mod:`medprobe.stats`, which uses this module (a cyc
 from __future__ import annotations
 
 import math
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
-from scipy import optimize
+from scipy import optimize, special
 from scipy import stats as sps
 
 __all__ = [
@@ -51,14 +51,15 @@ __all__ = [
     "influence_variance",
     "logit_interval",
     "majority_strata",
+    "satterthwaite_df",
 ]
 
 #: Interval methods for AUROC (``stats.evaluate(auroc_ci=...)``):
 #: ``"percentile"`` (the bootstrap percentile interval, medprobe's behaviour before issue 13),
 #: ``"bca"`` (:func:`bca_interval`), ``"delong_logit"`` (:func:`logit_interval` of
 #: :func:`influence_variance`, with :func:`boundary_interval` at complete separation).
-AUROC_CI_METHODS: Final = ("percentile", "bca", "delong_logit")
-AurocCiMethod = Literal["percentile", "bca", "delong_logit"]
+AUROC_CI_METHODS: Final = ("percentile", "bca", "delong_logit", "hanley_mcneil_score")
+AurocCiMethod = Literal["percentile", "bca", "delong_logit", "hanley_mcneil_score"]
 
 
 def _z(ci: float) -> float:
@@ -170,6 +171,8 @@ def _unit_sums(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Influence summed per unit and centred within each stratum; the units' strata."""
     p = np.asarray(psi, dtype=np.float64)
+    unit: np.ndarray
+    st: np.ndarray
     if groups is None:
         unit = p
         st = np.zeros(p.size, np.int64) if strata is None else np.asarray(strata, np.int64)
@@ -186,17 +189,29 @@ def _unit_sums(
     return unit - means[sidx], sidx
 
 
+def _components(
+    psi: np.ndarray, strata: np.ndarray | None, groups: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per stratum: its variance contribution and its number of units (nan if < 2 units)."""
+    centred, sidx = _unit_sums(psi, strata, groups)
+    sizes = np.bincount(sidx).astype(np.float64)
+    ss = np.bincount(sidx, weights=centred**2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        contrib = np.where(sizes >= 2, sizes / (sizes - 1.0) * ss, np.nan)
+    return contrib, sizes
+
+
 def influence_variance(
     psi: np.ndarray, *, strata: np.ndarray | None = None, groups: np.ndarray | None = None
 ) -> float:
     """Variance of a statistic from its influence values, per unit and within strata.
 
-    ``var = sum_s G_s / (G_s - 1) * sum_{u in s} (Psi_u - mean_s Psi)^2`` where ``Psi_u`` is
-    the sum of ``psi`` over unit ``u``'s rows and ``G_s`` the number of units in stratum
-    ``s``. For one AUROC with images as units and strata = the label this is exactly DeLong's
-    ``var(V10) / m + var(V01) / n`` (``ddof=1``, as pROC); with patients as units it is the
-    cluster (Obuchowski 1997) variance. For a macro AUROC pass the mean of the per-class
-    ``psi`` (the influence of a mean is the mean of the influences).
+    ``var = sum_s V_s`` with ``V_s = G_s / (G_s - 1) * sum_{u in s} (Psi_u - mean_s Psi)^2``,
+    where ``Psi_u`` is the sum of ``psi`` over unit ``u``'s rows and ``G_s`` the number of
+    units in stratum ``s``. For one AUROC with images as units and strata = the label this is
+    exactly DeLong's ``var(V10) / m + var(V01) / n`` (``ddof=1``, as pROC); with patients as
+    units it is the cluster (Obuchowski 1997) variance. For a macro AUROC pass the mean of the
+    per-class ``psi`` (the influence of a mean is the mean of the influences).
 
     Args:
         psi: ``(n,)`` influence values (:func:`auroc_influence`).
@@ -208,39 +223,65 @@ def influence_variance(
         float >= 0; nan when a stratum has fewer than two units (its variance is not
         estimable; e.g. DeLong with a single positive).
     """
-    centred, sidx = _unit_sums(psi, strata, groups)
-    sizes = np.bincount(sidx)
-    if (sizes < 2).any():
+    contrib, _ = _components(psi, strata, groups)
+    return float(np.sum(contrib))
+
+
+def satterthwaite_df(
+    psi: np.ndarray, *, strata: np.ndarray | None = None, groups: np.ndarray | None = None
+) -> float:
+    """Welch-Satterthwaite degrees of freedom of :func:`influence_variance`.
+
+    ``df = (sum_s V_s)^2 / sum_s V_s^2 / (G_s - 1)``. An AUROC's DeLong variance is a
+    two-sample variance like Welch's (the placements of the positives and of the negatives),
+    so with 5 positives its error is dominated by a 4-df sample variance; Brunner & Munzel
+    (2000, Biometrical J. 42:17) use this approximation for the same placement variance of
+    the relative effect ``P(X < Y) + P(X = Y) / 2`` (= AUROC).
+
+    Args:
+        psi, strata, groups: as in :func:`influence_variance`.
+
+    Returns:
+        float >= 1 (``inf`` when the variance is 0; nan when it is not estimable).
+    """
+    contrib, sizes = _components(psi, strata, groups)
+    total = float(np.sum(contrib))
+    if math.isnan(total):
         return float("nan")
-    ss = np.bincount(sidx, weights=centred**2)
-    return float(np.sum(sizes / (sizes - 1.0) * ss))
+    if total <= 0.0:
+        return float("inf")
+    return max(1.0, total**2 / float(np.sum(contrib**2 / (sizes - 1.0))))
 
 
-def logit_interval(auc: float, var: float, *, ci: float = 0.95) -> tuple[float, float]:
-    """Wald interval on the logit scale: ``expit(logit(A) +- z SE / (A (1 - A)))``.
+def logit_interval(
+    auc: float, var: float, *, ci: float = 0.95, df: float = math.inf
+) -> tuple[float, float]:
+    """Wald interval on the logit scale: ``expit(logit(A) +- q SE / (A (1 - A)))``.
 
     The delta method carries ``SE`` (e.g. ``sqrt`` of :func:`influence_variance`) to the logit
     scale; the interval is back-transformed, so it lies inside (0, 1) and is asymmetric near
-    the boundary (Pepe 2003, sec. 5.2.3).
+    the boundary (Pepe 2003, sec. 5.2.3). ``q`` is the normal quantile, or Student's t with
+    ``df`` degrees of freedom (:func:`satterthwaite_df`) when ``df`` is finite.
 
     Args:
         auc: observed AUROC.
         var: its variance estimate.
         ci: two-sided level in (0, 1).
+        df: degrees of freedom of ``var``; ``inf``: normal quantile.
 
     Returns:
         ``(low, high)``; ``(nan, nan)`` when ``auc`` is 0 or 1, or ``var`` is 0 or nan (the
         logit interval is undefined: use :func:`boundary_interval`).
     """
-    z = _z(ci)
+    z = _z(ci) if math.isinf(df) else float(sps.t.ppf(0.5 + ci / 2.0, df))
     if not (0.0 < auc < 1.0) or not (var > 0.0):
         return float("nan"), float("nan")
     centre = math.log(auc / (1.0 - auc))
     half = z * math.sqrt(var) / (auc * (1.0 - auc))
-    return float(sps.expit(centre - half)), float(sps.expit(centre + half))
+    return float(special.expit(centre - half)), float(special.expit(centre + half))
 
 
-def _hanley_mcneil_var(theta: float, n_star: float, m: int, n: int) -> float:
+def _hanley_mcneil_var(theta: Any, n_star: float, m: int, n: int) -> Any:
     """Hanley & McNeil 1982 variance at true AUROC ``theta`` with both sample sizes minus one
     replaced by Newcombe's ``N* - 1``."""
     q = (1.0 - theta) / (2.0 - theta) + theta / (1.0 + theta)
@@ -279,10 +320,18 @@ def boundary_interval(auc: float, m: int, n: int, *, ci: float = 0.95) -> tuple[
     def f(theta: float) -> float:
         return (auc - theta) ** 2 - z * z * _hanley_mcneil_var(theta, n_star, m, n)
 
-    # f(auc) <= 0 and f(0) = auc^2 >= 0, f(1) = (1 - auc)^2 >= 0: one root on each side.
-    low = 0.0 if f(0.0) <= 0.0 or auc == 0.0 else optimize.brentq(f, 0.0, auc, xtol=1e-14)
-    high = 1.0 if f(1.0) <= 0.0 or auc == 1.0 else optimize.brentq(f, auc, 1.0, xtol=1e-14)
-    return float(low), float(high)
+    # f <= 0 on one interval around auc. f(0) = auc^2 and f(1) = (1 - auc)^2, but V(0) =
+    # V(1) = 0, so at auc = 1 (0) theta = 1 (0) is a root too: bracket the other root on a
+    # grid first (f is smooth; 4097 points resolve intervals far narrower than any here).
+    grid = np.linspace(0.0, 1.0, 4097)
+    vals = (auc - grid) ** 2 - z * z * _hanley_mcneil_var(grid, n_star, m, n)
+    inside = np.flatnonzero(vals < 0.0)
+    if inside.size == 0:  # only possible when V vanishes around auc: the point itself
+        return float(auc), float(auc)
+    i, k = int(inside[0]), int(inside[-1])
+    low = 0.0 if i == 0 else optimize.brentq(f, grid[i - 1], grid[i], xtol=1e-14)
+    high = 1.0 if k == grid.size - 1 else optimize.brentq(f, grid[k], grid[k + 1], xtol=1e-14)
+    return float(min(low, auc)), float(max(high, auc))
 
 
 def bca_interval(
