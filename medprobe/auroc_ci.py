@@ -21,6 +21,8 @@ together), so the same arithmetic serves image-level and patient-level (cluster)
 - :func:`bca_interval`: bias-corrected and accelerated percentile interval (Efron 1987, JASA
   82:171), acceleration from the same influence values (Davison & Hinkley 1997, eq. 5.23 and
   sec. 3.2 for strata).
+- :func:`delong_test`: DeLong's paired test of two AUROCs from the difference of their
+  influence values, image-level (= :func:`medprobe.compare.delong`) or patient-level.
 - :func:`boundary_interval`: where the logit is undefined (observed AUROC 0 or 1, or zero
   variance: complete separation), the interval
   ``{theta : (A - theta)^2 <= z^2 V(theta)}`` with the Hanley & McNeil (1982, Radiology
@@ -47,6 +49,7 @@ __all__ = [
     "auroc_influence",
     "bca_interval",
     "boundary_interval",
+    "delong_test",
     "group_index",
     "influence_variance",
     "logit_interval",
@@ -386,3 +389,64 @@ def bca_interval(
         q.append(100.0 * float(sps.norm.cdf(adj)))
     lo, hi = np.percentile(r, q)
     return float(lo), float(hi)
+
+
+def delong_test(
+    y_bin: np.ndarray,
+    score_a: np.ndarray,
+    score_b: np.ndarray,
+    *,
+    groups: np.ndarray | None = None,
+    ci: float = 0.95,
+) -> dict[str, float]:
+    """DeLong's paired test of two AUROCs on the same examples, optionally patient-level.
+
+    ``var(A_a - A_b)`` is :func:`influence_variance` of ``psi_a - psi_b`` stratified by the
+    label: image-level this is DeLong et al. 1988's ``S_aa + S_bb - 2 S_ab`` (equal to
+    :func:`medprobe.compare.delong`, tested); with ``groups`` the influence is summed per
+    patient and patients are stratified by their majority label (the clustered test of
+    Obuchowski 1997). Two-sided normal p-value of ``z = diff / SE``; CI ``diff +- z_q SE``.
+    Zero variance: ``z = 0, p = 1`` if ``diff == 0`` (as pROC), else ``z = +-inf, p = 0``.
+
+    Args:
+        y_bin: ``(n,)`` 0/1 labels. score_a, score_b: ``(n,)`` scores of the two models.
+        groups: ``(n,)`` patient ids (int or str); ``None``: images are independent.
+        ci: two-sided level in (0, 1).
+
+    Returns:
+        ``{"auc_a", "auc_b", "diff", "se", "z", "p", "ci_low", "ci_high"}`` (the keys of
+        :func:`medprobe.compare.delong_from_placements`).
+
+    Raises:
+        ValueError: shapes, no positives or negatives, fewer than two positive or negative
+            units (variance not estimable).
+    """
+    col = np.asarray(y_bin).astype(bool)
+    auc_a, psi_a = auroc_influence(col, score_a)
+    auc_b, psi_b = auroc_influence(col, score_b)
+    if groups is None:
+        gidx, strata = None, col.astype(np.int64)
+    else:
+        gidx, n_groups = group_index(groups, col.size)
+        strata = majority_strata(col, gidx, n_groups)
+    var = influence_variance(psi_a - psi_b, strata=strata, groups=gidx)
+    if math.isnan(var):
+        raise ValueError("DeLong's variance needs at least 2 positive and 2 negative units")
+    diff = auc_a - auc_b
+    se = math.sqrt(max(var, 0.0))
+    if se > 1e-15:
+        z = diff / se
+        p = float(2.0 * sps.norm.sf(abs(z)))
+    else:
+        z, p = (0.0, 1.0) if abs(diff) < 1e-15 else (math.copysign(math.inf, diff), 0.0)
+    q = _z(ci)
+    return {
+        "auc_a": auc_a,
+        "auc_b": auc_b,
+        "diff": diff,
+        "se": se,
+        "z": float(z),
+        "p": p,
+        "ci_low": diff - q * se,
+        "ci_high": diff + q * se,
+    }

@@ -18,6 +18,7 @@ from medprobe.auroc_ci import (
     auroc_influence,
     bca_interval,
     boundary_interval,
+    delong_test,
     influence_variance,
     logit_interval,
     satterthwaite_df,
@@ -261,3 +262,27 @@ def test_few_positives_threshold_is_ten():
     ym[:, 1] = 1
     assert few_positives(ym, ["x", "y", "z"], multilabel=True) == [("x", 3)]
     assert stats.FEW_POSITIVES == FEW_POSITIVES
+
+
+def test_delong_test_equals_compare_and_widens_with_patients():
+    rng = np.random.default_rng(9)
+    groups = np.repeat(np.arange(80), 2)
+    y = np.repeat(rng.random(80) < 0.4, 2).astype(int)
+    y[::7] = 1 - y[::7]  # some patients with one positive eye
+    shared = rng.normal(size=80)[groups]
+    sa = y + shared + 0.6 * rng.normal(size=160)
+    sb = 0.8 * y + shared + 0.6 * rng.normal(size=160)
+    got = delong_test(y, sa, sb)
+    ref = compare.delong(y, sa, sb)
+    assert set(got) == set(ref)
+    for key in ref:
+        assert got[key] == pytest.approx(ref[key], abs=1e-12), key
+    # singleton patients: the image-level test
+    single = delong_test(y, sa, sb, groups=np.arange(160))
+    assert single["se"] == pytest.approx(ref["se"], rel=1e-12)
+    clustered = delong_test(y, sa, sb, groups=groups)
+    assert clustered["diff"] == ref["diff"] and clustered["se"] != ref["se"]
+    same = delong_test(y, sa, sa)
+    assert (same["z"], same["p"]) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="2 positive"):
+        delong_test(np.r_[1, np.zeros(9, int)], np.arange(10.0), np.arange(10.0)[::-1])
