@@ -66,6 +66,12 @@ BENCHES = (
     Bench("idefics_gpu", "IDEFICS realistic-size block stack, bf16 on a GPU",
           "bench_idefics_gpu", quick_argv=("--batch-sizes", "1,8", "--warmup", "1",
                                            "--iters", "3")),
+    Bench("cluster_coverage", "bootstrap CI coverage: image- vs patient-level resampling",
+          "bench_cluster_coverage", argv=("--sims", "500"),
+          quick_argv=("--sims", "40", "--n-boot", "200", "--patients", "40")),
+    Bench("auroc_ci_coverage", "AUROC CI coverage with few positives, by method",
+          "bench_auroc_ci_coverage", argv=("--sims", "500"),
+          quick_argv=("--sims", "40", "--n-boot", "200")),
 )  # fmt: skip
 
 
@@ -103,6 +109,14 @@ ROWS = (
         "idefics80b_layer32_images_per_s", "images/s", ""),
     Row("IDEFICS-9B bf16 GPU images/s, layer 13 (extrapolated)", "idefics_gpu",
         "idefics9b_layer13_images_per_s", "images/s", ""),
+    Row("95% CI coverage, correlated images: image-level", "cluster_coverage",
+        "cluster_coverage_image", "coverage", ""),
+    Row("95% CI coverage, correlated images: patient-level", "cluster_coverage",
+        "cluster_coverage_patient", "coverage", ">= 0.9"),
+    Row("AUROC 95% CI coverage, 5 positives: percentile", "auroc_ci_coverage",
+        "auroc_ci_coverage_5pos_percentile", "coverage", ""),
+    Row("AUROC 95% CI coverage, 5 positives: delong_logit", "auroc_ci_coverage",
+        "auroc_ci_coverage_5pos_delong_logit", "coverage", ">= 0.9"),
 )  # fmt: skip
 
 

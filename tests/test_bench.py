@@ -28,6 +28,10 @@ ROW_NAMES = (
     "tiny IDEFICS batched vs batch of one",
     "IDEFICS-80B bf16 GPU images/s, layer 32 (extrapolated)",
     "IDEFICS-9B bf16 GPU images/s, layer 13 (extrapolated)",
+    "95% CI coverage, correlated images: image-level",
+    "95% CI coverage, correlated images: patient-level",
+    "AUROC 95% CI coverage, 5 positives: percentile",
+    "AUROC 95% CI coverage, 5 positives: delong_logit",
 )
 GPU_ROWS = {n for n in ROW_NAMES if "GPU" in n}
 

@@ -18,7 +18,9 @@ from medprobe.stats import (
 )
 
 TOL = 1e-12
-SUMMARY_KEYS = {"value", "mean", "sd", "ci_low", "ci_high", "n_replicates"}
+SUMMARY_KEYS = {
+    "value", "mean", "boot_mean", "sd", "ci_low", "ci_high", "ci_method", "n_replicates",
+}  # fmt: skip
 
 
 # ---------------------------------------------------------------- data helpers
@@ -111,6 +113,7 @@ def _assert_summary(entry: dict, values: np.ndarray, ci: float = 0.95) -> None:
     ref = _summary(values, ci)
     assert set(entry) == SUMMARY_KEYS
     assert entry["n_replicates"] == ref["n"]
+    assert entry["boot_mean"] == entry["mean"] and entry["ci_method"] == "percentile"
     for key in ("mean", "sd", "ci_low", "ci_high"):
         assert entry[key] == pytest.approx(ref[key], abs=TOL), key
 
@@ -247,8 +250,9 @@ def test_multiclass_replicates_equal_naive_sklearn_loop(monkeypatch):
     res = evaluate(y, proba, names, multilabel=False, n_boot=150, seed=seed, ci=0.9)
     assert list(res) == [
         "auroc_macro", "auroc/a", "auroc/b", "auroc/c", "auroc/d", "f1_macro", "accuracy",
-        "absent_classes",
+        "absent_classes", "resampling_unit", "n_resampling_units",
     ]  # fmt: skip
+    assert (res["resampling_unit"], res["n_resampling_units"]) == ("image", 90)
     _assert_summary(res["auroc_macro"], naive["auroc_macro"], ci=0.9)
     _assert_summary(res["f1_macro"], naive["f1_macro"], ci=0.9)
     _assert_summary(res["accuracy"], naive["accuracy"], ci=0.9)
@@ -363,7 +367,13 @@ def test_multiclass_absent_class_is_reported_and_excluded():
     _, p = metrics.check_predictions(y, proba, multilabel=False)
     per = [roc_auc_score(y == c, p[:, c]) for c in (0, 1, 3)]
     assert res["auroc_macro"]["value"] == pytest.approx(np.mean(per), abs=TOL)
-    assert not any(np.isnan(v) for e in res.values() if isinstance(e, dict) for v in e.values())
+    assert not any(
+        np.isnan(v)
+        for e in res.values()
+        if isinstance(e, dict)
+        for v in e.values()
+        if not isinstance(v, str)
+    )
     # macro F1 leaves the absent class out too (same classes as macro AUROC); predictions of
     # the absent class still cost the true classes their recall
     f1 = f1_score(y, p.argmax(1), labels=[0, 1, 3], average="macro", zero_division=0)
