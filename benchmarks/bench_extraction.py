@@ -32,7 +32,7 @@ from medprobe.cache import FeatureCache  # noqa: E402
 from medprobe.data.images import load_image  # noqa: E402
 from medprobe.data.tasks.demo import build_manifest  # noqa: E402
 from medprobe.extractors.effnet import EffNetLite0Extractor  # noqa: E402
-from medprobe.runner import extract_to_cache  # noqa: E402
+from medprobe.pipeline.features import extract_to_cache  # noqa: E402
 
 
 def batched(paths: list[Path], layers: list[int], batch_size: int, workers: int) -> float:
