@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Callable
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from medprobe.config import (
     TrackerMode,
     conf_dir,
     register_configs,
+    schema,
     to_typed,
     validate,
 )
@@ -173,9 +174,14 @@ def test_enums_compare_and_print_as_their_values() -> None:
     assert q == "8bit" and str(q) == "8bit" and f"{q}" == "8bit" and q.value == "8bit"
     assert [str(v) for v in Quantization] == ["none", "8bit", "4bit"]
     assert ProbeBackend.torch == "torch" and OnBadRow("skip") is OnBadRow.skip
-    for enum in (Quantization, Pooling, DType, ProbeBackend, OnError, TrackerMode, TaskMetric):
-        for member in enum:  # OmegaConf looks members up by name: names are the values
-            assert member.name == member.value
+    enums = [v for v in vars(schema).values() if isinstance(v, type) and issubclass(v, Enum)]
+    enums.remove(StrEnum)  # imported there
+    assert len(enums) == 16 and Quantization in enums
+    for enum in enums:  # OmegaConf looks members up by name; hash(member) is hash(name)
+        assert issubclass(enum, StrEnum)
+        for member in enum:
+            assert member.name == member.value and hash(member) == hash(member.value)
+    assert {DType.float32: 1}["float32"] == 1 and {"8bit": 1}[Quantization["8bit"]] == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,3 +499,25 @@ def test_registry_lazy_duplicate_and_suggestions() -> None:
 
     assert r.get("alpha") is json.dumps
     assert "logistic" in PROBES and "demo" in TASKS
+
+
+def test_multirun_of_an_experiment_runs_its_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``-m experiment=demo_compare`` runs the sweep of its file (train_fraction 0.5, 1.0),
+    the command line narrowing it to the tiny CLIP; each job probes its three layers."""
+    import json
+
+    from conftest import run_medprobe
+    from tiny_models import save_tiny_clip
+
+    monkeypatch.setenv("MEDPROBE_CLIP", str(save_tiny_clip(tmp_path / "clip")))
+    run_medprobe(tmp_path, "-m", "experiment=demo_compare", "experiment/demo_compare_model=clip",
+                 "tracker=none", "bootstrap.n=20", "data.fingerprint=stat", "output_dir=sweep")  # fmt: skip
+    runs = [json.loads(p.read_text()) for p in tmp_path.glob("sweep/*/layer_*/results.json")]
+    assert sorted((r["train_fraction"], r["layer"]) for r in runs) == [
+        (f, layer) for f in (0.5, 1.0) for layer in (0, 1, 2)
+    ]
+    assert {(r["model"], r["model_id"], r["task"]) for r in runs} == {
+        ("clip", str(tmp_path / "clip"), "demo")
+    }
