@@ -539,6 +539,11 @@ class Config:
     cache_dir: str = "${oc.env:MEDPROBE_CACHE_DIR,${oc.env:HOME,.}/.cache/medprobe}"
     # Where results.json goes; null = Hydra's job folder (outputs/<task>/<model>/<time>).
     output_dir: str | None = None
+    # Filled in by the Hydra app for the pipeline (medprobe.cli.run), which reads no Hydra
+    # globals: the job's command-line overrides (recorded in results.json, W&B run names) and,
+    # in a -m sweep, the sweep folder's name (the W&B group).
+    overrides: list[str] = field(default_factory=list)
+    sweep_group: str | None = None
     progress: bool = True
     # data-parallel launches (torchrun, accelerate launch, SLURM tasks): how long a process
     # waits for the others (minutes), e.g. while rank 0 hashes images or waits for the cache lock
