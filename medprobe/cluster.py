@@ -15,7 +15,7 @@ import sys
 from typing import Any, NoReturn
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 
 def _fail(message: str) -> NoReturn:
@@ -30,7 +30,7 @@ class ClusterCheck(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        name = OmegaConf.select(config, "cluster.name", default="none")
+        name = config.cluster.name
         if name == "none":
             return
         _fail(
@@ -69,7 +69,7 @@ class ClusterCheck(Callback):
             validate_cluster(config)
         except ConfigError as e:
             _fail(str(e))
-        name = OmegaConf.select(config, "cluster.name", default="none")
+        name = config.cluster.name
         if name == "slurm" and shutil.which("sbatch") is None:
             _fail("cluster=slurm submits with SLURM's sbatch, which is not on PATH here; run it "
                   "on a SLURM login node, or rehearse with cluster=local")  # fmt: skip

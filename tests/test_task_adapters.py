@@ -21,11 +21,21 @@ import numpy as np
 import pytest
 from conftest import REPO, isolated_env
 from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
 from PIL import Image
 
-from medprobe.config import TaskConfig
+from medprobe.config import TASK_SCHEMAS, TaskConfig
 from medprobe.data.manifest import Manifest, ManifestError
-from medprobe.data.tasks import t2_pannuke, t6_glaucoma, t7_padchest
+from medprobe.data.tasks import (
+    t1_crc,
+    t2_pannuke,
+    t3_isic2018,
+    t4_isic2020,
+    t5_dr,
+    t6_glaucoma,
+    t7_padchest,
+    t8_knee,
+)
 from medprobe.registry import TASKS
 
 # ---------------------------------------------------------------------------------------------
@@ -33,11 +43,19 @@ from medprobe.registry import TASKS
 
 
 def cfg(task: str, root: Path, **over: Any) -> Any:
-    """The task's shipped YAML over the TaskConfig schema, with ``root`` and overrides."""
+    """The task's shipped YAML over its kind's schema (a DictConfig, as composed), with
+    ``root`` and overrides; an unknown key or option fails here, as at compose time."""
     raw = OmegaConf.load(REPO / "conf" / "task" / f"{task}.yaml")
-    raw.pop("defaults", None)  # the task's default prompt choice (a Hydra defaults list)
-    base = OmegaConf.merge(OmegaConf.structured(TaskConfig), raw)
+    raw.pop("defaults", None)  # the schema and prompt choice (a Hydra defaults list)
+    base = OmegaConf.merge(OmegaConf.structured(TASK_SCHEMAS[raw.kind]), raw)
     return OmegaConf.merge(base, {"root": str(root), **over})
+
+
+def typed(task: str, root: Path, **over: Any) -> TaskConfig:
+    """:func:`cfg` as the typed dataclass the pipeline passes after ``to_typed``."""
+    out = OmegaConf.to_object(cfg(task, root, **over))
+    assert isinstance(out, TASK_SCHEMAS[task])
+    return out
 
 
 def composed_prompt(task: str) -> str:
@@ -52,7 +70,7 @@ def composed_prompt(task: str) -> str:
 
 
 def build(task: str, root: Path, **over: Any) -> Manifest:
-    return TASKS.get(task)(cfg(task, root, **over), None)
+    return TASKS.get(task)(typed(task, root, **over), None)
 
 
 def image(path: Path, size: tuple[int, int] = (8, 8), value: int = 0, mode: str = "RGB") -> None:
@@ -107,14 +125,21 @@ def test_all_eight_tasks_registered_with_metric_classes_and_prompt() -> None:
         "t7": "chest_xray",
         "t8": "knee_xray",
     }
+    adapters = {"t1": t1_crc, "t2": t2_pannuke, "t3": t3_isic2018, "t4": t4_isic2020,
+                "t5": t5_dr, "t6": t6_glaucoma, "t8": t8_knee}  # fmt: skip
     for task, metric in metrics.items():
         assert task in TASKS
-        c = cfg(task, Path("/data"))
-        assert (c.name, c.metric) == (task, metric)
+        c = typed(task, Path("/data"))
+        assert (c.name, c.kind, c.metric) == (task, task, metric)
         assert composed_prompt(task) == prompts[task]
         assert (REPO / "conf" / "prompt" / f"{prompts[task]}.yaml").is_file()
-        assert c.classes is None if task == "t7" else len(c.classes) >= 2
-    assert cfg("t5", Path("/d")).classes[4] == "proliferative"
+        # the class list is the adapter's (T7's come from the data): not in the config at all
+        assert not hasattr(c, "classes")
+        assert "classes" not in OmegaConf.load(REPO / "conf" / "task" / f"{task}.yaml")
+        if task in adapters:
+            assert len(adapters[task].CLASSES) >= 2
+    assert t5_dr.CLASSES[4] == "proliferative"
+    assert t1_crc.CLASSES == T1_CLASSES
 
 
 def test_missing_root_and_unknown_option_are_one_line_errors(tmp_path: Path) -> None:
@@ -124,8 +149,13 @@ def test_missing_root_and_unknown_option_are_one_line_errors(tmp_path: Path) -> 
         TASKS.get("t1")(no_root, None)
     with pytest.raises(ManifestError, match="dataset folder not found"):
         build("t4", tmp_path / "nope")
-    with pytest.raises(ManifestError, match=r"unknown task.options \['plip'\]"):
+    # an unknown option fails where the config is built (at compose time), naming the valid ones
+    with pytest.raises(ConfigKeyError, match=r"Key 'plip' not in 'T2Options\(plip_counting\)'"):
         build("t2", tmp_path, options={"plip": True})
+    with pytest.raises(ConfigKeyError, match=r"Key 'image_dir' not in 'T5TaskConfig\("):
+        build("t5", tmp_path, image_dir="x")  # a key of T3/T4 only
+    with pytest.raises(ValidationError, match=r"expected one of \[train, drop\]"):
+        build("t5", tmp_path, options={"eyepacs_test": "keep"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1083,6 +1113,30 @@ def test_t8_real_oai_knees(tmp_path: Path, shared_data: Path) -> None:
     np.testing.assert_array_equal(
         np.asarray(Image.open(m.paths[i])), np.asarray(Image.open(tmp_path / m.ids[i]))[:, ::-1]
     )
+
+
+@pytest.mark.parametrize(
+    ("task", "write", "over"),
+    [
+        ("t5", write_t5, {"options": {"eyepacs_test": "drop"}}),
+        ("t8", write_t8, {"options": {"test_cohort": None}, "on_bad_row": "skip"}),
+    ],
+)
+def test_adapters_read_the_composed_and_the_typed_config_alike(
+    tmp_path: Path, task: str, write: Any, over: dict[str, Any]
+) -> None:
+    """Until the pipeline passes typed objects (``medprobe.config.to_typed``), the runner
+    hands adapters the composed DictConfig: both give the same manifest."""
+    write(tmp_path)
+    a = TASKS.get(task)(cfg(task, tmp_path, **over), None)
+    b = TASKS.get(task)(typed(task, tmp_path, **over), None)
+    assert a.ids == b.ids and a.split.tolist() == b.split.tolist()
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.info == b.info
+    if task == "t5":  # the option took effect: EyePACS' test images left out
+        assert per_split(a) == {"train": 8, "test": 5}
+    else:  # test_cohort=null: a patient-level split instead of the MOST cohort
+        assert "patient-level" in a.info["split_source"]
 
 
 def test_end_to_end_t1_on_real_tiles(tmp_path: Path, shared_data: Path) -> None:

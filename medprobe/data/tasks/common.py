@@ -3,7 +3,7 @@
 Every adapter turns a dataset *as its owners distribute it* into a :class:`Manifest`. The
 pieces they share live here:
 
-* :func:`task_root` / :func:`options` / :func:`setting`: read the ``task`` config node.
+* :func:`task_root`: the dataset folder from ``task.root`` or ``data_root``.
 * :class:`BadRows`: the ``task.on_bad_row`` policy. ``stop`` (default) raises one
   :class:`ManifestError` naming the file and row; ``skip`` leaves the row out and counts it by
   reason (the counts end up in ``results.json`` under ``task_info.skipped_rows``).
@@ -16,6 +16,11 @@ pieces they share live here:
   (:func:`medprobe.data.splits.check_no_patient_overlap`).
 
 Nothing here reads pixels; adapters only list paths (T2 and T8 write derived PNGs themselves).
+
+Adapters read their config by attribute only (``task_cfg.root``, ``task_cfg.options.x``): it is
+the task kind's schema (``medprobe.config.schema``, e.g. ``T5TaskConfig``), typed after compose
+or still a DictConfig over that schema. Unknown keys and options, values outside a closed set
+and defaults are the schema's business, settled at compose time; adapters hold no fallbacks.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ import gzip
 import io
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medprobe.config.schema import PaperTaskConfig, RandomSplit
 from medprobe.data.manifest import Manifest, ManifestError
 
 #: File suffixes an adapter lists as images (what Pillow reads; DICOM is deliberately absent:
@@ -43,29 +49,13 @@ MAX_EXAMPLES = 5
 DOCS = "docs/tasks.md"
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    """``cfg.key`` for a DictConfig / dataclass / namespace / dict, else ``default``."""
-    if cfg is None:
-        return default
-    if isinstance(cfg, Mapping):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
-
-
-def setting(cfg: Any, key: str, default: Any = None) -> Any:
-    """A task-config value with enums reduced to their value (``OnBadRow.skip`` -> "skip")."""
-    v = _get(cfg, key, default)
-    v = default if v is None else v
-    return getattr(v, "value", v)
-
-
-def task_root(cfg: Any, data_root: str | os.PathLike[str] | None, task: str) -> Path:
-    """The dataset root: ``task.root`` or ``data_root``.
+def task_root(cfg: PaperTaskConfig, data_root: str | os.PathLike[str] | None, task: str) -> Path:
+    """The dataset root: ``task.root`` (which defaults to ``data_root``) or ``data_root``.
 
     Raises:
         ManifestError: neither is set, or the folder does not exist.
     """
-    raw = _get(cfg, "root") or data_root
+    raw = cfg.root or data_root
     if not raw:
         raise ManifestError(
             f"task={task} needs the dataset folder: set data_root=/path/to/it "
@@ -75,25 +65,6 @@ def task_root(cfg: Any, data_root: str | os.PathLike[str] | None, task: str) -> 
     if not root.is_dir():
         raise ManifestError(f"task={task}: dataset folder not found: {root}")
     return root
-
-
-def options(cfg: Any, defaults: Mapping[str, Any], task: str) -> dict[str, Any]:
-    """``task.options`` merged over ``defaults``; an unknown key is refused.
-
-    Raises:
-        ManifestError: a key not in ``defaults`` (a typo would otherwise be ignored silently).
-    """
-    given = _get(cfg, "options") or {}
-    if hasattr(given, "items"):
-        given = {str(k): v for k, v in given.items()}
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ManifestError(
-            f"task={task}: unknown task.options {unknown}; known: {sorted(defaults) or 'none'}"
-        )
-    out = dict(defaults)
-    out.update(given)
-    return out
 
 
 class BadRows:
@@ -109,13 +80,14 @@ class BadRows:
     def __init__(self, policy: str = "stop") -> None:
         if policy not in ("stop", "skip"):
             raise ManifestError(f"task.on_bad_row must be 'stop' or 'skip', got {policy!r}")
-        self.policy = policy
+        self.policy = str(policy)  # OnBadRow.skip -> "skip"
         self.counts: Counter[str] = Counter()
         self.examples: list[str] = []
 
     @classmethod
-    def from_config(cls, cfg: Any) -> BadRows:
-        return cls(str(setting(cfg, "on_bad_row", "stop")))
+    def from_config(cls, cfg: PaperTaskConfig) -> BadRows:
+        """The policy of ``task.on_bad_row``."""
+        return cls(cfg.on_bad_row)
 
     def __call__(
         self, where: str | os.PathLike[str], row: int | str | None, message: str, reason: str
@@ -334,18 +306,15 @@ class DirListing:
 def stratified_split(
     strata: Sequence[Any] | np.ndarray,
     groups: Sequence[str] | np.ndarray | None,
-    cfg: Any,
-    *,
-    default_val: float,
-    default_test: float,
+    cfg: RandomSplit,
 ) -> tuple[np.ndarray, str]:
     """Seeded, stratified, patient-level split with the config's fractions.
 
     Args:
         strata: (n,) class labels or strings (e.g. ``"Breast|malignant"``), or (n, K) multi-hot.
         groups: (n,) patient ids or None; "" = unknown (own group).
-        cfg: task config; ``val_fraction``, ``test_fraction``, ``split_seed`` (defaults used
-            when the config has none).
+        cfg: task config with ``val_fraction``, ``test_fraction``, ``split_seed`` (their
+            per-task defaults: ``medprobe.config.schema``).
 
     Returns:
         ``(split, description)``: (n,) object array of train/val/test and a one-line
@@ -353,9 +322,7 @@ def stratified_split(
     """
     from medprobe.data.splits import assign_splits
 
-    val = float(setting(cfg, "val_fraction", default_val))
-    test = float(setting(cfg, "test_fraction", default_test))
-    seed = int(setting(cfg, "split_seed", 0))
+    val, test, seed = float(cfg.val_fraction), float(cfg.test_fraction), int(cfg.split_seed)
     try:
         split = assign_splits(
             np.asarray(strata),
@@ -385,7 +352,6 @@ def make_manifest(
     *,
     multilabel: bool = False,
     where: str | os.PathLike[str] = "",
-    cfg: Any = None,
 ) -> Manifest:
     """Build the manifest, check that no patient is on two sides, add counts to ``info``.
 
@@ -394,22 +360,13 @@ def make_manifest(
         labels: (n,) int64 class indices, or (n, K) uint8 multi-hot.
         info: adapter facts (source, split_source, dropped counts ...); ``n_rows`` and
             ``counts`` (examples per split and class) are added.
-
-        cfg: the task config; when its ``classes`` is set it must equal ``classes`` (the
-            adapter's fixed order), so a YAML edit cannot silently relabel columns.
+        classes: the adapter's class order (fixed by the dataset; the paper tasks' schemas
+            have no ``classes`` key, so config cannot relabel columns).
 
     Raises:
-        ManifestError: no rows, ``task.classes`` differing from the adapter's classes, or a
-            patient in two splits (naming the file ``where``).
+        ManifestError: no rows, or a patient in two splits (naming the file ``where``).
     """
     from medprobe.data.splits import check_no_patient_overlap
-
-    want = _get(cfg, "classes")
-    if want is not None and [str(c) for c in want] != list(classes):
-        raise ManifestError(
-            f"task={task}: task.classes {list(want)} differ from the adapter's classes "
-            f"{list(classes)} (the order is fixed by the dataset; remove task.classes)"
-        )
 
     if not rows:
         raise ManifestError(f"task={task}: no usable rows under {root} ({info})")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from medprobe.config.schema import CsvTaskConfig
 from medprobe.data.manifest import Manifest, ManifestError
 
 SPLIT_ALIASES = {
@@ -203,18 +204,18 @@ def _read(
     )
 
 
-def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
+def build_manifest(task_cfg: CsvTaskConfig, data_root: str | None = None) -> Manifest:
     """Manifest of a user CSV dataset from the ``task`` config node.
 
     Raises:
         ManifestError: no root configured, or any problem listed in :func:`read_label_csv`.
     """
-    root = task_cfg.root or data_root
-    if not root:
+    given = task_cfg.root or data_root
+    if not given:
         raise ManifestError(
             "task=csv needs an image root: set task.root=/path/to/images or data_root=..."
         )
-    root = Path(root).expanduser()
+    root = Path(given).expanduser()
     csv_path = Path(task_cfg.csv).expanduser() if task_cfg.csv else root / "labels.csv"
     return read_label_csv(
         csv_path,

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from medprobe.config.schema import DemoTaskConfig
+from medprobe.data.manifest import Manifest
 from medprobe.data.tasks.csv_task import read_label_csv
 
 #: Class index -> name, as in MedMNIST's PathMNIST info (index order of CRC-VAL-HE-7K folders).
@@ -26,8 +27,12 @@ PATHMNIST_CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demo_data" / "pathmnist"
 
 
-def build_manifest(task_cfg: Any, data_root: str | None = None) -> Any:
+def build_manifest(
+    task_cfg: DemoTaskConfig | None = None, data_root: str | None = None
+) -> Manifest:
     """Manifest of the shipped demo set (718 rows, 9 classes, split column from labels.csv).
+
+    The config has nothing to set (``task_cfg`` and ``data_root`` are not read).
 
     Raises:
         FileNotFoundError: the demo files are missing from the install.

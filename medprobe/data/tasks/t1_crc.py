@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from medprobe.config.schema import T1TaskConfig
 from medprobe.data.manifest import Manifest, ManifestError
 from medprobe.data.tasks.common import (
     IMAGE_SUFFIXES,
@@ -67,7 +68,7 @@ def _list_set(
     return out
 
 
-def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
+def build_manifest(task_cfg: T1TaskConfig, data_root: str | None = None) -> Manifest:
     """Manifest of T1 from ``<root>/NCT-CRC-HE-100K/<CLASS>/*`` and ``<root>/CRC-VAL-HE-7K/...``.
 
     Returns:
@@ -116,5 +117,4 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         [r[3] for r in rows],
         None,
         info,
-        cfg=task_cfg,
     )

@@ -52,11 +52,10 @@ from typing import Any
 
 import numpy as np
 
+from medprobe.config.schema import T2TaskConfig
 from medprobe.data.manifest import Manifest, ManifestError
 from medprobe.data.tasks.common import (
     make_manifest,
-    options,
-    setting,
     stratified_split,
     task_root,
     walk_dirs,
@@ -241,7 +240,7 @@ def _write_pngs(
         os.replace(tmp, dst)
 
 
-def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
+def build_manifest(task_cfg: T2TaskConfig, data_root: str | None = None) -> Manifest:
     """Manifest of T2 from the PanNuke folds under the root (PNG patches written once).
 
     Returns:
@@ -251,12 +250,11 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         and overall, the counting rule and the derived folder.
 
     Raises:
-        ManifestError: no root or fold, unreadable / mis-shaped arrays, or an unknown option.
+        ManifestError: no root or fold, or unreadable / mis-shaped arrays.
     """
     root = task_root(task_cfg, data_root, "t2")
-    opts = options(task_cfg, {"plip_counting": False}, "t2")
-    plip = bool(opts["plip_counting"])
-    derived = setting(task_cfg, "derived_dir")
+    plip = bool(task_cfg.options.plip_counting)
+    derived = task_cfg.derived_dir
     out_dir = Path(str(derived)).expanduser() if derived else root / ".medprobe" / "pannuke_png"
     rows: list[tuple[str, Path]] = []
     labels: list[int] = []
@@ -284,7 +282,7 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         key: sum(f[key] for f in per_fold.values())
         for key in ("patches", "empty", "ambiguous", "benign", "malignant")
     }
-    split, split_desc = stratified_split(strata, None, task_cfg, default_val=0.0, default_test=0.3)
+    split, split_desc = stratified_split(strata, None, task_cfg)
     info: dict[str, Any] = {
         "source": "PanNuke folds (Gamper et al. 2019/2020), CC BY-NC-SA 4.0",
         "rule": (
@@ -303,5 +301,5 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         "grouped": False,
     }
     return make_manifest(
-        "t2", root, rows, np.array(labels, dtype=np.int64), CLASSES, split, None, info, cfg=task_cfg
+        "t2", root, rows, np.array(labels, dtype=np.int64), CLASSES, split, None, info
     )

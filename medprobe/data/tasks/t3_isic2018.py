@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from medprobe.config.schema import T3TaskConfig
 from medprobe.data.manifest import Manifest, ManifestError
 from medprobe.data.tasks.common import (
     BadRows,
@@ -45,7 +46,6 @@ from medprobe.data.tasks.common import (
     make_manifest,
     read_csv,
     read_header,
-    setting,
     stratified_split,
     task_root,
 )
@@ -125,7 +125,7 @@ def _read_lesions(path: Path) -> dict[str, str]:
     return {row[img_col]: row["lesion_id"] for _, row in rows if row["lesion_id"]}
 
 
-def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
+def build_manifest(task_cfg: T3TaskConfig, data_root: str | None = None) -> Manifest:
     """Manifest of T3 (ISIC 2018 task 3 / HAM10000) with lesion-level splits.
 
     Returns:
@@ -177,7 +177,7 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         lesion.update(_read_lesions(groupings))
         files["lesion_groupings"] = str(groupings)
 
-    image_dir = setting(task_cfg, "image_dir")
+    image_dir = task_cfg.image_dir
     img_root = root / str(image_dir) if image_dir else root
     index = NameIndex(img_root)
     rows: list[tuple[str, Path]] = []
@@ -231,9 +231,7 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         is_val = parts == "Validation"
         split[is_val] = "val"
         if (~is_val).any():
-            s, desc = stratified_split(
-                labels[~is_val], g[~is_val], task_cfg, default_val=0.0, default_test=0.2
-            )
+            s, desc = stratified_split(labels[~is_val], g[~is_val], task_cfg)
             split[~is_val] = s
         else:
             desc = "no training rows"
@@ -252,5 +250,4 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         g,
         info,
         where=files.get("metadata") or files.get("Training", ""),
-        cfg=task_cfg,
     )

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from medprobe.config.schema import T4TaskConfig
 from medprobe.data.manifest import Manifest
 from medprobe.data.tasks.common import (
     BadRows,
@@ -41,7 +42,6 @@ from medprobe.data.tasks.common import (
     find_optional,
     make_manifest,
     read_csv,
-    setting,
     stratified_split,
     task_root,
 )
@@ -55,7 +55,7 @@ LABEL_FILES = [
 DUPLICATES_FILE = "ISIC_2020_Training_Duplicates.csv"
 
 
-def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
+def build_manifest(task_cfg: T4TaskConfig, data_root: str | None = None) -> Manifest:
     """Manifest of T4 (ISIC 2020 training set, duplicates removed, patient-level split).
 
     Returns:
@@ -69,7 +69,7 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
     """
     root = task_root(task_cfg, data_root, "t4")
     bad = BadRows.from_config(task_cfg)
-    csv_setting = setting(task_cfg, "csv")
+    csv_setting = task_cfg.csv
     label_path = Path(str(csv_setting)) if csv_setting else find_file(root, LABEL_FILES, "t4")
     dup_path = find_optional(root, [DUPLICATES_FILE])
     drop: set[str] = set()
@@ -77,7 +77,7 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         _, dup_rows = read_csv(dup_path, ["image_name_1", "image_name_2"])
         drop = {row["image_name_2"] for _, row in dup_rows if row["image_name_2"]}
 
-    image_dir = setting(task_cfg, "image_dir")
+    image_dir = task_cfg.image_dir
     img_root = root / str(image_dir) if image_dir else root
     index = NameIndex(img_root)
     header, rows_iter = read_csv(label_path, ["image_name", "patient_id", "target"])
@@ -124,7 +124,7 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         groups.append(row["patient_id"])
         n_no_patient += not row["patient_id"]
     labels = np.array(y, dtype=np.int64)
-    split, desc = stratified_split(labels, groups, task_cfg, default_val=0.0, default_test=0.2)
+    split, desc = stratified_split(labels, groups, task_cfg)
     info: dict[str, Any] = {
         "source": "ISIC 2020 training set (Rotemberg et al. 2021), CC BY-NC 4.0",
         "labels_file": str(label_path),
@@ -136,6 +136,4 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         "duplicate_image_names": index.duplicates,
         **bad.info(),
     }
-    return make_manifest(
-        "t4", root, rows, labels, CLASSES, split, groups, info, where=label_path, cfg=task_cfg
-    )
+    return make_manifest("t4", root, rows, labels, CLASSES, split, groups, info, where=label_path)

@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from medprobe.config.schema import T5TaskConfig
 from medprobe.data.manifest import Manifest, ManifestError
 from medprobe.data.tasks.common import (
     BadRows,
     DirListing,
     find_optional,
     make_manifest,
-    options,
     read_csv,
     task_root,
     walk_dirs,
@@ -106,7 +106,7 @@ def _read(
     return out
 
 
-def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
+def build_manifest(task_cfg: T5TaskConfig, data_root: str | None = None) -> Manifest:
     """Manifest of T5: EyePACS grades for training, APTOS 2019 grades for testing.
 
     Returns:
@@ -119,11 +119,6 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
             or a missing image, naming the file and row.
     """
     root = task_root(task_cfg, data_root, "t5")
-    opts = options(task_cfg, {"eyepacs_test": "train"}, "t5")
-    if opts["eyepacs_test"] not in ("train", "drop"):
-        raise ManifestError(
-            f"task=t5: options.eyepacs_test must be 'train' or 'drop', got {opts['eyepacs_test']!r}"
-        )
     bad = BadRows.from_config(task_cfg)
     listing = DirListing(root)
     train_csv = find_optional(root, ["trainLabels.csv"])
@@ -143,7 +138,7 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         ("train", _read(train_csv, "image", "level", "train", root, listing, bad, eyepacs=True))
     ]
     files = {"eyepacs_train": str(train_csv), "aptos": str(aptos_csv)}
-    if test_csv is not None and opts["eyepacs_test"] == "train":
+    if test_csv is not None and task_cfg.options.eyepacs_test == "train":
         parts.append(
             ("train", _read(test_csv, "image", "level", "test", root, listing, bad, eyepacs=True))
         )
@@ -186,5 +181,4 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         groups,
         info,
         where=train_csv,
-        cfg=task_cfg,
     )

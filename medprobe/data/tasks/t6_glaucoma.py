@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from medprobe.config.schema import T6TaskConfig
 from medprobe.data.manifest import Manifest, ManifestError
 from medprobe.data.tasks.common import (
     BadRows,
@@ -50,9 +51,7 @@ from medprobe.data.tasks.common import (
     find_file,
     find_optional,
     make_manifest,
-    options,
     read_csv,
-    setting,
     task_root,
     walk_dirs,
 )
@@ -86,8 +85,8 @@ def glaucoma_label(tokens: list[str], suspected: str = "drop") -> int | None:
     return 0
 
 
-def _find_odir(root: Path, cfg: Any) -> Path:
-    given = setting(cfg, "csv")
+def _find_odir(root: Path, cfg: T6TaskConfig) -> Path:
+    given = cfg.csv
     if given:
         return Path(str(given))
     p = find_optional(root, ODIR_NAMES)
@@ -116,7 +115,7 @@ def _find_odir(root: Path, cfg: Any) -> Path:
     )
 
 
-def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
+def build_manifest(task_cfg: T6TaskConfig, data_root: str | None = None) -> Manifest:
     """Manifest of T6: AIROGS eyes for training, ODIR eyes (per-eye glaucoma) for testing.
 
     Returns:
@@ -125,13 +124,12 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         positives, suspected-glaucoma eyes and skipped rows.
 
     Raises:
-        ManifestError: a label file missing (the .xlsx-only case explains the conversion), an
-            unknown option, or (with ``task.on_bad_row=stop``) an unknown AIROGS class, empty
+        ManifestError: a label file missing (the .xlsx-only case explains the conversion), or
+            (with ``task.on_bad_row=stop``) an unknown AIROGS class, empty
             keywords, a conflicting repeated ODIR row or a missing image.
     """
     root = task_root(task_cfg, data_root, "t6")
-    opts = options(task_cfg, {"suspected_glaucoma": "drop"}, "t6")
-    suspected = str(opts["suspected_glaucoma"])
+    suspected = str(task_cfg.options.suspected_glaucoma)
     if suspected not in SUSPECT:
         raise ManifestError(
             f"task=t6: options.suspected_glaucoma must be one of {sorted(SUSPECT)}, "
@@ -233,6 +231,4 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         "airogs_grouping": "none (no patient ids in AIROGS train_labels.csv)",
         **bad.info(),
     }
-    return make_manifest(
-        "t6", root, rows, labels, CLASSES, split, groups, info, where=odir_csv, cfg=task_cfg
-    )
+    return make_manifest("t6", root, rows, labels, CLASSES, split, groups, info, where=odir_csv)

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from medprobe.config.schema import T7TaskConfig
 from medprobe.data.manifest import Manifest, ManifestError
 from medprobe.data.tasks.common import (
     BadRows,
@@ -47,7 +48,6 @@ from medprobe.data.tasks.common import (
     find_file,
     make_manifest,
     read_csv,
-    setting,
     task_root,
 )
 
@@ -84,7 +84,7 @@ def parse_labels(cell: str) -> list[str] | None:
     return out
 
 
-def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
+def build_manifest(task_cfg: T7TaskConfig, data_root: str | None = None) -> Manifest:
     """Manifest of T7 (PadChest): physician-labelled test set, findings with enough positives.
 
     Returns:
@@ -100,8 +100,8 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
     """
     root = task_root(task_cfg, data_root, "t7")
     bad = BadRows.from_config(task_cfg)
-    min_pos = int(setting(task_cfg, "min_test_positives", 50))
-    given = setting(task_cfg, "csv")
+    min_pos = int(task_cfg.min_test_positives)
+    given = task_cfg.csv
     csv_path = Path(str(given)) if given else find_file(root, LABEL_FILES, "t7")
     listing = DirListing(root)
     _, rows_iter = read_csv(csv_path, REQUIRED)
@@ -181,5 +181,4 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         info,
         multilabel=True,
         where=csv_path,
-        cfg=task_cfg,
     )

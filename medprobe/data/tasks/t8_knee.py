@@ -46,14 +46,13 @@ from typing import Any
 
 import numpy as np
 
+from medprobe.config.schema import T8TaskConfig
 from medprobe.data.manifest import Manifest, ManifestError
 from medprobe.data.tasks.common import (
     BadRows,
     DirListing,
     make_manifest,
-    options,
     read_csv,
-    setting,
     stratified_split,
     task_root,
 )
@@ -110,7 +109,7 @@ def derive(src: Path, dst: Path, box: tuple[int, int, int, int] | None, flip: bo
     os.replace(tmp, dst)
 
 
-def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
+def build_manifest(task_cfg: T8TaskConfig, data_root: str | None = None) -> Manifest:
     """Manifest of T8 from the documented knee CSV (optional ROI crop and left-knee flip).
 
     Returns:
@@ -119,25 +118,24 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         sides, ROI / flip settings and skipped rows.
 
     Raises:
-        ManifestError: CSV or column missing, unknown option; with ``task.on_bad_row=stop`` an
+        ManifestError: CSV or column missing; with ``task.on_bad_row=stop`` an
             unknown KL grade / side / split, an empty cohort, a duplicate or missing image, a
             missing ROI box or an unreadable image to crop (file and row named); a participant
             in two splits.
     """
     root = task_root(task_cfg, data_root, "t8")
-    opts = options(task_cfg, {"test_cohort": "MOST"}, "t8")
     bad = BadRows.from_config(task_cfg)
-    given = setting(task_cfg, "csv")
+    given = task_cfg.csv
     csv_path = Path(str(given)) if given else root / "knee_kl.csv"
     if not csv_path.is_file():
         raise ManifestError(
             f"task=t8: knee label CSV not found: {csv_path} (columns "
             f"{','.join(REQUIRED)}[,split]; see docs/tasks.md#t8)"
         )
-    boxes_setting = setting(task_cfg, "roi_boxes")
+    boxes_setting = task_cfg.roi_boxes
     boxes = read_boxes(Path(str(boxes_setting)), bad) if boxes_setting else None
-    flip_left = bool(setting(task_cfg, "flip_left", False))
-    derived = setting(task_cfg, "derived_dir")
+    flip_left = bool(task_cfg.flip_left)
+    derived = task_cfg.derived_dir
     out_dir = Path(str(derived)).expanduser() if derived else root / ".medprobe" / "knee"
     listing = DirListing(root)
     header, rows_iter = read_csv(csv_path, REQUIRED)
@@ -214,7 +212,7 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
             given_split.append(SPLIT_ALIASES[row["split"].lower()])
     labels = np.array(y, dtype=np.int64)
     present = sorted(set(cohorts))
-    test_cohort = opts["test_cohort"]
+    test_cohort = task_cfg.options.test_cohort
     test_cohort = str(test_cohort).upper() if test_cohort else None
     if has_split:
         split = np.array(given_split, dtype=object)
@@ -224,7 +222,7 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         others = ", ".join(c for c in present if c != test_cohort)
         split_source = f"cohort: {others} -> train, {test_cohort} -> test (external test cohort)"
     else:
-        split, desc = stratified_split(labels, groups, task_cfg, default_val=0.0, default_test=0.2)
+        split, desc = stratified_split(labels, groups, task_cfg)
         split_source = f"{desc}, grouped by patient_id (cohorts present: {', '.join(present)})"
     info: dict[str, Any] = {
         "source": "OAI / MOST knee radiographs, KL grades (user-built CSV, docs/tasks.md#t8)",
@@ -239,6 +237,4 @@ def build_manifest(task_cfg: Any, data_root: str | None = None) -> Manifest:
         "split_source": split_source,
         **bad.info(),
     }
-    return make_manifest(
-        "t8", root, rows, labels, CLASSES, split, groups, info, where=csv_path, cfg=task_cfg
-    )
+    return make_manifest("t8", root, rows, labels, CLASSES, split, groups, info, where=csv_path)

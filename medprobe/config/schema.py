@@ -1,0 +1,550 @@
+"""The typed config: one dataclass per config group, one Enum per closed set of values.
+
+``conf/config.yaml`` starts from ``base_config`` (:class:`Config`), so every group file
+(``model/``, ``task/``, ``prompt/``, ``probe/``, ``tracker/``, ``cluster/``) is merged into a
+typed node while Hydra composes. At compose time, before any work:
+
+* a misspelled key fails, naming the keys the node has (``Key 'batchsize' not in
+  'ModelConfig(name, kind, hf_id, ...)'``: see :func:`schema`);
+* a value outside a closed set fails, naming the valid values (``Invalid value '16bit',
+  expected one of [none, 8bit, 4bit]``): every closed set is an :class:`enum.StrEnum` whose
+  member names are its values, so ``q == "8bit"`` and ``str(q) == "8bit"`` hold and OmegaConf,
+  which looks members up by name, accepts exactly the documented spellings;
+* a key that does not apply to the chosen task fails: each task has its own schema
+  (:data:`TASK_SCHEMAS`), e.g. ``task.image_dir`` exists for T3/T4 only and
+  ``task.options.eyepacs_test`` for T5 only.
+
+Each default is written here once; the YAML files state only what differs from it.
+Range rules a type cannot express (``train_fraction`` in (0, 1], ...) and rules across keys
+live in :mod:`medprobe.config.validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from omegaconf import MISSING
+
+__all__ = [
+    "TASK_SCHEMAS",
+    "BootstrapConfig",
+    "ClassWeight",
+    "ClusterConfig",
+    "ClusterName",
+    "Config",
+    "CsvTaskConfig",
+    "DType",
+    "DataConfig",
+    "DemoTaskConfig",
+    "EyepacsTest",
+    "ImageFingerprint",
+    "ModelConfig",
+    "OnBadRow",
+    "OnError",
+    "PaperTaskConfig",
+    "Pooling",
+    "ProbeBackend",
+    "ProbeConfig",
+    "ProbeDType",
+    "PromptConfig",
+    "Quantization",
+    "RandomSplit",
+    "SelectionMetric",
+    "SuspectedGlaucoma",
+    "T1TaskConfig",
+    "T2Options",
+    "T2TaskConfig",
+    "T3TaskConfig",
+    "T4TaskConfig",
+    "T5Options",
+    "T5TaskConfig",
+    "T6Options",
+    "T6TaskConfig",
+    "T7TaskConfig",
+    "T8Options",
+    "T8TaskConfig",
+    "TaskConfig",
+    "TaskMetric",
+    "TrackerConfig",
+    "TrackerMode",
+    "TrackerName",
+    "schema",
+]
+
+C = TypeVar("C", bound=type)
+
+
+def schema(cls: C) -> C:
+    """Make OmegaConf's unknown-key error list the keys a node has.
+
+    OmegaConf names a typed node by its class ``__name__`` in ``Key 'x' not in '<name>'``,
+    the message Hydra prints for a misspelled override. Setting ``__name__`` to
+    ``"T5Options(eyepacs_test)"`` turns it into a list of the valid keys. ``__qualname__``
+    (repr, pickling, imports) is unchanged.
+    """
+    cls.__name__ = f"{cls.__qualname__}({', '.join(f.name for f in fields(cls))})"
+    return cls
+
+
+# --------------------------------------------------------------------------------------------
+# closed sets
+
+
+class DType(StrEnum):
+    """Floating-point type the model runs in."""
+
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+# bitsandbytes weight quantisation of large models (docs/idefics.md). Functional form: member
+# names must equal the values ("8bit" is not a Python identifier).
+Quantization = StrEnum("Quantization", [("none", "none"), ("8bit", "8bit"), ("4bit", "4bit")])
+
+
+class Pooling(StrEnum):
+    """How hidden states become one vector per image; the valid ones depend on the extractor
+    kind (``medprobe.config.validate.POOLINGS``): ``default`` (each kind's own: CLIP ``cls``,
+    IDEFICS ``last``, EfficientNet global average), CLIP ``cls`` | ``mean``, IDEFICS ``last`` |
+    ``mean_after_image`` | ``image_latents``."""
+
+    default = "default"
+    cls = "cls"
+    mean = "mean"
+    last = "last"
+    mean_after_image = "mean_after_image"
+    image_latents = "image_latents"
+
+
+class ProbeBackend(StrEnum):
+    """Solver of the probe's objective: scikit-learn (scipy L-BFGS-B) or full-batch L-BFGS in
+    torch (large probes on a GPU)."""
+
+    sklearn = "sklearn"
+    torch = "torch"
+
+
+class ProbeDType(StrEnum):
+    """Floating-point type of the torch probe (float64: 2x the memory, closer to sklearn)."""
+
+    float32 = "float32"
+    float64 = "float64"
+
+
+class ClassWeight(StrEnum):
+    """``balanced`` weights classes inversely to their frequency; null = unweighted."""
+
+    balanced = "balanced"
+
+
+class SelectionMetric(StrEnum):
+    """Validation metric that picks C (``medprobe.probe.SELECTION_METRICS``)."""
+
+    auroc_macro = "auroc_macro"
+    f1_macro = "f1_macro"
+    accuracy = "accuracy"
+    neg_log_loss = "neg_log_loss"
+
+
+class TaskMetric(StrEnum):
+    """A task's primary metric (reports, layer curves): one of the summary metrics every run
+    computes with a bootstrap CI."""
+
+    auroc_macro = "auroc_macro"
+    f1_macro = "f1_macro"
+    accuracy = "accuracy"
+
+
+class TrackerName(StrEnum):
+    """Experiment tracker: Weights & Biases, or none."""
+
+    wandb = "wandb"
+    none = "none"
+
+
+class TrackerMode(StrEnum):
+    """W&B mode. ``auto`` = online when an API key is configured, else offline."""
+
+    auto = "auto"
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+class OnError(StrEnum):
+    """What to do with unreadable image files: stop before extraction, or leave them out."""
+
+    stop = "stop"
+    skip = "skip"
+
+
+class OnBadRow(StrEnum):
+    """What a task adapter does with a bad label row (malformed, unknown label, missing image):
+    ``stop`` with one error naming the file and row, or ``skip`` it and count it in the results.
+    """
+
+    stop = "stop"
+    skip = "skip"
+
+
+class ImageFingerprint(StrEnum):
+    """How images enter the cache key: every byte (safe) or size + mtime (instant, trusting)."""
+
+    content = "content"
+    stat = "stat"
+
+
+class ClusterName(StrEnum):
+    """Where the jobs of a ``-m`` sweep run: Hydra's own launcher, local processes, SLURM."""
+
+    none = "none"
+    local = "local"
+    slurm = "slurm"
+
+
+class EyepacsTest(StrEnum):
+    """T5: whether EyePACS' labelled test images join training (``train``) or not (``drop``)."""
+
+    train = "train"
+    drop = "drop"
+
+
+class SuspectedGlaucoma(StrEnum):
+    """T6: ODIR's ``suspected glaucoma`` eyes are left out, or counted as positive / negative."""
+
+    drop = "drop"
+    positive = "positive"
+    negative = "negative"
+
+
+# --------------------------------------------------------------------------------------------
+# groups
+
+
+@schema
+@dataclass
+class ModelConfig:
+    """Which model and weights. ``layers`` = layers written to the feature cache.
+
+    ``name`` is the model's identity: the config choice (``clip``, ``plip``, ``idefics9b``, ...),
+    the key every result, folder, W&B run and figure groups by. ``kind`` is the extractor
+    registry key that builds it (``clip`` builds both CLIP and PLIP).
+    """
+
+    name: str = MISSING
+    kind: str = MISSING
+    hf_id: str | None = None
+    revision: str | None = None
+    dtype: DType = DType.float32
+    device: str = "auto"  # auto | cpu | mps | cuda | cuda:N
+    pooling: Pooling = Pooling.default
+    layers: Any = "all"  # a layer id, a list of them, or all
+    batch_size: int = 32
+    num_workers: int = 2
+    # Large-model loading (IDEFICS, docs/idefics.md; ignored by effnet/clip): bitsandbytes
+    # quantisation, accelerate placement (device_map: auto|balanced|sequential|cpu|cuda:0;
+    # null = from `device`), per-device limits e.g. {0: 70GiB, cpu: 200GiB}, and loading only
+    # the decoder blocks the requested layers need.
+    quantization: Quantization = Quantization.none
+    device_map: str | None = None
+    max_memory: Any = None
+    truncate: bool = True
+
+
+# ---- tasks: a base with the keys every task has, one subclass per adapter kind
+
+
+@schema
+@dataclass
+class TaskConfig:
+    """Which dataset and how to read it (``medprobe.data.tasks``; docs/tasks.md).
+
+    ``name`` is the task's identity (``t1`` ... ``t8``, ``demo``; for ``task=csv`` the name the
+    user gives, default the data root's folder name); results, folders and W&B key on it.
+    ``kind`` is the adapter registry key that reads it. Each adapter kind has a subclass
+    (:data:`TASK_SCHEMAS`) holding only the keys that adapter reads; a task YAML selects it in
+    its defaults list (``- /schema/task@_here_: t5``), so a key of another task fails at
+    compose time. Class lists are the adapter's (``medprobe/data/tasks/t*.py``), not config;
+    only ``task=csv`` takes ``classes``.
+    """
+
+    name: str = MISSING
+    kind: str = MISSING
+    metric: TaskMetric = TaskMetric.auroc_macro
+
+
+@schema
+@dataclass
+class RandomSplit:
+    """A seeded, stratified, patient-level split (``medprobe.data.splits.assign_splits``) for
+    data that comes without one. The probe carves its own validation rows from train
+    (``probe.val_fraction``), so the paper tasks default to no separate val split."""
+
+    val_fraction: float = 0.0
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+
+@schema
+@dataclass
+class DemoTaskConfig(TaskConfig):
+    """The shipped demo set (fixed split, nothing to set)."""
+
+
+@schema
+@dataclass
+class CsvTaskConfig(TaskConfig, RandomSplit):
+    """Any user dataset: a CSV of image paths (relative to ``root``) and labels."""
+
+    root: str | None = "${data_root}"
+    csv: str | None = None  # the label CSV; null = <root>/labels.csv
+    path_column: str = "path"
+    label_column: str = "label"
+    patient_column: str = "patient_id"
+    split_column: str = "split"
+    label_sep: str | None = None  # multi-label: separator of labels in one cell, e.g. "|"
+    classes: list[str] | None = None  # class order; null = sorted labels found
+    val_fraction: float = 0.1
+
+
+@schema
+@dataclass
+class PaperTaskConfig(TaskConfig):
+    """Keys of every paper dataset adapter (T1-T8)."""
+
+    root: str | None = "${data_root}"
+    on_bad_row: OnBadRow = OnBadRow.stop
+
+
+@schema
+@dataclass
+class T1TaskConfig(PaperTaskConfig):
+    """T1 colorectal tissue: official NCT-CRC-HE-100K / CRC-VAL-HE-7K split."""
+
+    metric: TaskMetric = TaskMetric.f1_macro
+
+
+@schema
+@dataclass
+class T2Options:
+    plip_counting: bool = False  # count nuclei as PLIP's released code does (docs/tasks.md#t2)
+
+
+@schema
+@dataclass
+class T2TaskConfig(PaperTaskConfig, RandomSplit):
+    """T2 PanNuke benign vs malignant patches; 70/30 split within tissue x label (PLIP)."""
+
+    metric: TaskMetric = TaskMetric.f1_macro
+    test_fraction: float = 0.3
+    derived_dir: str | None = None  # patch PNGs; null = <root>/.medprobe/pannuke_png
+    options: T2Options = field(default_factory=T2Options)
+
+
+@schema
+@dataclass
+class T3TaskConfig(PaperTaskConfig, RandomSplit):
+    """T3 ISIC 2018 / HAM10000 (split used when the official test labels are absent)."""
+
+    image_dir: str | None = None  # search images only under <root>/<image_dir>
+
+
+@schema
+@dataclass
+class T4TaskConfig(PaperTaskConfig, RandomSplit):
+    """T4 ISIC 2020 benign vs malignant, patient-level split."""
+
+    csv: str | None = None  # the ISIC 2020 metadata CSV; null = found under root
+    image_dir: str | None = None  # search images only under <root>/<image_dir>
+
+
+@schema
+@dataclass
+class T5Options:
+    eyepacs_test: EyepacsTest = EyepacsTest.train
+
+
+@schema
+@dataclass
+class T5TaskConfig(PaperTaskConfig):
+    """T5 diabetic retinopathy: EyePACS -> train, APTOS 2019 -> test."""
+
+    options: T5Options = field(default_factory=T5Options)
+
+
+@schema
+@dataclass
+class T6Options:
+    suspected_glaucoma: SuspectedGlaucoma = SuspectedGlaucoma.drop
+
+
+@schema
+@dataclass
+class T6TaskConfig(PaperTaskConfig):
+    """T6 glaucoma: AIROGS -> train, ODIR-2019 -> test."""
+
+    csv: str | None = None  # CSV export of the ODIR annotation .xlsx; null = found under root
+    options: T6Options = field(default_factory=T6Options)
+
+
+@schema
+@dataclass
+class T7TaskConfig(PaperTaskConfig):
+    """T7 PadChest multi-label findings (the classes come from the data)."""
+
+    csv: str | None = None  # the PadChest label CSV (.csv or .csv.gz); null = found under root
+    min_test_positives: int = 50  # findings kept need this many positives in test
+
+
+@schema
+@dataclass
+class T8Options:
+    test_cohort: str | None = "MOST"  # cohort tested on when several are present; null = split
+
+
+@schema
+@dataclass
+class T8TaskConfig(PaperTaskConfig, RandomSplit):
+    """T8 knee KL grade from knee_kl.csv; optional ROI crop and left-knee flip."""
+
+    csv: str | None = None  # null = <root>/knee_kl.csv
+    roi_boxes: str | None = None  # CSV image,x0,y0,x1,y1 (pixels) -> crop before probing
+    flip_left: bool = False  # mirror left knees so every knee looks like a right knee
+    derived_dir: str | None = None  # cropped / flipped PNGs; null = <root>/.medprobe/knee
+    options: T8Options = field(default_factory=T8Options)
+
+
+#: Adapter kind -> its task schema, registered as ``schema/task/<kind>`` in the ConfigStore.
+TASK_SCHEMAS: dict[str, type[TaskConfig]] = {
+    "demo": DemoTaskConfig,
+    "csv": CsvTaskConfig,
+    "t1": T1TaskConfig,
+    "t2": T2TaskConfig,
+    "t3": T3TaskConfig,
+    "t4": T4TaskConfig,
+    "t5": T5TaskConfig,
+    "t6": T6TaskConfig,
+    "t7": T7TaskConfig,
+    "t8": T8TaskConfig,
+}
+
+
+@schema
+@dataclass
+class PromptConfig:
+    """Text given to models that read a prompt (ignored by vision-only models)."""
+
+    name: str = MISSING
+    text: str = ""
+
+
+@schema
+@dataclass
+class ProbeConfig:
+    """Linear probe; C is chosen on a validation split carved from train, never on test."""
+
+    name: str = MISSING
+    C_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
+    class_weight: ClassWeight | None = None
+    max_iter: int = 1000
+    val_fraction: float = 0.2
+    selection_metric: SelectionMetric = SelectionMetric.auroc_macro
+    # Solver of the same objective; device (auto = cuda if available, else cpu; cpu | cuda |
+    # cuda:N) and dtype apply to the torch backend only.
+    backend: ProbeBackend = ProbeBackend.sklearn
+    device: str = "auto"
+    dtype: ProbeDType = ProbeDType.float32
+
+
+@schema
+@dataclass
+class TrackerConfig:
+    name: TrackerName = MISSING
+    mode: TrackerMode = TrackerMode.auto
+    project: str = "medprobe"
+    entity: str | None = None
+    group: str | None = None
+    name_prefix: str = ""
+    tags: list[str] = field(default_factory=list)
+    dir: str | None = None
+
+
+@schema
+@dataclass
+class DataConfig:
+    on_error: OnError = OnError.stop
+    fingerprint: ImageFingerprint = ImageFingerprint.content
+    max_side: int = 1024  # larger images are downsampled to this longest side (pixels)
+    scan_workers: int = 4
+
+
+@schema
+@dataclass
+class BootstrapConfig:
+    n: int = 1000
+    ci: float = 0.95
+
+
+@schema
+@dataclass
+class ClusterConfig:
+    """Resources of each job of a ``-m`` sweep run by ``cluster=local|slurm`` (conf/cluster/).
+
+    ``hydra.launcher`` (hydra-submitit-launcher) interpolates these keys; ``cluster=none`` (the
+    default) leaves Hydra's launcher alone and ignores them. null = the scheduler's default.
+    """
+
+    name: ClusterName = MISSING
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    gpus_per_node: int | None = None
+    cpus_per_task: int | None = None
+    mem_gb: int | None = None
+    timeout_min: int = 240
+    array_parallelism: int = 256  # SLURM: at most this many array tasks run at once
+    # SLURM: processes per job; > 1 = data-parallel extraction inside each job, one process per
+    # GPU (set it to gpus_per_node; medprobe.distributed, docs/scale.md)
+    tasks_per_node: int = 1
+    setup: list[str] = field(default_factory=list)  # SLURM: shell lines run before the job
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # SLURM: more sbatch flags
+
+
+@schema
+@dataclass
+class Config:
+    """The whole run. Top-level scalars are what sweeps vary."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    # Layer probed: an int (0 = stem/embedding output, k = output of block/stage k, -1 = last),
+    # a named layer of the model (CLIP: pooled, embeds), or all (every cached layer, one job).
+    layer: Any = -1
+    # Fraction of the training split used to fit the probe (stratified, seeded); val/test
+    # untouched.
+    train_fraction: float = 1.0
+    seed: int = 0
+    # Root of user datasets (task.root defaults to it). Machine paths come from config or env.
+    data_root: str | None = "${oc.env:MEDPROBE_DATA_ROOT,null}"
+    cache_dir: str = "${oc.env:MEDPROBE_CACHE_DIR,${oc.env:HOME,.}/.cache/medprobe}"
+    # Where results.json goes; null = Hydra's job folder (outputs/<task>/<model>/<time>).
+    output_dir: str | None = None
+    # Filled in by the Hydra app for the pipeline (medprobe.cli.run), which reads no Hydra
+    # globals: the job's command-line overrides (recorded in results.json, W&B run names) and,
+    # in a -m sweep, the sweep folder's name (the W&B group).
+    overrides: list[str] = field(default_factory=list)
+    sweep_group: str | None = None
+    progress: bool = True
+    # data-parallel launches (torchrun, accelerate launch, SLURM tasks): how long a process
+    # waits for the others (minutes), e.g. while rank 0 hashes images or waits for the cache lock
+    dist_timeout_min: float = 720.0
