@@ -57,10 +57,15 @@ def test_report_cli_writes_tables_figures_and_comparison(sweep: Path) -> None:
     assert "5 run(s) read" in proc.stdout
     names = {p.name for p in out.iterdir()}
     assert names == {
-        "summary.csv", "summary.md", "comparison.csv", "comparison.json", "bars_csv.png",
-        "per_class_csv.png", "layers_csv.png", "fractions_csv.png",
+        "summary.csv", "summary.md", "comparison.csv", "comparison.json", "bars_T8_knee_kl.png",
+        "per_class_T8_knee_kl.png", "layers_T8_knee_kl.png", "fractions_T8_knee_kl.png",
     }  # fmt: skip
-    for png in ("bars_csv.png", "per_class_csv.png", "layers_csv.png", "fractions_csv.png"):
+    for png in (
+        "bars_T8_knee_kl.png",
+        "per_class_T8_knee_kl.png",
+        "layers_T8_knee_kl.png",
+        "fractions_T8_knee_kl.png",
+    ):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / png).stat().st_size > 10_000
 
@@ -116,7 +121,7 @@ def test_notebook_runs_top_to_bottom(sweep: Path, monkeypatch: pytest.MonkeyPatc
     ns: dict[str, object] = {"__name__": "__main__"}
     for cell in cells:
         exec(compile("".join(cell["source"]), "sweep_report.ipynb", "exec"), ns)
-    assert (sweep / "nb_report" / "bars_csv.png").is_file()
+    assert (sweep / "nb_report" / "bars_T8_knee_kl.png").is_file()
     assert (sweep / "nb_report" / "summary.csv").is_file()
 
 
@@ -139,7 +144,7 @@ def test_layer_all_probes_every_cached_layer_in_one_job(sweep: Path, shared_data
     files = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
     assert len(files) == 1 and b"layers/auroc_macro" in Path(files[0]).read_bytes()
     rep = make_report([out], sweep / "all_report")
-    assert (sweep / "all_report" / "layers_csv.png").is_file()
+    assert (sweep / "all_report" / "layers_T8_knee_kl.png").is_file()
     assert len(rep["results"]) == 9
 
 
