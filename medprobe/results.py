@@ -486,7 +486,8 @@ def _json_default(o: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically (``<path>.tmp`` then rename).
+    """Write ``obj`` as indented JSON, atomically (``<path>.tmp`` then rename); the folder is
+    created if needed.
 
     Non-finite floats become ``null`` (JSON has no NaN); numpy scalars and arrays become
     numbers and lists; paths strings. A reader never sees a half-written file.
@@ -507,6 +508,7 @@ def write_json(path: Path, obj: Any) -> Path:
         return x
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as f:
         json.dump(clean(obj), f, indent=2, default=_json_default)
@@ -627,6 +629,7 @@ def write_predictions(out_dir: Path, preds: Predictions) -> Path:
     """Write ``<out_dir>/predictions.csv``: ``id, split, label, p_<class>...`` (6 significant
     digits); return its path."""
     path = Path(out_dir) / PREDICTIONS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["id", "split", "label", *[f"p_{c}" for c in preds.classes]])

@@ -206,3 +206,19 @@ def test_layer_curve_file_round_trip_and_console(tmp_path: Path) -> None:
     ]
     with pytest.raises(ResultsError, match="mixes runs"):
         layer_curve([runs[0], replace(runs[1], model="clip")], "auroc_macro")
+
+
+def test_version_1_layer_curve_takes_seed_and_fraction_from_its_first_layer(tmp_path: Path) -> None:
+    """layers.json as written before this module: no schema_version, kinds, seed, fraction."""
+    write_results(tmp_path / "layer_4", make_results(layer=4, seed=3, train_fraction=0.5))
+    old = {"task": "toy", "model": "m", "metric": "auroc_macro", "best_layer_by_validation": 4,
+           "layers": [{"layer": 4, "value": 0.8, "sd": None, "ci_low": 0.7, "ci_high": 0.9,
+                       "val_score": 0.85, "dir": "/elsewhere/layer_4"}]}  # fmt: skip
+    (tmp_path / "layers.json").write_text(json.dumps(old))
+    curve = read_layer_curve(tmp_path)
+    assert (curve.seed, curve.train_fraction, curve.model_kind, curve.task_kind) == (
+        3, 0.5, "m", "toy")  # fmt: skip
+    assert math.isnan(curve.layers[0].sd) and curve.best_layer_by_validation == 4
+    (tmp_path / "layers.json").write_text(json.dumps({**old, "schema_version": 3}))
+    with pytest.raises(ResultsError, match="results schema 3, newer"):
+        read_layer_curve(tmp_path)
