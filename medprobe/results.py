@@ -253,12 +253,16 @@ class Counts:
         )
 
 
+_CACHE_OPTIONAL = ("resumed_from", "processes")
+
+
 @dataclass(frozen=True, kw_only=True)
 class CacheInfo:
     """The feature-cache entry used: ``cache_key`` (hex) in ``cache_dir``; ``cache_hit``;
     rows found already written by a killed run (``resumed_from``, None on a hit);
     ``skipped_images`` as ``[path, reason]`` pairs; seconds spent making sure the features
-    exist (``extract_seconds``); data-parallel processes (``processes``, None for one)."""
+    exist (``extract_seconds``); data-parallel processes (``processes``, None for one). The
+    two optional keys are left out of ``results.json`` when None."""
 
     cache_key: str
     cache_dir: str
@@ -267,6 +271,11 @@ class CacheInfo:
     skipped_images: list[list[str]]
     extract_seconds: float
     processes: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As in ``results.json``: ``resumed_from`` and ``processes`` only when set."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in out.items() if v is not None or k not in _CACHE_OPTIONAL}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> CacheInfo:
@@ -370,7 +379,9 @@ class Results:
             v = getattr(self, f.name)
             if isinstance(v, Metrics):
                 v = v.to_json()
-            elif isinstance(v, TrackerInfo | Bootstrap | ProbeInfo | Counts | CacheInfo):
+            elif isinstance(v, CacheInfo):
+                v = v.to_json()
+            elif isinstance(v, TrackerInfo | Bootstrap | ProbeInfo | Counts):
                 v = {g.name: getattr(v, g.name) for g in fields(v)}
             out[f.name] = v
         return out

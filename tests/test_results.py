@@ -47,6 +47,7 @@ def test_round_trip_keys_in_order_and_nan_as_null(tmp_path: Path) -> None:
     assert list(raw) == TOP_LEVEL and raw["schema_version"] == SCHEMA_VERSION == 2
     assert (raw["model"], raw["model_kind"]) == ("plip", "clip")
     assert raw["metrics"]["absent_classes"] == [] and raw["tracker"]["id"] == "x"
+    assert "resumed_from" not in raw["cache"] and "processes" not in raw["cache"]  # only when set
     back = read_results(tmp_path)
     assert back == res and back.run_dir == tmp_path
     assert read_results(path) == res  # the folder or the file
