@@ -48,11 +48,13 @@ import numpy as np
 from scipy import stats as sps
 
 from medprobe import metrics
-from medprobe.errors import ComparisonError  # noqa: F401 (re-exported)
+from medprobe.errors import ComparisonError, ResultsError
+from medprobe.results import Predictions, Results, read_predictions, read_results
 from medprobe.stats import bootstrap_replicates, bootstrap_seed, summarize
 
 __all__ = [
     "ComparisonError",
+    "ResultsError",
     "Run",
     "align",
     "compare_pair",
@@ -70,84 +72,63 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Run:
-    """One run's test predictions, as written by :func:`medprobe.runner.run`.
+    """One run's results and test predictions, read through :mod:`medprobe.results`.
 
     Attributes:
         path: the run directory.
-        results: the parsed ``results.json``.
-        ids: ``(n,)`` example ids (str), in file order.
-        y: multiclass ``(n,)`` int64 class ids; multi-label ``(n, K)`` bool.
-        proba: ``(n, K)`` float64 probabilities (``p_<class>`` columns).
-        classes: ``K`` class names.
-        multilabel: layout of ``y``.
+        results: its ``results.json`` (:class:`medprobe.results.Results`).
+        predictions: its ``predictions.csv`` (:class:`medprobe.results.Predictions`).
+
+    ``ids`` (``(n,)`` str), ``y`` (multiclass ``(n,)`` int64; multi-label ``(n, K)`` bool),
+    ``proba`` (``(n, K)`` float64), ``classes`` and ``multilabel`` are the predictions'.
     """
 
     path: Path
-    results: dict[str, Any]
-    ids: list[str]
-    y: np.ndarray
-    proba: np.ndarray
-    classes: list[str]
-    multilabel: bool
+    results: Results
+    predictions: Predictions
+
+    @property
+    def ids(self) -> list[str]:
+        return self.predictions.ids
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.predictions.y
+
+    @property
+    def proba(self) -> np.ndarray:
+        return self.predictions.proba
+
+    @property
+    def classes(self) -> list[str]:
+        return self.predictions.classes
+
+    @property
+    def multilabel(self) -> bool:
+        return self.predictions.multilabel
 
     @property
     def label(self) -> str:
-        """Short display name: ``model L<layer> f<fraction> s<seed>``."""
+        """Short display name keyed on the model's identity (never its extractor kind):
+        ``<model> L<layer> f<fraction> s<seed>``, e.g. ``plip L2 f1 s0``."""
         r = self.results
-        return f"{r['model']} L{r['layer']} f{r['train_fraction']:g} s{r['seed']}"
+        return f"{r.model} L{r.layer} f{r.train_fraction:g} s{r.seed}"
 
     def subset(self, order: np.ndarray) -> Run:
         """The same run with rows reordered / selected by ``order`` (int indices)."""
-        return Run(
-            self.path,
-            self.results,
-            [self.ids[i] for i in order],
-            self.y[order],
-            self.proba[order],
-            self.classes,
-            self.multilabel,
-        )
+        return Run(self.path, self.results, self.predictions.subset(order))
 
 
 def load_run(path: str | Path) -> Run:
     """Read ``<path>/results.json`` and ``<path>/predictions.csv``.
 
     Raises:
-        ComparisonError: a file is missing, or the CSV lacks a ``p_<class>`` column, names an
-            unknown label or repeats an id.
+        ResultsError: a file is missing or unreadable, or the CSV lacks a ``p_<class>``
+            column, names an unknown label or repeats an id (:mod:`medprobe.results`).
     """
     d = Path(path)
-    for name in ("results.json", "predictions.csv"):
-        if not (d / name).is_file():
-            raise ComparisonError(f"{d}: no {name} (not a medprobe run directory)")
-    results = json.loads((d / "results.json").read_text())
-    classes = list(results["classes"])
-    multilabel = bool(results["multilabel"])
-    index = {c: k for k, c in enumerate(classes)}
-    with open(d / "predictions.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = [f"p_{c}" for c in classes if rows and f"p_{c}" not in rows[0]]
-    if missing:
-        raise ComparisonError(f"{d}/predictions.csv: missing column(s) {missing}")
-    ids = [r["id"] for r in rows]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise ComparisonError(f"{d}/predictions.csv: id {dup!r} occurs more than once")
-    proba = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows], dtype=np.float64)
-    proba = proba.reshape(len(rows), len(classes))
-    try:
-        if multilabel:
-            y = np.zeros((len(rows), len(classes)), dtype=bool)
-            for i, r in enumerate(rows):
-                for name in filter(None, r["label"].split("|")):
-                    y[i, index[name]] = True
-        else:
-            y = np.array([index[r["label"]] for r in rows], dtype=np.int64)
-    except KeyError as e:
-        raise ComparisonError(
-            f"{d}/predictions.csv: label {e.args[0]!r} not in {classes}"
-        ) from None
-    return Run(d, results, ids, y, proba, classes, multilabel)
+    results = read_results(d)
+    return Run(d, results, read_predictions(d, results.classes, results.multilabel))
 
 
 def align(runs: Sequence[Run]) -> list[Run]:
@@ -163,10 +144,10 @@ def align(runs: Sequence[Run]) -> list[Run]:
     ref = runs[0]
     out = [ref]
     for r in runs[1:]:
-        if r.results["task"] != ref.results["task"]:
+        if r.results.task != ref.results.task:
             raise ComparisonError(
-                f"different tasks: {ref.path} is {ref.results['task']!r}, "
-                f"{r.path} is {r.results['task']!r}"
+                f"different tasks: {ref.path} is {ref.results.task!r}, "
+                f"{r.path} is {r.results.task!r}"
             )
         if r.classes != ref.classes or r.multilabel != ref.multilabel:
             raise ComparisonError(
@@ -400,8 +381,8 @@ def compare_pair(
     """
     if a.ids != b.ids:
         raise ComparisonError("runs are not aligned by id; call align() first")
-    task, seed = a.results["task"], int(a.results["seed"])
-    n_boot = int(n_boot or a.results["bootstrap"]["n"])
+    task, seed = a.results.task, a.results.seed
+    n_boot = int(n_boot or a.results.bootstrap.n)
     boot_seed = bootstrap_seed(task, "test", seed)
     reps = [
         bootstrap_replicates(
@@ -524,7 +505,8 @@ def format_comparison(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 on a :class:`ComparisonError`)."""
+    """CLI entry point; returns the exit status (2 on a :class:`ComparisonError` or a run
+    folder that cannot be read, :class:`ResultsError`)."""
     ap = argparse.ArgumentParser(
         prog="python -m medprobe.compare",
         description="Paired comparison of medprobe runs on the same test set.",
@@ -536,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         rows = compare_runs([load_run(p) for p in args.runs], n_boot=args.n_boot, ci=args.ci)
-    except ComparisonError as e:
+    except (ComparisonError, ResultsError) as e:
         print(f"medprobe.compare: error: {e}", file=sys.stderr)
         return 2
     print(format_comparison(rows))

@@ -7,8 +7,14 @@ needs nothing but the files on disk (no W&B, no features, no models).
 Written to ``REPORT_DIR``:
 
 - ``summary.csv``: one row per run and metric (``auroc_macro``, ``f1_macro``, ``accuracy``,
-  ``auroc/<class>``): task, model, layer, train_fraction, seed, metric, value, sd, ci_low,
-  ci_high, n_replicates, run_dir. ``summary.md``: the same for each task's primary metric.
+  ``auroc/<class>``): task, task_kind, model, model_kind, layer, train_fraction, seed, metric,
+  value, sd, ci_low, ci_high, n_replicates, run_dir. ``summary.md``: the same for each task's
+  primary metric, one section per task.
+
+Runs are grouped by identity (``results.task``, ``results.model``; :mod:`medprobe.results`),
+never by the extractor or adapter kind: CLIP and PLIP are two bars and two curves, and
+``task=csv`` runs on two data roots are two tasks. Every results file is read through
+:mod:`medprobe.results`.
 - ``comparison.csv`` / ``comparison.json``: paired comparisons (:mod:`medprobe.compare`) of the
   runs shown in the bar figures, per task.
 - ``bars_<task>.png`` (paper Fig. 3-5 style): one bar per model with its bootstrap CI as error
@@ -40,7 +46,11 @@ from typing import Any
 
 import numpy as np
 
+from medprobe.errors import ResultsError
+from medprobe.results import Results, find_results
+
 __all__ = [
+    "bar_label",
     "bar_runs",
     "fraction_curves",
     "layer_curves",
@@ -55,8 +65,8 @@ __all__ = [
 ]
 
 SUMMARY_COLUMNS = [
-    "task", "model", "layer", "train_fraction", "seed", "metric", "value", "sd", "ci_low",
-    "ci_high", "n_replicates", "run_dir",
+    "task", "task_kind", "model", "model_kind", "layer", "train_fraction", "seed", "metric",
+    "value", "sd", "ci_low", "ci_high", "n_replicates", "run_dir",
 ]  # fmt: skip
 _MAIN_METRICS = ("auroc_macro", "f1_macro", "accuracy")
 
@@ -68,40 +78,43 @@ def _layer_key(layer: Any) -> tuple[int, float, str]:
     return (1, 0.0, str(layer))
 
 
-def _run_key(r: dict[str, Any]) -> tuple[Any, ...]:
-    return (r["task"], r["model"], _layer_key(r["layer"]), r["train_fraction"], r["seed"])
+def _run_key(r: Results) -> tuple[Any, ...]:
+    return (r.task, r.model, _layer_key(r.layer), r.train_fraction, r.seed)
 
 
-def load_results(dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Every ``results.json`` at or below ``dirs``, parsed, with ``"_dir"`` (its folder) added.
+def _dir(r: Results) -> str:
+    """The folder a run was read from (its recorded ``output_dir`` if built in memory)."""
+    return str(r.run_dir) if r.run_dir is not None else r.output_dir
+
+
+def bar_label(r: Results) -> str:
+    """A bar's tick label: the model's identity and the layer shown (``plip\n(layer 2)``)."""
+    return f"{r.model}\n(layer {r.layer})"
+
+
+def load_results(dirs: Iterable[str | Path]) -> list[Results]:
+    """Every ``results.json`` at or below ``dirs`` (:func:`medprobe.results.find_results`).
 
     Returns:
-        results dicts sorted by (task, model, layer, train_fraction, seed).
+        :class:`~medprobe.results.Results` (``run_dir`` = the folder each was read from),
+        sorted by (task, model, layer, train_fraction, seed).
 
     Raises:
-        FileNotFoundError: a directory does not exist or holds no ``results.json``.
+        ResultsError: a directory does not exist or holds no ``results.json``, or a file that
+            cannot be read as results.
     """
-    out = []
-    for d in dirs:
-        d = Path(d)
-        if not d.exists():
-            raise FileNotFoundError(f"{d}: no such directory")
-        found = [d / "results.json"] if (d / "results.json").is_file() else []
-        found += sorted(p for p in d.rglob("results.json") if p.parent != d)
-        if not found:
-            raise FileNotFoundError(f"{d}: no results.json at or below it")
-        for p in found:
-            r = json.loads(p.read_text())
-            r["_dir"] = str(p.parent)
-            out.append(r)
-    return sorted(out, key=_run_key)
+    return find_results(dirs)
 
 
-def summary_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per run and metric (columns :data:`SUMMARY_COLUMNS`), values from results.json."""
+def summary_rows(results: Sequence[Results]) -> list[dict[str, Any]]:
+    """One row per run and metric (columns :data:`SUMMARY_COLUMNS`), values from results.json.
+
+    ``task`` is the task's identity (one per data set: ``task=csv`` runs on two data roots are
+    two tasks), ``model`` the model's; ``task_kind``/``model_kind`` the adapter/extractor.
+    """
     rows = []
     for r in results:
-        met = r["metrics"]
+        met = r.metrics
         keys = [k for k in _MAIN_METRICS if k in met] + sorted(
             k for k in met if k.startswith("auroc/")
         )
@@ -109,14 +122,20 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             v = met[k]
             rows.append(
                 {
-                    "task": r["task"],
-                    "model": r["model"],
-                    "layer": r["layer"],
-                    "train_fraction": r["train_fraction"],
-                    "seed": r["seed"],
+                    "task": r.task,
+                    "task_kind": r.task_kind,
+                    "model": r.model,
+                    "model_kind": r.model_kind,
+                    "layer": r.layer,
+                    "train_fraction": r.train_fraction,
+                    "seed": r.seed,
                     "metric": k,
-                    **{f: v[f] for f in ("value", "sd", "ci_low", "ci_high", "n_replicates")},
-                    "run_dir": r["_dir"],
+                    "value": v.value,
+                    "sd": v.sd,
+                    "ci_low": v.ci_low,
+                    "ci_high": v.ci_high,
+                    "n_replicates": v.n_replicates,
+                    "run_dir": _dir(r),
                 }
             )
     return rows
@@ -126,7 +145,7 @@ def _f(v: Any, nd: int = 4) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
 
 
-def write_summary(results: Sequence[dict[str, Any]], out_dir: Path) -> tuple[Path, Path]:
+def write_summary(results: Sequence[Results], out_dir: Path) -> tuple[Path, Path]:
     """Write ``summary.csv`` (all metrics) and ``summary.md`` (each task's primary metric)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(results)
@@ -135,12 +154,10 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path) -> tuple[Pat
         w = csv.DictWriter(f, SUMMARY_COLUMNS, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-    primary = {r["task"]: r.get("primary_metric", "auroc_macro") for r in results}
+    primary = {r.task: r.primary_metric for r in results}
     lines = []
     for task in sorted(primary):
-        ci = next(
-            (int(round(100 * r["bootstrap"]["ci"])) for r in results if r["task"] == task), 95
-        )
+        ci = next((int(round(100 * r.bootstrap.ci)) for r in results if r.task == task), 95)
         lines += [
             f"## {task}: {primary[task]}",
             "",
@@ -162,80 +179,84 @@ def write_summary(results: Sequence[dict[str, Any]], out_dir: Path) -> tuple[Pat
 # ----------------------------------------------------------------------------- selections
 
 
-def bar_runs(results: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def bar_runs(results: Sequence[Results]) -> dict[str, list[Results]]:
     """Per task, one run per model for the bar figure (Fig. 3-5).
 
     Per (task, model): the runs at the largest ``train_fraction``, then the smallest ``seed``;
     among those the layer with the best validation score (``probe.val_score``; ties: the
     first layer in numeric order). The test set is never used to choose.
 
+    Tasks and models are identities (``results.task``/``results.model``), never kinds: CLIP
+    and PLIP (one extractor kind) are two bars, two ``task=csv`` data sets two tasks.
+
     Returns:
         task -> runs, ordered by model name.
     """
-    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    by: dict[tuple[str, str], list[Results]] = defaultdict(list)
     for r in results:
-        by[(r["task"], r["model"])].append(r)
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        by[(r.task, r.model)].append(r)
+    out: dict[str, list[Results]] = defaultdict(list)
     for (task, _model), runs in sorted(by.items()):
-        frac = max(r["train_fraction"] for r in runs)
-        runs = [r for r in runs if r["train_fraction"] == frac]
-        seed = min(r["seed"] for r in runs)
-        runs = sorted((r for r in runs if r["seed"] == seed), key=_run_key)
-        best = max(runs, key=lambda r: (r["probe"]["val_score"], -runs.index(r)))
-        out[task].append(best)
+        frac = max(r.train_fraction for r in runs)
+        runs = [r for r in runs if r.train_fraction == frac]
+        seed = min(r.seed for r in runs)
+        runs = sorted((r for r in runs if r.seed == seed), key=_run_key)
+        best = max(range(len(runs)), key=lambda i: (runs[i].probe.val_score, -i))
+        out[task].append(runs[best])
     return dict(out)
 
 
 def layer_curves(
-    results: Sequence[dict[str, Any]], task: str, metric: str
+    results: Sequence[Results], task: str, metric: str
 ) -> dict[str, list[tuple[int, float, float, float]]]:
-    """Model -> ``[(layer, value, ci_low, ci_high), ...]`` over integer layers (largest
-    fraction, smallest seed); models with fewer than two integer layers are left out."""
-    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    """Model (identity) -> ``[(layer, value, ci_low, ci_high), ...]`` over integer layers
+    (largest fraction, smallest seed); models with fewer than two integer layers are left
+    out."""
+    by: dict[str, list[Results]] = defaultdict(list)
     for r in results:
-        if r["task"] == task and isinstance(r["layer"], int) and metric in r["metrics"]:
-            by[r["model"]].append(r)
+        if r.task == task and isinstance(r.layer, int) and metric in r.metrics:
+            by[r.model].append(r)
     out = {}
     for model, runs in sorted(by.items()):
-        frac = max(r["train_fraction"] for r in runs)
-        runs = [r for r in runs if r["train_fraction"] == frac]
-        seed = min(r["seed"] for r in runs)
+        frac = max(r.train_fraction for r in runs)
+        runs = [r for r in runs if r.train_fraction == frac]
+        seed = min(r.seed for r in runs)
         pts = sorted(
-            (r["layer"], *(r["metrics"][metric][f] for f in ("value", "ci_low", "ci_high")))
+            (int(r.layer), r.metrics[metric].value, r.metrics[metric].ci_low,
+             r.metrics[metric].ci_high)
             for r in runs
-            if r["seed"] == seed
-        )
+            if r.seed == seed
+        )  # fmt: skip
         if len(pts) >= 2:
             out[model] = pts
     return out
 
 
 def fraction_curves(
-    results: Sequence[dict[str, Any]], task: str, metric: str
+    results: Sequence[Results], task: str, metric: str
 ) -> dict[str, list[tuple[float, float, float, float, int]]]:
     """``"<model> L<layer>"`` -> ``[(fraction, mean, low, high, n_seeds), ...]``.
 
     ``mean`` is the mean over seeds of the metric's value; the band is ``mean +- SD`` over
     seeds (``ddof=1``) with two or more seeds, else the single run's bootstrap CI. Curves with
-    fewer than two fractions are left out.
+    fewer than two fractions are left out. Only seeds are averaged: two models (identities,
+    e.g. CLIP and PLIP over one extractor kind) are two curves.
     """
-    by: dict[tuple[str, Any], dict[float, list[dict[str, Any]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
+    by: dict[tuple[str, Any], dict[float, list[Results]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        if r["task"] == task and metric in r["metrics"]:
-            by[(r["model"], r["layer"])][r["train_fraction"]].append(r)
+        if r.task == task and metric in r.metrics:
+            by[(r.model, r.layer)][r.train_fraction].append(r)
     out = {}
     for (model, layer), fr in sorted(by.items(), key=lambda kv: (kv[0][0], _layer_key(kv[0][1]))):
         pts = []
         for frac, runs in sorted(fr.items()):
-            vals = np.array([r["metrics"][metric]["value"] for r in runs], dtype=float)
+            vals = np.array([r.metrics[metric].value for r in runs], dtype=float)
             m = float(vals.mean())
             if len(runs) > 1:
                 sd = float(vals.std(ddof=1))
                 lo, hi = m - sd, m + sd
             else:
-                lo, hi = runs[0]["metrics"][metric]["ci_low"], runs[0]["metrics"][metric]["ci_high"]
+                lo, hi = runs[0].metrics[metric].ci_low, runs[0].metrics[metric].ci_high
             pts.append((frac, m, lo, hi, len(runs)))
         if len(pts) >= 2:
             out[f"{model} L{layer}"] = pts
@@ -255,7 +276,7 @@ def _plt():
 
 
 def plot_bars(
-    runs: Sequence[dict[str, Any]],
+    runs: Sequence[Results],
     comparisons: Sequence[dict[str, Any]],
     metric: str,
     path: Path,
@@ -265,7 +286,8 @@ def plot_bars(
     """Bars per model with CI error bars and pairwise significance brackets (Fig. 3-5).
 
     Args:
-        runs: one results dict per bar (see :func:`bar_runs`).
+        runs: one run per bar (see :func:`bar_runs`); labelled by model identity and layer
+            (:func:`bar_label`).
         comparisons: rows of :func:`medprobe.compare.compare_runs` on those runs; the rows for
             ``metric`` give the brackets (``*``: paired-bootstrap CI of the difference excludes
             0; ``n.s.`` otherwise).
@@ -273,21 +295,19 @@ def plot_bars(
         path: PNG to write.
     """
     plt = _plt()
-    vals = [r["metrics"][metric] for r in runs]
+    vals = [r.metrics[metric] for r in runs]
     x = np.arange(len(runs))
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(runs), 4.2))
-    err = np.array(
-        [[v["value"] - v["ci_low"] for v in vals], [v["ci_high"] - v["value"] for v in vals]]
-    )
+    err = np.array([[v.value - v.ci_low for v in vals], [v.ci_high - v.value for v in vals]])
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    ax.bar(x, [v["value"] for v in vals], yerr=err, capsize=5, width=0.6,
+    ax.bar(x, [v.value for v in vals], yerr=err, capsize=5, width=0.6,
            color=[colors[i % len(colors)] for i in range(len(runs))], edgecolor="black")  # fmt: skip
-    ax.set_xticks(x, [f"{r['model']}\n(layer {r['layer']})" for r in runs])
-    lo = min(v["ci_low"] for v in vals)
-    top = max(v["ci_high"] for v in vals)
+    ax.set_xticks(x, [bar_label(r) for r in runs])
+    lo = min(v.ci_low for v in vals)
+    top = max(v.ci_high for v in vals)
     ymin = max(0.0, lo - 0.1 * max(top - lo, 0.05) - 0.05)
     step = 0.06 * max(top - ymin, 0.1)
-    label_of = {r["_dir"]: i for i, r in enumerate(runs)}
+    label_of = {_dir(r): i for i, r in enumerate(runs)}
     level = 0
     for c in comparisons:
         if c["metric"] != metric or c["dir_a"] not in label_of or c["dir_b"] not in label_of:
@@ -310,7 +330,7 @@ def plot_bars(
 
 
 def plot_per_class(
-    runs: Sequence[dict[str, Any]],
+    runs: Sequence[Results],
     comparisons: Sequence[dict[str, Any]],
     path: Path,
     *,
@@ -323,25 +343,26 @@ def plot_per_class(
     (see ``comparison.csv`` for every pair).
     """
     plt = _plt()
-    classes = [k.split("/", 1)[1] for k in runs[0]["metrics"] if k.startswith("auroc/")]
+    classes = list(runs[0].metrics.per_class())
     x = np.arange(len(classes))
     width = 0.8 / len(runs)
     fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(classes) + 2), 4.2))
     for i, r in enumerate(runs):
-        vals = [r["metrics"].get(f"auroc/{c}") for c in classes]
-        v = np.array([m["value"] if m else np.nan for m in vals])
-        lo = np.array([m["value"] - m["ci_low"] if m else 0.0 for m in vals])
-        hi = np.array([m["ci_high"] - m["value"] if m else 0.0 for m in vals])
+        per = r.metrics.per_class()
+        vals = [per.get(c) for c in classes]
+        v = np.array([m.value if m else np.nan for m in vals])
+        lo = np.array([m.value - m.ci_low if m else 0.0 for m in vals])
+        hi = np.array([m.ci_high - m.value if m else 0.0 for m in vals])
         ax.bar(x - 0.4 + width * (i + 0.5), v, width, yerr=[lo, hi], capsize=2,
-               label=f"{r['model']} (layer {r['layer']})", edgecolor="black", lw=0.5)  # fmt: skip
+               label=f"{r.model} (layer {r.layer})", edgecolor="black", lw=0.5)  # fmt: skip
     if len(runs) == 2:
-        dirs = {runs[0]["_dir"], runs[1]["_dir"]}
+        dirs = {_dir(runs[0]), _dir(runs[1])}
         for c in comparisons:
             if {c["dir_a"], c["dir_b"]} == dirs and c["metric"].startswith("auroc/"):
                 name = c["metric"].split("/", 1)[1]
                 if name in classes and (c["diff_ci_low"] > 0 or c["diff_ci_high"] < 0):
                     k = classes.index(name)
-                    top = max(r["metrics"][c["metric"]]["ci_high"] for r in runs)
+                    top = max(r.metrics[c["metric"]].ci_high for r in runs)
                     ax.text(k, top + 0.01, "*", ha="center", va="bottom", fontsize=12)
     ax.set_xticks(x, classes, rotation=45 if len(classes) > 6 else 0, ha="right"
                   if len(classes) > 6 else "center")  # fmt: skip
@@ -429,12 +450,13 @@ def make_report(
         n_boot: replicates of the paired comparisons (default: each run's ``bootstrap.n``).
 
     Returns:
-        ``{"files": [written paths], "comparisons": [rows], "results": [results dicts],
+        ``{"files": [written paths], "comparisons": [rows], "results": [Results],
         "warnings": [str]}``; a task whose bar runs are not on the same test set gets bars
         without significance marks and a warning instead of comparisons.
 
     Raises:
-        FileNotFoundError: no results found.
+        ResultsError: no results found (and no multiple-choice summaries), or a run folder
+            that cannot be read.
     """
     from medprobe.compare import ComparisonError, compare_runs, load_run, write_comparison
 
@@ -443,7 +465,7 @@ def make_report(
     mcq_files = mcq_sections(dirs, out)
     try:
         results = load_results(dirs)
-    except FileNotFoundError:
+    except ResultsError:
         if not mcq_files:
             raise
         return {"files": mcq_files, "comparisons": [], "results": [], "warnings": []}
@@ -451,20 +473,20 @@ def make_report(
     comparisons: list[dict[str, Any]] = []
     warnings: list[str] = []
     bars = bar_runs(results)
-    for task in sorted({r["task"] for r in results}):
-        met = metric or next(r["primary_metric"] for r in results if r["task"] == task)
+    for task in sorted({r.task for r in results}):
+        met = metric or next(r.primary_metric for r in results if r.task == task)
         sel = bars.get(task, [])
         task_cmp: list[dict[str, Any]] = []
         if len(sel) >= 2:
             try:
-                task_cmp = compare_runs([load_run(r["_dir"]) for r in sel], n_boot=n_boot)
+                task_cmp = compare_runs([load_run(_dir(r)) for r in sel], n_boot=n_boot)
             except ComparisonError as e:  # e.g. models run on different test splits
                 warnings.append(f"{task}: no paired comparison ({e})")
             comparisons += task_cmp
         if sel:
             files.append(plot_bars(sel, task_cmp, met, out / f"bars_{task}.png",
                                    title=f"{task}: {met} (95% CI)"))  # fmt: skip
-            if sum(k.startswith("auroc/") for k in sel[0]["metrics"]) > 2:
+            if len(sel[0].metrics.per_class()) > 2:
                 files.append(plot_per_class(sel, task_cmp, out / f"per_class_{task}.png",
                                             title=f"{task}: per-class AUROC (95% CI)"))  # fmt: skip
         lc = layer_curves(results, task, met)
@@ -502,7 +524,8 @@ def mcq_sections(dirs: Sequence[str | Path], out: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 on missing results / incomparable runs)."""
+    """CLI entry point; returns the exit status (2 on missing or unreadable results /
+    incomparable runs)."""
     from medprobe.compare import ComparisonError, format_comparison
 
     ap = argparse.ArgumentParser(
@@ -516,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         rep = make_report(args.dirs, args.out, metric=args.metric, n_boot=args.n_boot)
-    except (FileNotFoundError, ComparisonError) as e:
+    except (ResultsError, ComparisonError) as e:
         print(f"medprobe.report: error: {e}", file=sys.stderr)
         return 2
     print(f"{len(rep['results'])} run(s) read")

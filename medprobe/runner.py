@@ -6,25 +6,41 @@ tracker failure never loses what is on disk.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import math
-import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from medprobe import tracking
 from medprobe.config import ConfigError, validate
 from medprobe.data.manifest import Manifest
 from medprobe.errors import BadImagesError  # noqa: F401 (re-exported)
 from medprobe.extractors.base import Extractor, resolve_layers
 from medprobe.pipeline.features import _align, _placed_for_rank, features  # noqa: F401
 from medprobe.registry import EXTRACTORS, PROBES, TASKS
+from medprobe.results import (
+    RESULTS_FILE,
+    Bootstrap,
+    CacheInfo,
+    Counts,
+    LayerCurve,
+    Metrics,
+    Predictions,
+    ProbeInfo,
+    Results,
+    format_layer_curve,
+    format_table,
+    layer_curve,
+    run_notes,
+    write_layer_curve,
+    write_predictions,
+    write_results,
+)
 
 log = logging.getLogger("medprobe")
 
@@ -104,69 +120,6 @@ def _check_class_coverage(m: Manifest, fit: np.ndarray, test: np.ndarray) -> Non
         )
 
 
-def _label_str(m: Manifest, i: int) -> str:
-    if m.multilabel:
-        return "|".join(c for c, v in zip(m.classes, m.labels[i], strict=True) if v)
-    return m.classes[int(m.labels[i])]
-
-
-def write_predictions(path: Path, m: Manifest, rows: np.ndarray, proba: np.ndarray) -> None:
-    """CSV: id, split, label (names; ``|``-joined if multi-label), one ``p_<class>`` per class."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["id", "split", "label", *[f"p_{c}" for c in m.classes]])
-        for r, p in zip(rows, proba, strict=True):
-            w.writerow([m.ids[r], m.split[r], _label_str(m, r), *[f"{v:.6g}" for v in p]])
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """Readable console table: per-class AUROC then summary metrics, value [95% CI]."""
-    met = results["metrics"]
-    level = int(round(100 * results["bootstrap"]["ci"]))
-    c = results["counts"]
-    head = (
-        f"{results['task']} | {results['model']} | layer {results['layer']} | "
-        f"train_fraction {results['train_fraction']} | seed {results['seed']} | "
-        f"rows: fit {c['fit']}, val {c['val']}, test {c['test']}"
-    )
-    lines = [
-        head,
-        f"{'metric':<28}{'value':>8}  {level}% CI (bootstrap n={results['bootstrap']['n']})",
-    ]
-    keys = [k for k in met if k.startswith("auroc/")] + [
-        k for k in ("auroc_macro", "f1_macro", "accuracy") if k in met
-    ]
-    for k in keys:
-        v = met[k]
-        lines.append(f"{k:<28}{v['value']:>8.4f}  [{v['ci_low']:.4f}, {v['ci_high']:.4f}]")
-    if met.get("absent_classes"):
-        why = "no positives or no negatives" if results.get("multilabel") else "absent"
-        lines.append(f"excluded, {why} in test: {', '.join(met['absent_classes'])}")
-    lines += [f"note: {n}" for n in results.get("notes", [])]
-    return "\n".join(lines)
-
-
-def _notes(results: dict[str, Any], m: Manifest, test: np.ndarray) -> list[str]:
-    """Warnings worth a line under the table (also kept in results.json)."""
-    notes = []
-    if results["counts"]["skipped_images"]:
-        notes.append(f"{results['counts']['skipped_images']} unreadable image(s) left out "
-                     "(data.on_error=skip; listed in results.json cache.skipped_images)")  # fmt: skip
-    if not results["probe"]["converged"]:
-        notes.append("the probe did not converge for some C (raise probe.max_iter)")
-    pos = m.labels[test].sum(axis=0) if m.multilabel else np.bincount(
-        m.labels[test], minlength=len(m.classes))  # fmt: skip
-    few = [f"{c} ({int(k)})" for c, k in zip(m.classes, pos, strict=True) if 0 < k < 5]
-    if few:
-        notes.append("fewer than 5 test positives, CI unreliable: " + ", ".join(few))
-    if results["counts"].get("constant_features"):
-        notes.append("this layer's features are identical for every image (e.g. CLIP layer 0's "
-                     "CLS token is the class embedding): the probe can only predict the prior")  # fmt: skip
-    if results["bootstrap"]["n"] < 200:
-        notes.append(f"only {results['bootstrap']['n']} bootstrap replicates; CI bounds are rough")
-    return notes
-
-
 def _versions() -> dict[str, str]:
     import sklearn
     import torch
@@ -182,8 +135,13 @@ def _versions() -> dict[str, str]:
     }
 
 
-def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
+def run(cfg: DictConfig, out_dir: Path | None = None) -> Results | LayerCurve | dict[str, Any]:
     """Run one probing job; write ``results.json`` and ``predictions.csv``; return results.
+
+    Returns:
+        the job's :class:`~medprobe.results.Results` (as written to ``results.json``);
+        ``layer=all``: the :class:`~medprobe.results.LayerCurve`; a data-parallel helper
+        process (rank > 0): ``{"rank", "processes", "cache_key"}``.
 
     ``layer=all`` probes every cached layer in this one job (:func:`run_all_layers`).
     ``out_dir`` overrides :func:`resolve_output_dir` (used by :func:`run_all_layers`).
@@ -268,85 +226,81 @@ def run(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
         progress=bool(cfg.progress),
     )
     timings["bootstrap"] = time.perf_counter() - t
-    write_predictions(out_dir / "predictions.csv", m, test, proba)
+    write_predictions(
+        out_dir,
+        Predictions([m.ids[r] for r in test], [str(m.split[r]) for r in test],
+                    m.labels[test], proba, list(m.classes), m.multilabel),
+    )  # fmt: skip
 
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    results: dict[str, Any] = {
-        "task": cfg.task.name,
-        "task_kind": cfg.task.kind,
-        "model": cfg.model.name,
-        "model_kind": cfg.model.kind,
-        "model_id": cfg.model.hf_id or cfg.model.name,
-        "layer": layer,
-        "train_fraction": float(cfg.train_fraction),
-        "seed": int(cfg.seed),
-        "primary_metric": cfg.task.metric,
-        "metrics": metrics,
-        "bootstrap": {
-            "n": int(cfg.bootstrap.n),
-            "ci": float(cfg.bootstrap.ci),
-            "seeded_by": [m.task, "test", int(cfg.seed)],
-        },
-        "probe": {
-            "name": cfg.probe.name,
-            "backend": str(cfg.probe.get("backend", "sklearn")),
-            "C": probe.C_,
-            "val_score": probe.val_score_,
-            "selection_metric": cfg.probe.selection_metric,
-            "selection": probe.selection_,
-            "converged": probe.converged_,
-            "validation_rows": val_source,
-        },
-        "counts": {
-            "fit": int(len(fit)),
-            "val": int(len(val)),
-            "test": int(len(test)),
-            "per_split": m.counts(),
-            "skipped_images": len(cache_info["skipped_images"]),
-            "feature_dim": int(X.shape[1]),
-            "constant_features": bool(np.ptp(X[fit], axis=0).max() == 0),
-        },
-        "classes": m.classes,
-        "multilabel": m.multilabel,
-        "task_info": m.info,
-        "cache": {k: v for k, v in cache_info.items() if k != "spec"},
-        "extractor": cache_info["spec"]["extractor"],
+    spec = cache_info["spec"]
+    res = Results(
+        task=cfg.task.name,
+        task_kind=cfg.task.kind,
+        model=cfg.model.name,
+        model_kind=cfg.model.kind,
+        model_id=cfg.model.hf_id or cfg.model.name,
+        layer=layer,
+        train_fraction=float(cfg.train_fraction),
+        seed=int(cfg.seed),
+        primary_metric=cfg.task.metric,
+        metrics=Metrics.from_json(metrics),
+        bootstrap=Bootstrap(
+            n=int(cfg.bootstrap.n),
+            ci=float(cfg.bootstrap.ci),
+            seeded_by=[m.task, "test", int(cfg.seed)],
+        ),
+        probe=ProbeInfo(
+            name=cfg.probe.name,
+            backend=str(cfg.probe.backend),
+            C=probe.C_,
+            val_score=probe.val_score_,
+            selection_metric=cfg.probe.selection_metric,
+            selection=probe.selection_,
+            converged=probe.converged_,
+            validation_rows=val_source,
+        ),
+        counts=Counts(
+            fit=int(len(fit)),
+            val=int(len(val)),
+            test=int(len(test)),
+            per_split=m.counts(),
+            skipped_images=len(cache_info["skipped_images"]),
+            feature_dim=int(X.shape[1]),
+            constant_features=bool(np.ptp(X[fit], axis=0).max() == 0),
+        ),
+        classes=list(m.classes),
+        multilabel=m.multilabel,
+        task_info=m.info,
+        cache=CacheInfo.from_json(cache_info),
+        extractor=spec["extractor"],
         # optional hook: what the extractor loaded (IDEFICS: parameters, kept depth, devices)
-        "extractor_load": getattr(extractor, "load_info", lambda: None)(),
+        extractor_load=getattr(extractor, "load_info", lambda: None)(),
         # the prompt text; None for vision-only models, which ignore cfg.prompt (the exact
         # string a language model read is extractor.rendered_prompt)
-        "prompt": str(cfg.prompt.text)
-        if "rendered_prompt" in cache_info["spec"]["extractor"]
-        else None,
-        "config": resolved,
-        "versions": _versions(),
-        "output_dir": str(out_dir),
-        "overrides": _overrides(),
-    }
-    results["notes"] = _notes(results, m, test)
+        prompt=str(cfg.prompt.text) if "rendered_prompt" in spec["extractor"] else None,
+        config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),  # type: ignore[arg-type]
+        versions=_versions(),
+        output_dir=str(out_dir),
+        overrides=_overrides(),
+        notes=[],
+        timings_s={},
+    )
     timings["total"] = time.perf_counter() - t_start
-    results["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-    _write_json(out_dir / "results.json", results)
-    print(format_table(results), flush=True)
-    hit = results["cache"]["cache_hit"]
+    res = replace(res, notes=run_notes(res, m.labels[test]),
+                  timings_s={k: round(v, 3) for k, v in timings.items()})  # fmt: skip
+    write_results(out_dir, res)
+    print(format_table(res), flush=True)
     print(
-        f"features: {'cache hit' if hit else 'extracted'} "
-        f"(key {results['cache']['cache_key'][:12]} in {results['cache']['cache_dir']})",
+        f"features: {'cache hit' if res.cache.cache_hit else 'extracted'} "
+        f"(key {res.cache.cache_key[:12]} in {res.cache.cache_dir})",
         flush=True,
     )
-    print(f"results: {out_dir / 'results.json'}", flush=True)
-
-    tracker = str(cfg.tracker.name)
-    if tracker != "none" and _enum_value(cfg.tracker.mode) != "disabled":
-        from medprobe.tracking import log_run
-
-        try:
-            results["tracker"] = log_run(cfg, results, out_dir)
-        except Exception as e:  # a tracker problem must not lose the results on disk
-            log.warning("W&B logging failed (%s: %s); results are on disk", type(e).__name__, e)
-            results["tracker"] = {"error": f"{type(e).__name__}: {e}"}
-        _write_json(out_dir / "results.json", results)
-    return results
+    print(f"results: {out_dir / RESULTS_FILE}", flush=True)
+    tracked = tracking.log_run(cfg.tracker, res, out_dir)  # None: tracker=none (a no-op sink)
+    if tracked is not None:
+        res = replace(res, tracker=tracked)
+        write_results(out_dir, res)
+    return res
 
 
 def _overrides() -> list[str]:
@@ -359,45 +313,20 @@ def _overrides() -> list[str]:
         return []
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    def clean(x: Any) -> Any:  # JSON has no NaN: write null
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {str(k): clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        return x
-
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(clean(obj), f, indent=2, default=_json_default)
-    os.replace(tmp, path)
-
-
-def run_all_layers(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, Any]:
+def run_all_layers(cfg: DictConfig, out_dir: Path | None = None) -> LayerCurve | dict[str, Any]:
     """``layer=all``: one extraction, then one probe per cached layer, in a single job.
 
     Every layer of ``model.layers`` (resolved once and pinned, so a ``model.layers: ${layer}``
     default does not change the cache key) is probed by :func:`run` with ``tracker=none``,
     writing ``<out>/layer_<L>/results.json`` and ``predictions.csv`` (what
     ``python -m medprobe.report <out>`` turns into the layer curve). The curve of the task's
-    primary metric goes to ``<out>/layers.json`` and the console, and, with a tracker, to one
-    W&B run (:func:`medprobe.tracking.log_layer_curve`).
+    primary metric goes to ``<out>/layers.json`` (:func:`medprobe.results.write_layer_curve`)
+    and the console, and, with a tracker, to one W&B run
+    (:func:`medprobe.tracking.log_layer_curve`).
 
     Returns:
-        ``{"task", "model", "metric", "layers": [{"layer", "value", "sd", "ci_low", "ci_high",
-        "val_score", "dir"}, ...], "best_layer_by_validation"}``.
+        the :class:`~medprobe.results.LayerCurve` (a data-parallel helper process: what
+        :func:`run` returns there).
 
     Raises:
         as :func:`run`.
@@ -411,34 +340,21 @@ def run_all_layers(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, An
     if OmegaConf.is_config(wanted):
         wanted = OmegaConf.to_object(wanted)
     layers = resolve_layers(wanted, extractor.layers())
-    rows = []
-    metric = str(cfg.task.metric)
+    runs: list[Results] = []
     for layer in layers:
         sub = copy.deepcopy(cfg)
         OmegaConf.update(sub, "model.layers", list(layers), merge=False)
         OmegaConf.update(sub, "layer", layer)
         OmegaConf.update(sub, "tracker.name", "none")
         res = run(sub, out / f"layer_{layer}")
-        if "metrics" not in res:  # a data-parallel helper process: its extraction is done
+        if not isinstance(res, Results):  # a data-parallel helper process: extraction done
             return res
-        m = res["metrics"][metric]
-        rows.append({"layer": layer, **{k: m[k] for k in ("value", "sd", "ci_low", "ci_high")},
-                     "val_score": res["probe"]["val_score"], "dir": res["output_dir"]})  # fmt: skip
-    best = max(rows, key=lambda r: r["val_score"])  # first maximum: validation, never test
-    curve = {"task": res["task"], "model": res["model"], "metric": metric, "layers": rows,
-             "best_layer_by_validation": best["layer"]}  # fmt: skip
-    _write_json(out / "layers.json", curve)
-    print(f"{metric} by layer ({res['task']} | {res['model']}):", flush=True)
-    for r in rows:
-        mark = "  <- best on validation" if r is best else ""
-        print(f"  layer {r['layer']!s:>7}  {r['value']:.4f}  [{r['ci_low']:.4f}, "
-              f"{r['ci_high']:.4f}]{mark}", flush=True)  # fmt: skip
-    if str(cfg.tracker.name) != "none" and _enum_value(cfg.tracker.mode) != "disabled":
-        from medprobe.tracking import log_layer_curve
-
-        try:
-            curve["tracker"] = log_layer_curve(cfg, curve, out)
-        except Exception as e:  # a tracker problem must not lose the results on disk
-            log.warning("W&B logging failed (%s: %s); results are on disk", type(e).__name__, e)
-        _write_json(out / "layers.json", curve)
+        runs.append(res)
+    curve = layer_curve(runs, str(cfg.task.metric))
+    write_layer_curve(out, curve)
+    print(format_layer_curve(curve), flush=True)
+    tracked = tracking.log_layer_curve(cfg.tracker, curve, out)  # None: tracker=none
+    if tracked is not None:
+        curve = replace(curve, tracker=tracked)
+        write_layer_curve(out, curve)
     return curve

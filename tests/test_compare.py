@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, isolated_env
+from results_factory import make_results
 from scipy import stats as sps
 
 from medprobe.compare import (
     ComparisonError,
+    ResultsError,
     align,
     compare_runs,
     delong,
@@ -26,6 +28,7 @@ from medprobe.compare import (
     mcnemar,
     paired_ttest,
 )
+from medprobe.results import write_results
 
 ASAH = json.loads((Path(__file__).parent / "data" / "proc_asah_delong_placements.json").read_text())
 
@@ -117,11 +120,8 @@ def test_paired_ttest_is_ttest_rel_and_identical_gives_p1() -> None:
 def _write_run(d: Path, ids: list[str], labels: list[str], proba: np.ndarray, **kw) -> Path:
     d.mkdir(parents=True)
     classes = ["a", "b", "c"]
-    res = {
-        "task": "toy", "model": kw.get("model", "m"), "layer": 1, "train_fraction": 1.0,
-        "seed": 0, "classes": classes, "multilabel": False, "bootstrap": {"n": 300},
-    }  # fmt: skip
-    (d / "results.json").write_text(json.dumps(res))
+    write_results(d, make_results(task="toy", model=kw.get("model", "m"), layer=1,
+                                  classes=classes, bootstrap_n=300))  # fmt: skip
     with open(d / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "split", "label", *[f"p_{c}" for c in classes]])
@@ -224,9 +224,8 @@ def test_binary_task_gets_delong_on_macro_auroc(tmp_path: Path) -> None:
     for name, s in (("a", s1), ("b", s2)):
         d = tmp_path / name
         d.mkdir()
-        (d / "results.json").write_text(json.dumps({
-            "task": "bin", "model": name, "layer": 0, "train_fraction": 1.0, "seed": 0,
-            "classes": ["neg", "pos"], "multilabel": False, "bootstrap": {"n": 100}}))  # fmt: skip
+        write_results(d, make_results(task="bin", model=name, layer=0, classes=["neg", "pos"],
+                                      bootstrap_n=100))  # fmt: skip
         with open(d / "predictions.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["id", "split", "label", "p_neg", "p_pos"])
@@ -243,3 +242,30 @@ def test_binary_task_gets_delong_on_macro_auroc(tmp_path: Path) -> None:
 def test_ttest_constant_nonzero_difference() -> None:
     r = paired_ttest(np.full(10, 0.8), np.full(10, 0.7))
     assert r["t"] == math.inf and r["p"] == 0.0
+
+
+def test_labels_key_on_model_identity_and_bad_run_dirs_are_one_line(tmp_path: Path) -> None:
+    """Two models over one extractor kind (CLIP, PLIP) get two labels; a folder that is not
+    a run, a CSV without a class column or a repeated id is a ResultsError naming the file."""
+    ids, labels, p = _toy(np.random.default_rng(0))
+    a = _write_run(tmp_path / "a", ids, labels, p, model="clip")
+    b = _write_run(tmp_path / "b", ids, labels, p, model="plip")
+    write_results(b, make_results(task="toy", model="plip", model_kind="clip", layer=1,
+                                  bootstrap_n=300))  # fmt: skip
+    ra, rb = load_run(a), load_run(b)
+    assert (ra.results.model_kind, rb.results.model_kind) == ("clip", "clip")
+    assert (ra.label, rb.label) == ("clip L1 f1 s0", "plip L1 f1 s0")
+    rows = compare_runs([ra, rb])
+    assert {(r["run_a"], r["run_b"]) for r in rows} == {("clip L1 f1 s0", "plip L1 f1 s0")}
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ResultsError, match=r"empty/results.json: no such file"):
+        load_run(tmp_path / "empty")
+    text = (a / "predictions.csv").read_text().replace("p_c", "p_x")
+    (a / "predictions.csv").write_text(text)
+    with pytest.raises(ResultsError, match=r"predictions.csv: missing column\(s\) \['p_c'\]"):
+        load_run(a)
+    lines = (b / "predictions.csv").read_text().splitlines()
+    (b / "predictions.csv").write_text("\n".join([*lines, lines[1]]) + "\n")
+    with pytest.raises(ResultsError, match=r"id 'id000' occurs more than once"):
+        load_run(b)

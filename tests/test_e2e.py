@@ -14,6 +14,7 @@ from conftest import REPO, run_medprobe
 from hydra import compose, initialize_config_dir
 
 from medprobe.config import conf_dir, register_configs
+from medprobe.results import Results, TrackerInfo
 from medprobe.runner import run
 
 medprobe = run_medprobe
@@ -188,11 +189,12 @@ def test_c_is_never_chosen_with_test_labels(tmp_path: Path, shared_data: Path) -
               f"cache_dir={tmp_path / 'cache'}", "layer=7"]  # fmt: skip
     a = run(_cfg(*common, f"task.csv={write('orig', None)}", f"output_dir={tmp_path / 'a'}"))
     b = run(_cfg(*common, f"task.csv={write('perm', list(perm))}", f"output_dir={tmp_path / 'b'}"))
-    assert b["cache"]["cache_hit"] is True
-    assert a["probe"]["C"] == b["probe"]["C"]
-    assert a["probe"]["selection"] == b["probe"]["selection"]
-    assert a["probe"]["validation_rows"].startswith("carved from train")
-    assert a["metrics"]["auroc_macro"]["value"] != b["metrics"]["auroc_macro"]["value"]
+    assert isinstance(a, Results) and isinstance(b, Results)
+    assert b.cache.cache_hit is True
+    assert a.probe.C == b.probe.C
+    assert a.probe.selection == b.probe.selection
+    assert a.probe.validation_rows.startswith("carved from train")
+    assert a.metrics["auroc_macro"].value != b.metrics["auroc_macro"].value
 
 
 def test_repo_is_importable_from_tests() -> None:
@@ -211,7 +213,8 @@ def test_wandb_failure_keeps_results_on_disk(
     out = tmp_path / "out"
     r = run(_cfg("task=csv", f"data_root={shared_data / 'T8_knee_kl'}", "bootstrap.n=50",
                  "progress=false", f"cache_dir={tmp_path / 'cache'}", f"output_dir={out}"))  # fmt: skip
-    assert r["tracker"] == {"error": "ConnectionError: W&B is down"}
+    assert isinstance(r, Results)
+    assert r.tracker == TrackerInfo(error="ConnectionError: W&B is down")
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["metrics"]["auroc_macro"]["value"] == r["metrics"]["auroc_macro"]["value"]
+    assert on_disk["metrics"]["auroc_macro"]["value"] == r.metrics["auroc_macro"].value
     assert on_disk["tracker"]["error"].startswith("ConnectionError")

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, isolated_env, run_medprobe
+from results_factory import make_results, metric
 
 from medprobe.report import bar_runs, fraction_curves, layer_curves, load_results, make_report
+from medprobe.results import Results
 
 
 def _medprobe(tmp: Path, *args: str) -> None:
@@ -55,10 +57,15 @@ def test_report_cli_writes_tables_figures_and_comparison(sweep: Path) -> None:
     assert "5 run(s) read" in proc.stdout
     names = {p.name for p in out.iterdir()}
     assert names == {
-        "summary.csv", "summary.md", "comparison.csv", "comparison.json", "bars_csv.png",
-        "per_class_csv.png", "layers_csv.png", "fractions_csv.png",
+        "summary.csv", "summary.md", "comparison.csv", "comparison.json", "bars_T8_knee_kl.png",
+        "per_class_T8_knee_kl.png", "layers_T8_knee_kl.png", "fractions_T8_knee_kl.png",
     }  # fmt: skip
-    for png in ("bars_csv.png", "per_class_csv.png", "layers_csv.png", "fractions_csv.png"):
+    for png in (
+        "bars_T8_knee_kl.png",
+        "per_class_T8_knee_kl.png",
+        "layers_T8_knee_kl.png",
+        "fractions_T8_knee_kl.png",
+    ):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / png).stat().st_size > 10_000
 
@@ -92,13 +99,13 @@ def test_report_cli_writes_tables_figures_and_comparison(sweep: Path) -> None:
 
 def test_selections_and_curves(sweep: Path) -> None:
     results = load_results([sweep / "effnet", sweep / "clip"])
-    bars = bar_runs(results)["csv"]
-    assert [r["model"] for r in bars] == ["clip", "effnet_lite0"]
-    eff = [r for r in results if r["model"] == "effnet_lite0" and r["train_fraction"] == 1.0]
-    assert bars[1]["probe"]["val_score"] == max(r["probe"]["val_score"] for r in eff)
-    lc = layer_curves(results, "csv", "auroc_macro")
+    bars = bar_runs(results)["T8_knee_kl"]
+    assert [r.model for r in bars] == ["clip", "effnet_lite0"]
+    eff = [r for r in results if r.model == "effnet_lite0" and r.train_fraction == 1.0]
+    assert bars[1].probe.val_score == max(r.probe.val_score for r in eff)
+    lc = layer_curves(results, "T8_knee_kl", "auroc_macro")
     assert list(lc) == ["effnet_lite0"] and [p[0] for p in lc["effnet_lite0"]] == [4, 8]
-    fc = fraction_curves(results, "csv", "auroc_macro")
+    fc = fraction_curves(results, "T8_knee_kl", "auroc_macro")
     assert set(fc) == {"effnet_lite0 L4", "effnet_lite0 L8"}
     assert [p[0] for p in fc["effnet_lite0 L4"]] == [0.5, 1.0]
 
@@ -114,7 +121,7 @@ def test_notebook_runs_top_to_bottom(sweep: Path, monkeypatch: pytest.MonkeyPatc
     ns: dict[str, object] = {"__name__": "__main__"}
     for cell in cells:
         exec(compile("".join(cell["source"]), "sweep_report.ipynb", "exec"), ns)
-    assert (sweep / "nb_report" / "bars_csv.png").is_file()
+    assert (sweep / "nb_report" / "bars_T8_knee_kl.png").is_file()
     assert (sweep / "nb_report" / "summary.csv").is_file()
 
 
@@ -137,15 +144,15 @@ def test_layer_all_probes_every_cached_layer_in_one_job(sweep: Path, shared_data
     files = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
     assert len(files) == 1 and b"layers/auroc_macro" in Path(files[0]).read_bytes()
     rep = make_report([out], sweep / "all_report")
-    assert (sweep / "all_report" / "layers_csv.png").is_file()
+    assert (sweep / "all_report" / "layers_T8_knee_kl.png").is_file()
     assert len(rep["results"]) == 9
 
 
 def test_fraction_curve_band_is_sd_over_seeds() -> None:
-    def res(frac: float, seed: int, v: float) -> dict:
-        m = {"value": v, "sd": 0.01, "ci_low": v - 0.02, "ci_high": v + 0.02, "n_replicates": 9}
-        return {"task": "t", "model": "m", "layer": 3, "train_fraction": frac, "seed": seed,
-                "metrics": {"auroc_macro": m}}  # fmt: skip
+    def res(frac: float, seed: int, v: float) -> Results:
+        m = metric(v, sd=0.01, ci_low=v - 0.02, ci_high=v + 0.02, n=9)
+        return make_results(task="t", model="m", layer=3, train_fraction=frac, seed=seed,
+                            metrics={"auroc_macro": m})  # fmt: skip
 
     rs = [res(0.1, 0, 0.70), res(0.1, 1, 0.74), res(0.1, 2, 0.78), res(1.0, 0, 0.9)]
     (pts,) = fraction_curves(rs, "t", "auroc_macro").values()

@@ -136,38 +136,6 @@ def test_complete_entry_is_read_without_the_lock(
         features(other, m, _MeanColour(), [0])
 
 
-def test_notes_flag_constant_features_few_positives_and_skips() -> None:
-    from medprobe.runner import _notes
-
-    m = _manifest([0, 1, 0, 1, 0, 1, 1], ["train"] * 4 + ["test"] * 3, ["a", "b"])
-    results = {
-        "counts": {"skipped_images": 2, "constant_features": True},
-        "probe": {"converged": False},
-        "bootstrap": {"n": 100},
-    }
-    notes = _notes(results, m, np.arange(4, 7))
-    assert notes[0].startswith("2 unreadable image(s) left out")
-    assert "did not converge" in notes[1]
-    assert notes[2] == "fewer than 5 test positives, CI unreliable: a (1), b (2)"
-    assert "identical for every image" in notes[3]
-    assert notes[4] == "only 100 bootstrap replicates; CI bounds are rough"
-
-
-def test_table_says_why_a_class_has_no_auroc() -> None:
-    from medprobe.runner import format_table
-
-    base = {
-        "task": "t7", "model": "clip", "layer": 12, "train_fraction": 1.0, "seed": 0,
-        "counts": {"fit": 10, "val": 5, "test": 8}, "bootstrap": {"ci": 0.95, "n": 200},
-        "metrics": {"auroc_macro": {"value": 0.7, "ci_low": 0.6, "ci_high": 0.8},
-                    "absent_classes": ["effusion"]},
-    }  # fmt: skip
-    multi = format_table({**base, "multilabel": True}).splitlines()[-1]
-    assert multi == "excluded, no positives or no negatives in test: effusion"
-    single = format_table({**base, "multilabel": False}).splitlines()[-1]
-    assert single == "excluded, absent in test: effusion"
-
-
 def test_output_dir_through_a_file_is_one_line_before_hydra(tmp_path: Path) -> None:
     from medprobe.cli.run import output_dir_problem as _output_dir_problem
 
