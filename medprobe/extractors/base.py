@@ -11,9 +11,8 @@ and short strings for named outputs that are not a block (for example CLIP's ``"
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -113,13 +112,13 @@ def check_features(feats: Mapping[LayerId, np.ndarray], batch_size: int) -> None
             raise ExtractorError(f"layer {layer}: features are all zero in this batch")
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (used to fingerprint local weight files)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def option_value(value: Any) -> Any:
+    """A config option as its plain value: an enum member -> ``.value``, anything else as is.
+
+    Config enums are ``(str, Enum)`` today, whose ``str()`` is ``"DType.float32"``, not the
+    value; the typed config's ``StrEnum`` members pass through unchanged in value.
+    """
+    return value.value if isinstance(value, Enum) else value
 
 
 def layer_filename(layer: LayerId) -> str:
