@@ -26,8 +26,15 @@ LayerId = int | str
 class Extractor(Protocol):
     """What the runner needs from a model.
 
+    Built by the registry entry of ``cfg.model.kind``: ``from_config(cfg.model, prompt_text)``
+    (config read by attribute only). Optional, used when present: ``load_info()`` (what was
+    loaded, for ``results.json``) and ``rendered_prompt()`` (the exact text a language model
+    read; its fingerprint then has a ``"rendered_prompt"`` key). Extractors of Hugging Face
+    checkpoints derive from :class:`medprobe.extractors.hf.HFExtractor`.
+
     Attributes:
-        name: registry name, e.g. ``"effnet_lite0"``.
+        name: the extractor kind (registry key), e.g. ``"effnet_lite0"``, ``"clip"`` (which
+            builds both ``model=clip`` and ``model=plip``); the fingerprint's ``"extractor"``.
     """
 
     name: str

@@ -502,15 +502,15 @@ class HFExtractor:
                 ``model_types``, or what :meth:`check_config` refuses.
         """
         if self._config is None:
-            cfg = self.build_config()
-            model_type = getattr(cfg, "model_type", None)
+            hf_config = self.build_config()
+            model_type = getattr(hf_config, "model_type", None)
             if self.model_types and model_type not in self.model_types:
                 raise ExtractorError(
                     f"{self.name}: {self.hf_id!r} is a {model_type!r} model, not {self.label} "
                     f"(model_type {' or '.join(repr(t) for t in self.model_types)})"
                 )
-            self.check_config(cfg)
-            self._config = cfg
+            self.check_config(hf_config)
+            self._config = hf_config
         return self._config
 
     def build_config(self) -> Any:
@@ -519,8 +519,9 @@ class HFExtractor:
 
         return self.pretrained(AutoConfig, f"the {self.label} config")
 
-    def check_config(self, cfg: Any) -> None:
-        """Refuse option combinations the checkpoint cannot run (hook; default: none)."""
+    def check_config(self, hf_config: Any) -> None:
+        """Refuse option combinations the checkpoint's config (a transformers
+        ``PretrainedConfig``) cannot run (hook; default: none)."""
 
     def processor(self) -> Any:
         """The checkpoint's processor (read once; :meth:`build_processor`).

@@ -195,14 +195,14 @@ class IdeficsExtractor(HFExtractor):
 
     # ------------------------------------------------------------------ sources
 
-    def check_config(self, cfg: Any) -> None:
+    def check_config(self, hf_config: Any) -> None:
         """Refuse ``dtype="float16"`` with an 80B-sized model (hidden size >= 8192 or >= 80
         blocks); warn for float16 otherwise.
 
         Raises:
             ExtractorError: float16 with an 80B-sized model.
         """
-        if self.dtype == "float16" and is_80b_sized(cfg):
+        if self.dtype == "float16" and is_80b_sized(hf_config):
             raise ExtractorError(
                 "idefics: dtype=float16 is refused for IDEFICS-80B: it is reported to overflow "
                 "(NaN / <unk> outputs); use model.dtype=bfloat16 (also as the compute dtype of "
