@@ -11,9 +11,8 @@ and short strings for named outputs that are not a block (for example CLIP's ``"
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -27,8 +26,15 @@ LayerId = int | str
 class Extractor(Protocol):
     """What the runner needs from a model.
 
+    Built by the registry entry of ``cfg.model.kind``: ``from_config(cfg.model, prompt_text)``
+    (config read by attribute only). Optional, used when present: ``load_info()`` (what was
+    loaded, for ``results.json``) and ``rendered_prompt()`` (the exact text a language model
+    read; its fingerprint then has a ``"rendered_prompt"`` key). Extractors of Hugging Face
+    checkpoints derive from :class:`medprobe.extractors.hf.HFExtractor`.
+
     Attributes:
-        name: registry name, e.g. ``"effnet_lite0"``.
+        name: the extractor kind (registry key), e.g. ``"effnet_lite0"``, ``"clip"`` (which
+            builds both ``model=clip`` and ``model=plip``); the fingerprint's ``"extractor"``.
     """
 
     name: str
@@ -113,13 +119,13 @@ def check_features(feats: Mapping[LayerId, np.ndarray], batch_size: int) -> None
             raise ExtractorError(f"layer {layer}: features are all zero in this batch")
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (used to fingerprint local weight files)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def option_value(value: Any) -> Any:
+    """A config option as its plain value: an enum member -> ``.value``, anything else as is.
+
+    Config enums are ``(str, Enum)`` today, whose ``str()`` is ``"DType.float32"``, not the
+    value; the typed config's ``StrEnum`` members pass through unchanged in value.
+    """
+    return value.value if isinstance(value, Enum) else value
 
 
 def layer_filename(layer: LayerId) -> str:

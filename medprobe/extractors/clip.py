@@ -31,19 +31,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medprobe.extractors.base import (
-    ExtractorError,
-    LayerId,
-    check_features,
-    file_sha256,
-    resolve_layers,
-)
-from medprobe.extractors.hub import HubSource, jsonable
+from medprobe.errors import ExtractorError
+from medprobe.extractors.base import LayerId, check_features, resolve_layers
+from medprobe.extractors.hf import WEIGHT_GLOBS, HFExtractor
+from medprobe.hashing import file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +49,6 @@ log = logging.getLogger(__name__)
 #: Bumped whenever a change in this file changes the features (part of the fingerprint).
 CODE_VERSION = "clip-1"
 
-DTYPES = ("float32", "bfloat16", "float16")
 POOLINGS = ("cls", "mean")
 NAMED_LAYERS: tuple[str, ...] = ("pooled", "embeds")
 
@@ -72,15 +66,15 @@ _PREPROCESS_KEYS = (
     "image_mean",
     "image_std",
 )
-_WEIGHT_GLOBS = ("*.safetensors", "*.bin")
 
 
-class CLIPExtractor(HubSource):
+class CLIPExtractor(HFExtractor):
     """Hidden states of a CLIP vision tower (see the module docstring for the layers).
 
     Construction is cheap: the config is read on the first :meth:`layers` / :meth:`fingerprint`
     call, the image processor on the first :meth:`preprocess` / :meth:`fingerprint`, and the
-    weights only on the first :meth:`extract`.
+    weights only on the first :meth:`extract`. Loading, revision, fingerprint of the checkpoint
+    and device placement come from :class:`~medprobe.extractors.hf.HFExtractor`.
 
     Args:
         hf_id: hub id (``"openai/clip-vit-base-patch32"``, ``"vinid/plip"``) or a local
@@ -97,6 +91,16 @@ class CLIPExtractor(HubSource):
     """
 
     name = "clip"
+    label = "CLIP"
+    code_version = CODE_VERSION
+    poolings = POOLINGS
+    # CLIPModel checkpoints only (CLIP, PLIP); the vision tower is moved to one device
+    model_types = ("clip",)
+    uses_device_map = False
+    # a local directory: plain sha256 of its weights and config.json, under "weights"
+    fingerprint_globs = (*WEIGHT_GLOBS, "config.json")
+    fingerprint_files_key = "weights"
+    transient = ("_model", "_torch_device")
 
     def __init__(
         self,
@@ -106,73 +110,27 @@ class CLIPExtractor(HubSource):
         device: str = "auto",
         pooling: str = "cls",
     ) -> None:
-        if not isinstance(hf_id, (str, Path)) or not str(hf_id).strip():
-            raise ExtractorError(
-                f"clip: model.hf_id must be a hub id or a local directory, got {hf_id!r}"
-            )
-        if dtype not in DTYPES:
-            raise ExtractorError(f"clip: unknown dtype {dtype!r}; valid dtypes: {list(DTYPES)}")
-        if pooling == "default":
-            pooling = "cls"
-        if pooling not in POOLINGS:
-            raise ExtractorError(
-                f"clip: unknown pooling {pooling!r}; valid poolings: {list(POOLINGS)}"
-            )
-        if not isinstance(device, str) or not device:
-            raise ExtractorError(
-                f"clip: device must be a string such as 'auto', 'cpu', 'cuda:0', got {device!r}"
-            )
-        self.hf_id = str(hf_id)
-        self.revision = revision or None
-        self.dtype = dtype
-        self.device = device
-        self.pooling = pooling
-        self._config: Any = None
-        self._processor: Any = None
-        self._model: Any = None
+        super().__init__(hf_id, revision=revision, dtype=dtype, device=device, pooling=pooling)
         self._torch_device: Any = None
-        self._fingerprint: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ sources
 
-    def config(self) -> Any:
-        """The checkpoint's ``CLIPConfig`` (read once; no weights).
-
-        Raises:
-            ExtractorError: missing local directory, or the config cannot be read.
-        """
-        if self._config is None:
-            from transformers import CLIPConfig
-
-            src = self._source()
-            try:
-                self._config = CLIPConfig.from_pretrained(src, revision=self.revision or "main")
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise self._load_error("the CLIP config", exc) from None
-        return self._config
-
-    def processor(self) -> Any:
+    def build_processor(self) -> Any:
         """The checkpoint's CLIP image processor (PIL backend when torchvision is absent).
 
         Raises:
             ExtractorError: missing local directory or ``preprocessor_config.json``.
         """
-        if self._processor is None:
-            from transformers.utils import is_torchvision_available
+        from transformers.utils import is_torchvision_available
 
-            proc_cls: Any
-            if is_torchvision_available():
-                from transformers import CLIPImageProcessor as proc_cls
-            else:  # the class CLIPImageProcessor falls back to (without the warning)
-                from transformers.models.clip.image_processing_pil_clip import (
-                    CLIPImageProcessorPil as proc_cls,
-                )
-            src = self._source()
-            try:
-                self._processor = proc_cls.from_pretrained(src, revision=self.revision or "main")
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise self._load_error("the image processor", exc) from None
-        return self._processor
+        proc_cls: Any
+        if is_torchvision_available():
+            from transformers import CLIPImageProcessor as proc_cls
+        else:  # the class CLIPImageProcessor falls back to (without the warning)
+            from transformers.models.clip.image_processing_pil_clip import (
+                CLIPImageProcessorPil as proc_cls,
+            )
+        return self.pretrained(proc_cls, "the image processor")
 
     # ------------------------------------------------------------------ protocol
 
@@ -187,17 +145,9 @@ class CLIPExtractor(HubSource):
         n = int(self.config().vision_config.num_hidden_layers)
         return [*range(n + 1), *NAMED_LAYERS]
 
-    def _weights_fingerprint(self, local: Path) -> dict[str, str]:
-        """``{file name: sha256}`` of a local directory's weight files and ``config.json``."""
-        files = sorted({f for g in _WEIGHT_GLOBS for f in local.glob(g) if f.is_file()})
-        if not files:
-            raise ExtractorError(
-                f"clip: no weight files ({', '.join(_WEIGHT_GLOBS)}) in local model directory {local}"
-            )
-        cfg = local / "config.json"
-        if cfg.is_file():
-            files.append(cfg)
-        return {f.name: file_sha256(f) for f in files}
+    def file_digest(self, path: Any) -> str:
+        """Plain hex sha256 of every byte (CLIP checkpoints are small)."""
+        return file_sha256(path)
 
     def preprocessing(self) -> dict[str, Any]:
         """The image processor's settings that change pixel values (JSON types).
@@ -205,12 +155,15 @@ class CLIPExtractor(HubSource):
         Includes ``backend`` (the processor class name: ``CLIPImageProcessor`` with torchvision,
         ``CLIPImageProcessorPil`` without).
         """
-        proc = self.processor()
-        settings = proc.to_dict()
-        out: dict[str, Any] = {"backend": type(proc).__name__}
-        for key in _PREPROCESS_KEYS:
-            out[key] = jsonable(settings.get(key))
-        return out
+        return self.processor_settings(self.processor(), _PREPROCESS_KEYS)
+
+    def feature_settings(self) -> dict[str, Any]:
+        """``dtype``, ``pooling``, ``preprocessing`` (see :meth:`preprocessing`)."""
+        return {
+            "dtype": self.dtype,
+            "pooling": self.pooling,
+            "preprocessing": self.preprocessing(),
+        }
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes the features, as JSON types. Never loads weights.
@@ -226,25 +179,7 @@ class CLIPExtractor(HubSource):
             ExtractorError: missing local directory, no weight files in it, or the image
                 processor config cannot be read.
         """
-        if self._fingerprint is None:
-            local = self._local_dir()
-            fp: dict[str, Any] = {
-                "extractor": self.name,
-                "code_version": CODE_VERSION,
-                "hf_id": self.hf_id,
-                "revision": self.revision,
-            }
-            if local is not None:
-                fp["source"] = "local"
-                fp["weights"] = self._weights_fingerprint(local)
-            else:
-                fp["source"] = "hub"
-                fp["resolved_revision"] = self._resolved_revision() or self.revision or "main"
-            fp["dtype"] = self.dtype
-            fp["pooling"] = self.pooling
-            fp["preprocessing"] = self.preprocessing()
-            self._fingerprint = fp
-        return dict(self._fingerprint)
+        return super().fingerprint()
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One ``PIL.Image`` -> ``(3, H, W)`` float32 ``pixel_values`` (224 x 224 for CLIP).
@@ -260,44 +195,22 @@ class CLIPExtractor(HubSource):
         pv = self.processor()(images=image, return_tensors="pt")["pixel_values"]
         return pv[0].float()
 
-    def _resolve_device(self) -> torch.device:
-        import torch
-
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            dev = torch.device(self.device)
-        except (RuntimeError, ValueError) as exc:
-            raise ExtractorError(f"clip: invalid device {self.device!r}: {exc}") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ExtractorError(
-                f"clip: device {self.device!r} requested but CUDA is not available"
-            )
-        return dev
-
     def load(self) -> Any:
         """Load the ``CLIPModel`` (eval mode, on the device, in ``dtype``); idempotent.
+
+        Only the vision tower and its projection are kept.
 
         Raises:
             ExtractorError: missing local directory or weights that cannot be loaded.
         """
         if self._model is None:
-            import torch
             from transformers import CLIPModel
 
-            src = self._source()
-            dev = self._resolve_device()
-            torch_dtype = getattr(torch, self.dtype)
-            rev = self.revision or "main"
-            if self._local_dir() is None:
-                rev = self._resolved_revision() or rev  # load exactly what was fingerprinted
-            try:
-                model: Any = CLIPModel.from_pretrained(src, revision=rev, dtype=torch_dtype)
-            except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-                raise self._load_error("the CLIP weights", exc) from None
+            dev = self.torch_device()
+            model, _ = self.load_pretrained(CLIPModel, "the CLIP weights")
             model.text_model = None  # only the vision tower and its projection are used
             model.text_projection = None
-            self._model = model.to(dev).eval()
+            self._model = self.place(model)
             self._torch_device = dev
             log.info("clip: loaded %s (%s) on %s", self.hf_id, self.dtype, dev)
         return self._model
@@ -344,13 +257,6 @@ class CLIPExtractor(HubSource):
         check_features(result, batch.shape[0])
         return result
 
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle without the loaded model (DataLoader workers only need the processor)."""
-        state = self.__dict__.copy()
-        state["_model"] = None
-        state["_torch_device"] = None
-        return state
-
     def __repr__(self) -> str:
         return (
             f"CLIPExtractor(hf_id={self.hf_id!r}, revision={self.revision!r}, dtype={self.dtype!r}, "
@@ -362,8 +268,9 @@ def from_config(cfg: Any, prompt: str = "") -> CLIPExtractor:
     """Build a :class:`CLIPExtractor` from a model config node (no weights loaded).
 
     Args:
-        cfg: object with attributes ``hf_id`` and optionally ``revision``, ``dtype``,
-            ``device``, ``pooling`` (``"default"`` means ``"cls"``).
+        cfg: the model config (``medprobe.config.ModelConfig``: attributes ``hf_id``,
+            ``revision``, ``dtype``, ``device``, ``pooling``; ``"default"`` pooling means
+            ``"cls"``). Serves ``model=clip`` and ``model=plip`` (``cfg.kind == "clip"``).
         prompt: ignored (CLIP's image tower takes no text).
 
     Raises:
@@ -371,18 +278,4 @@ def from_config(cfg: Any, prompt: str = "") -> CLIPExtractor:
             (the message names it), unknown dtype/pooling.
     """
     del prompt
-    hf_id = getattr(cfg, "hf_id", None)
-    if not hf_id or not isinstance(hf_id, (str, Path)):
-        raise ExtractorError(
-            f"clip: model.hf_id must be a hub id or a local directory, got {hf_id!r}"
-        )
-    pooling = getattr(cfg, "pooling", None) or "cls"
-    ext = CLIPExtractor(
-        hf_id=str(hf_id),
-        revision=getattr(cfg, "revision", None),
-        dtype=getattr(cfg, "dtype", None) or "float32",
-        device=getattr(cfg, "device", None) or "auto",
-        pooling=pooling,
-    )
-    ext._local_dir()  # a missing local directory fails here, with its path
-    return ext
+    return CLIPExtractor.from_model_config(cfg)

@@ -30,13 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from medprobe.extractors.base import (
-    ExtractorError,
-    LayerId,
-    check_features,
-    file_sha256,
-    resolve_layers,
-)
+from medprobe.errors import ExtractorError
+from medprobe.extractors.base import LayerId, check_features, option_value, resolve_layers
+from medprobe.hashing import file_sha256
 
 CODE_VERSION = 2  # 2: channels-last memory format (oneDNN picks other conv kernels)
 IMAGE_SIZE = 224
@@ -159,7 +155,7 @@ class EffNetLite0Extractor:
         Mirrors ``EfficientNet.extract_features`` (stem, blocks with their drop-connect rates,
         head) and stops early once the deepest requested layer is reached.
         """
-        net = self.model
+        net: Any = self.model  # efficientnet_lite_pytorch is untyped
         want = set(layers)
         deepest = max(int(v) for v in want)
         out: dict[LayerId, torch.Tensor] = {}
@@ -203,6 +199,10 @@ class EffNetLite0Extractor:
 
 
 def from_config(cfg: Any, prompt: str = "") -> EffNetLite0Extractor:
-    """Build from the ``model`` config node (uses ``device``, ``dtype``; no prompt)."""
-    dtype = getattr(cfg.dtype, "value", cfg.dtype)
-    return EffNetLite0Extractor(device=cfg.device, dtype=str(dtype))
+    """Build from the ``model`` config node (reads ``cfg.device``, ``cfg.dtype``; no prompt).
+
+    Raises:
+        ExtractorError: a dtype other than float32, bfloat16, float16.
+    """
+    del prompt
+    return EffNetLite0Extractor(device=cfg.device, dtype=str(option_value(cfg.dtype)))

@@ -1,5 +1,8 @@
 """IdeficsExtractor on tiny random IDEFICS models: prompts, layers, pooling, batching, truncation.
 
+(Prompt rendering alone: test_idefics_prompt.py; memory arithmetic: test_idefics_memory.py;
+placement: test_idefics_placement.py; the plan command line: test_idefics_plan.py.)
+
 The tiny model (tests/tiny_models.py) has 8 decoder blocks with a gated cross-attention block
 every 2, a perceiver, qk norms and open gates (``alpha_initializer="ones"``, so the image
 matters). Reference values come from direct transformers calls.
@@ -17,7 +20,6 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,41 +27,23 @@ import torch
 from conftest import isolated_env
 from hydra import compose, initialize_config_dir
 from PIL import Image
+from test_idefics_prompt import GENERAL, GENERAL_RENDERED, PATHOLOGY, PRESETS
 from tiny_models import save_tiny_idefics
 from transformers import AutoConfig, AutoProcessor, IdeficsForVisionText2Text
 
 from medprobe.config import conf_dir, register_configs
-from medprobe.extractors.base import ExtractorError
+from medprobe.errors import ExtractorError
 from medprobe.extractors.idefics import (
     CODE_VERSION,
-    PUBLISHED_CONFIGS,
     IdeficsExtractor,
-    chat_template,
     count_parameters,
     from_config,
     interleave,
     kept_depth,
-    memory_plan,
-    render_prompt,
 )
 from medprobe.registry import EXTRACTORS
 
 FAKE = "<fake_token_around_image>"
-#: conf/prompt/*.yaml texts (the paper's PROMPT table, verbatim; radiology is ours).
-PRESETS = {
-    "general": "Question: What's on this image? Answer:",
-    "pathology": "Question: What can you seen on this histological picture? Answer:",
-    "dermatology": "Question: What can you seen on this skin image? Answer:",
-    "ophthalmology": "Question: What can you seen on this eye fundus image? Answer:",
-    "radiology": "Question: What can you seen on this radiological image? Answer:",
-}
-#: What IDEFICS reads for prompt=general (pinned).
-GENERAL_RENDERED = (
-    "<s>User:<fake_token_around_image><image><fake_token_around_image>"
-    "Question: What's on this image? Answer:<end_of_utterance>\nAssistant:"
-)
-GENERAL = PRESETS["general"]
-PATHOLOGY = PRESETS["pathology"]
 N_LAYERS, INTERVAL, WIDTH = 8, 2, 64
 # bitsandbytes (imported for the 4-bit path) uses torch.jit.script_method, deprecated in torch 2.13
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
@@ -114,23 +98,6 @@ def _processor_inputs(tiny_dir: Path, templates: list[str], imgs: list[Image.Ima
 
 
 # ------------------------------------------------------------------------------- prompts
-
-
-def test_prompt_presets_are_pinned_and_render_as_the_paper_question_in_chat_format() -> None:
-    for name, text in PRESETS.items():
-        cfg = _compose("model=idefics80b", f"prompt={name}")
-        assert (cfg.prompt.name, cfg.prompt.text) == (name, text)
-        assert render_prompt(cfg.prompt.text) == (
-            f"<s>User:{FAKE}<image>{FAKE}{text}<end_of_utterance>\nAssistant:"
-        )
-    assert render_prompt(GENERAL) == GENERAL_RENDERED
-    assert chat_template(GENERAL) == "User:{image}" + GENERAL + "<end_of_utterance>\nAssistant:"
-    # a full template is used as is (spaces around the image stripped, as the processor does)
-    assert render_prompt("{image} Question: What's on this image? Answer:") == (
-        f"<s>{FAKE}<image>{FAKE}Question: What's on this image? Answer:"
-    )
-    assert interleave("User:{image}Q?", "IMG") == ["User:", "IMG", "Q?"]
-    assert interleave("{image}Q?", "IMG") == ["IMG", "Q?"]
 
 
 def test_rendering_tokenises_exactly_like_the_idefics_processor(
@@ -402,7 +369,7 @@ def test_hub_id_from_the_offline_cache(
 def test_errors_are_clear(
     tiny_dir: Path, ext: IdeficsExtractor, pixels: torch.Tensor, tmp_path: Path
 ) -> None:
-    cfg = SimpleNamespace(hf_id=str(tiny_dir), dtype="float32")
+    cfg = _compose("model=idefics9b", f"model.hf_id={tiny_dir}", "model.dtype=float32").model
     with pytest.raises(ExtractorError, match="choose prompt=general"):
         from_config(cfg, "")  # the default prompt=none
     with pytest.raises(ExtractorError, match="2 {image} placeholders"):
@@ -414,7 +381,7 @@ def test_errors_are_clear(
     with pytest.raises(ExtractorError, match="valid: \\['none', '8bit', '4bit'\\]"):
         IdeficsExtractor(str(tiny_dir), GENERAL, quantization="int4")
     with pytest.raises(ExtractorError, match="local model directory not found"):
-        from_config(SimpleNamespace(hf_id=str(tmp_path / "nope")), GENERAL)
+        from_config(_compose("model=idefics9b", f"model.hf_id={tmp_path / 'nope'}").model, GENERAL)
     with pytest.raises(ExtractorError, match="valid layers"):
         ext.extract(pixels, [N_LAYERS + 1])
     with pytest.raises(ExtractorError, match=r"<image> tokens per sample \[1, 1, 1\] != images"):
@@ -484,30 +451,10 @@ def test_model_configs_compose_with_the_paper_settings() -> None:
         ).model,
         PATHOLOGY,
     )
-    assert ext.dtype == "bfloat16" and ext._max_memory() == {0: "70GiB", "cpu": "100GiB"}
-    assert ext._device_map() == "auto"
+    assert ext.dtype == "bfloat16" and ext.max_memory_limits() == {0: "70GiB", "cpu": "100GiB"}
+    assert ext.effective_device_map() == "auto"
     # the other models are untouched by the new fields
     assert _compose("model=clip").model.quantization == "none"
-
-
-def test_memory_plan_matches_the_published_checkpoint_sizes() -> None:
-    # bf16 shard sizes on the hub: 9b-instruct 9.97 + 7.89 GB; 80b-instruct 17 shards ~160 GB
-    p9 = count_parameters(PUBLISHED_CONFIGS["HuggingFaceM4/idefics-9b-instruct"])
-    assert p9["total"] == 8_929_679_632 and abs(2 * p9["total"] / 1e9 - (9.97 + 7.89)) < 0.01
-    plan = {r["quantization"]: r for r in memory_plan("HuggingFaceM4/idefics-80b-instruct", 32)}
-    assert plan["none"]["params_full"] == 79_967_843_624
-    assert (
-        plan["none"]["depth_truncated"] == 32 and plan["none"]["params_truncated"] == 32_755_771_664
-    )
-    assert (
-        round(plan["none"]["gb_full"], 1) == 159.9
-        and round(plan["none"]["gb_truncated"], 1) == 65.5
-    )
-    assert (
-        round(plan["8bit"]["gb_truncated"], 1) == 33.3
-        and round(plan["4bit"]["gb_truncated"], 1) == 19.2
-    )
-    assert round(plan["8bit"]["gb_full"], 1) == 80.5 and round(plan["4bit"]["gb_full"], 1) == 45.7
 
 
 # --------------------------------------------------------------------------- end to end
@@ -527,7 +474,8 @@ def test_python_m_medprobe_with_a_tiny_idefics_on_real_images(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert r["model"] == "idefics" and r["layer"] == 3
+    # the model's identity (model=idefics9b) and the extractor kind that built it
+    assert (r["model"], r["model_kind"], r["layer"]) == ("idefics9b", "idefics", 3)
     assert r["prompt"] == GENERAL and r["extractor"]["rendered_prompt"] == GENERAL_RENDERED
     assert r["counts"]["feature_dim"] == WIDTH
     assert sum(r["counts"][k] for k in ("fit", "val", "test")) == 100

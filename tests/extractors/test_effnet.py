@@ -12,8 +12,17 @@ import pytest
 import torch
 from PIL import Image
 
-from medprobe.extractors.base import ExtractorError
-from medprobe.extractors.effnet import LAYERS, EffNetLite0Extractor, preprocess_image
+from medprobe.config import DType, ModelConfig
+from medprobe.errors import ExtractorError
+from medprobe.extractors.effnet import (
+    LAYERS,
+    EffNetLite0Extractor,
+    from_config,
+    preprocess_image,
+    weights_path,
+)
+from medprobe.hashing import file_sha256
+from medprobe.registry import EXTRACTORS
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -101,6 +110,18 @@ def test_fingerprint_is_cheap_and_stable() -> None:
     assert fa == EffNetLite0Extractor(device="cpu").fingerprint()
     assert fa != b.fingerprint()
     assert len(fa["weights_sha256"]) == 64
+    assert fa["weights_sha256"] == file_sha256(weights_path())  # medprobe.hashing, every byte
+
+
+def test_from_config_reads_the_model_node() -> None:
+    """The registry builder takes the config node (dtype an enum there) or the typed one."""
+    node = ModelConfig(name="effnet_lite0", kind="effnet_lite0", device="cpu")
+    assert node.dtype is DType.float32
+    ext = EXTRACTORS.get(node.kind)(node, "ignored")
+    assert isinstance(ext, EffNetLite0Extractor) and (ext.device, ext.dtype) == ("cpu", "float32")
+    assert ext.fingerprint() == EffNetLite0Extractor(device="cpu").fingerprint()
+    bf16 = ModelConfig(name="effnet_lite0", kind="effnet_lite0", dtype=DType.bfloat16)
+    assert from_config(bf16).dtype == "bfloat16"
 
 
 def test_bad_layer_and_dtype(ext: EffNetLite0Extractor) -> None:

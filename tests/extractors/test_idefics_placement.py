@@ -1,5 +1,6 @@
 """Model-parallel placement of IDEFICS inside a node: ``device_plan`` (meta device, no weights,
-no GPU) and the loader that must do what the plan says.
+no GPU) and the loader that must do what the plan says. (The command line that prints plans:
+test_idefics_plan.py.)
 
 The published 80B / 9B plans are computed from ``PUBLISHED_CONFIGS``; GPU indices in
 ``max_memory`` need not exist. The tiny random IDEFICS (tests/tiny_models.py) is loaded for real
@@ -17,20 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_medprobe
 from tiny_models import save_tiny_idefics
 from transformers import AutoConfig
 
-from medprobe.extractors.base import ExtractorError
+from medprobe.errors import ExtractorError
 from medprobe.extractors.idefics import (
     PUBLISHED_CONFIGS,
     IdeficsExtractor,
     count_parameters,
     device_plan,
     format_plan,
-    main,
     memory_plan,
-    parse_max_memory,
     weight_bytes,
 )
 
@@ -98,10 +96,11 @@ def test_plan_equals_accelerates_own_inference_with_the_models_no_split_classes(
     from accelerate import infer_auto_device_map
     from accelerate.utils import get_balanced_memory
 
-    from medprobe.extractors.idefics import _quiet_placement, _skeleton, _truncated_config
+    from medprobe.extractors.idefics.architecture import truncated_config
+    from medprobe.extractors.idefics.placement import quiet_placement, skeleton
 
-    with _quiet_placement():
-        model, hq = _skeleton(_truncated_config(AutoConfig.for_model("idefics", **PUBLISHED_CONFIGS[I80]), 32), "bfloat16", "none")  # fmt: skip
+    with quiet_placement():
+        model, hq = skeleton(truncated_config(AutoConfig.for_model("idefics", **PUBLISHED_CONFIGS[I80]), 32), "bfloat16", "none")  # fmt: skip
         no_split = sorted(model._no_split_modules)
         assert hq is None and no_split == [
             "IdeficsDecoderLayer",
@@ -190,35 +189,6 @@ def test_bad_plan_input_is_refused_clearly() -> None:
         device_plan("idefics80b", 32, dtype="float16", max_memory={0: "80GiB"})
 
 
-def test_parse_max_memory_and_the_loader_uses_it() -> None:
-    assert parse_max_memory("cpu=200GiB, cuda:1=40GiB,0=48GiB") == {
-        0: "48GiB",
-        1: "40GiB",
-        "cpu": "200GiB",
-    }
-    assert parse_max_memory({"0": 1_000_000, "disk": "900GB"}) == {0: 1_000_000, "disk": "900GB"}
-    assert parse_max_memory(None) is None and parse_max_memory("") is None
-    for bad, msg in (
-        ("0:48GiB", "is not DEVICE=SIZE"),
-        ("gpu0=1GiB", "not a GPU index"),
-        ("0=48gb", "lower-case b"),
-        ("0=lots", "not bytes nor a size"),
-        ("0=48", "not bytes nor a size"),
-        ("0=1GiB,cuda:0=2GiB", "twice"),
-        ({0: -1}, "negative"),
-        ({0: 1.5}, "must be bytes"),
-    ):
-        with pytest.raises(ExtractorError, match=msg):
-            parse_max_memory(bad)
-    ext = IdeficsExtractor(
-        "HuggingFaceM4/idefics-80b-instruct", "Q?", max_memory={"cuda:1": "40GiB", "0": 10**9}
-    )
-    assert ext._max_memory() == {0: 10**9, 1: "40GiB"}  # byte counts stay integers
-    assert ext._max_memory() is not ext._max_memory()  # accelerate may convert it in place
-    with pytest.raises(ExtractorError, match="not bytes nor a size"):
-        IdeficsExtractor("HuggingFaceM4/idefics-80b-instruct", "Q?", max_memory={0: "75 gigs"})
-
-
 # ------------------------------------------------------------- the loader does what's planned
 
 
@@ -269,63 +239,3 @@ def test_tiny_quantised_plan_counts_what_bitsandbytes_converts(tiny_dir: Path) -
         plan = device_plan(tiny_dir, 3, dtype="float32", quantization=q, max_memory={"cpu": "1GB"})
         assert plan["total_bytes"] == weight_bytes(counts, q, itemsize=4)
         assert plan["modules"] == {"": "cpu"} and plan["fits"] and plan["error"] is None
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def _main(argv: list[str]) -> int:
-    """``main(argv)``'s exit status, also when argparse exits."""
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-
-
-def test_plan_command_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _main(["plan", "--model", "idefics80b", "--max-memory", "0=80GiB"]) == 0
-    out = capsys.readouterr().out
-    assert "layer 32: 32 of 80 decoder blocks (truncated)" in out and "65.5 GB" in out
-    assert _main(["plan", "--max-memory", "0=24GiB", "--strict"]) == 1  # spills
-    assert _main(["memory", "--model", "idefics9b"]) == 0
-    out = capsys.readouterr().out
-    assert "layer 13" in out and "none              17.9        9.9  16/32" in out
-    assert _main(["plan", "--model", "idefics9b", "--max-memory", "0=24GiB", "--json"]) == 0
-    assert '"depth": 16' in capsys.readouterr().out
-    for argv, msg in (
-        (["plan", "--model", "idefics70b", "--max-memory", "0=80GiB"], "unknown model"),
-        (["plan", "--max-memory", "0=80"], "not bytes nor a size"),
-        (["plan", "--max-memory", "0:80GiB,1:80GiB"], "is not DEVICE=SIZE"),
-        (["plan", "--layer", "81", "--max-memory", "0=80GiB"], "unknown layer"),
-        (["plan"], "needs max_memory"),
-        (["plan", "--quantization", "2bit", "--max-memory", "0=80GiB"], "invalid choice"),
-    ):
-        assert _main(argv) == 2, argv
-        err = capsys.readouterr().err
-        assert msg in err and err.count("\n") == 1, err
-
-
-def test_python_m_plan_runs_as_a_module(tmp_path: Path) -> None:
-    mod = "medprobe.extractors.idefics"
-    ok = run_medprobe(tmp_path, "plan", "--layer", "32", "--max-memory", "0=80GiB", module=mod)
-    assert "0-31" in ok.stdout and "65.5 GB" in ok.stdout and ok.stderr == ""
-    bad = run_medprobe(tmp_path, "plan", "--model", "nope", "--max-memory", "0=80GiB",
-                       module=mod, check=False)  # fmt: skip
-    assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr.count("\n") == 1 and "unknown model 'nope'" in bad.stderr
-
-
-def test_the_plans_printed_in_the_docs_are_current(capsys: pytest.CaptureFixture[str]) -> None:
-    """Every complete plan output in docs/idefics.md is what the command prints today."""
-    import re
-    import shlex
-
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "idefics.md").read_text()
-    blocks = re.findall(
-        r"```\n\$ python -m medprobe\.extractors\.idefics (plan [^\n]*)\n(.*?)```", doc, re.S
-    )
-    complete = [(cmd, out) for cmd, out in blocks if "\n...\n" not in out]
-    assert len(complete) == 4  # (i) 4 x 48 GB, (ii) 80 GB, (iii) 2 x 24 GB 4-bit, (iv) 9B
-    for cmd, expected in complete:
-        assert _main(shlex.split(cmd)) == 0
-        assert capsys.readouterr().out.strip() == expected.strip(), cmd

@@ -9,24 +9,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pickle
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from conftest import shared_data_dir
 from PIL import Image
+from tiny_models import save_tiny_clip
 from transformers import CLIPModel
 
-from medprobe.extractors.base import ExtractorError
+from medprobe.config import ModelConfig
+from medprobe.errors import ExtractorError
 from medprobe.extractors.clip import CODE_VERSION, CLIPExtractor, from_config
-from tests.tiny_models import save_tiny_clip
 
 TILE = Path("T1_crc") / "tiles" / "ADI-TCGA-EENSRDNW.png"
 
 
-def shared_data() -> Path:
-    env = os.environ.get("MEDPROBE_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+def _model_config(**fields: object) -> ModelConfig:
+    """``model=clip``'s config node with ``fields`` overridden (what the runner passes)."""
+    return ModelConfig(**{"name": "clip", "kind": "clip", **fields})  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ def test_sample_alone_equals_in_batch(ext: CLIPExtractor, pixels: torch.Tensor) 
 
 
 def test_preprocess_real_image_matches_processor(ext: CLIPExtractor, tiny_dir: Path) -> None:
-    path = shared_data() / TILE
+    path = shared_data_dir() / TILE
     if not path.is_file():
         pytest.skip(f"shared data not found: {path}")
     from transformers import CLIPImageProcessor
@@ -160,8 +161,13 @@ def test_fingerprint_stable_and_sensitive(tiny_dir: Path, tmp_path: Path) -> Non
     copy = Path(shutil.copytree(tiny_dir, tmp_path / "copy"))
     assert CLIPExtractor(str(copy)).fingerprint()["weights"] == a["weights"]
     # "default" pooling is "cls", also through from_config
-    cfg = SimpleNamespace(
-        hf_id=str(tiny_dir), revision=None, dtype="float32", device="auto", pooling="default"
+    cfg = ModelConfig(
+        name="plip",
+        kind="clip",
+        hf_id=str(tiny_dir),
+        revision=None,
+        device="auto",
+        pooling="default",
     )
     assert from_config(cfg, prompt="ignored").fingerprint() == a
 
@@ -216,17 +222,13 @@ def test_errors(ext: CLIPExtractor, tmp_path: Path, pixels: torch.Tensor) -> Non
         ext.extract(pixels[0], [0])
     missing = tmp_path / "no" / "such_model"
     with pytest.raises(ExtractorError, match=str(missing)):
-        from_config(
-            SimpleNamespace(
-                hf_id=str(missing), revision=None, dtype="float32", device="cpu", pooling="cls"
-            )
-        )
+        from_config(_model_config(hf_id=str(missing), device="cpu", pooling="cls"))
     with pytest.raises(ExtractorError, match=str(missing)):
         CLIPExtractor(str(missing)).layers()
     with pytest.raises(ExtractorError, match="hf_id"):
-        from_config(SimpleNamespace(revision=None))
+        from_config(_model_config(hf_id=None))
     with pytest.raises(ExtractorError, match="hf_id"):
-        from_config(SimpleNamespace(hf_id="", revision=None))
+        from_config(_model_config(hf_id=""))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ExtractorError, match="no weight files"):
