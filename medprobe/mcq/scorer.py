@@ -26,7 +26,7 @@ from medprobe.extractors.idefics import END_OF_UTTERANCE, FAKE_TOKEN, IMAGE_TOKE
 from medprobe.mcq.cases import Case
 from medprobe.mcq.parse import parse_answer
 from medprobe.mcq.prompt import answer_text, prompt_images
-from medprobe.mcq.protocol import MODES, SAMPLING
+from medprobe.mcq.protocol import SAMPLING, check_modes
 from medprobe.stats import bootstrap_seed
 
 if TYPE_CHECKING:
@@ -241,8 +241,7 @@ def score_case(
     Raises:
         McqError: unknown mode.
     """
-    if mode not in MODES:
-        raise McqError(f"unknown mode {mode!r}; valid: {list(MODES)} or 'all'")
+    check_modes([mode])
     enc = scorer.encode(prompt, prompt_images(exemplars, case))
     rec: dict[str, Any] = {
         "id": case.id,

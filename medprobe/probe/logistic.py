@@ -98,8 +98,8 @@ class LogisticProbe:
     solver_: list[dict[str, float]] = field(init=False, default_factory=list)
     converged_: bool = field(init=False, default=True)
     n_iter_max_: int = field(init=False, default=0)
-    fitted_: Fitted | None = field(init=False, default=None)
-    scaler_: StandardScaler = field(init=False)
+    fitted_: Fitted | None = field(init=False, default=None, repr=False)
+    scaler_: StandardScaler | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.selection_metric not in SELECTION_METRICS:
@@ -157,8 +157,9 @@ class LogisticProbe:
     ) -> LogisticProbe:
         """Choose C on (X_val, y_val), keep the probe fitted on (X, y) with that C.
 
-        The C grid is walked in increasing order, each C warm-started from the previous one;
-        the chosen C is the first maximum of the validation score (a later C must beat it by
+        The C grid is walked in increasing order (each C warm-started from the previous one
+        where the backend can: see :mod:`medprobe.probe.solver`); the chosen C is the first
+        maximum of the validation score (a later C must beat it by
         more than :data:`TIE_TOLERANCE`, so ties go to the smaller C).
 
         Args:
