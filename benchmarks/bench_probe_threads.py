@@ -44,16 +44,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"probe on {a.n} x {a.dim}, {a.classes} classes; BLAS: {blas_desc}")
     times = {}
     for label, limit in (("library default threads", None), ("1 thread (medprobe)", 1)):
-        import medprobe.probe as probe_mod
+        import medprobe.probe.sklearn_solver as solver_mod  # the backend that limits BLAS
 
-        orig = probe_mod.blas_threads
-        probe_mod.blas_threads = lambda n, d, _l=limit: _l  # type: ignore[assignment]
+        orig = solver_mod.blas_threads
+        solver_mod.blas_threads = lambda n, d, _l=limit: _l  # type: ignore[assignment]
         try:
             t = time.perf_counter()
             LogisticProbe(n_classes=a.classes).fit(X, y, Xv, yv)
             times[label] = time.perf_counter() - t
         finally:
-            probe_mod.blas_threads = orig
+            solver_mod.blas_threads = orig
         print(f"{label:26s} {times[label]:7.2f} s")
     t_default, t_one = times.values()
     print(f"speed-up of 1 thread: {t_default / t_one:.1f}x")

@@ -91,4 +91,4 @@ EXTRACTORS.register("effnet_lite0", "medprobe.extractors.effnet:from_config")
 EXTRACTORS.register("clip", "medprobe.extractors.clip:from_config")
 EXTRACTORS.register("idefics", "medprobe.extractors.idefics.extractor:from_config")
 
-PROBES.register("logistic", "medprobe.probe:from_config")
+PROBES.register("logistic", "medprobe.probe.logistic:from_config")

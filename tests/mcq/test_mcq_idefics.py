@@ -1,4 +1,5 @@
-"""Few-shot multiple-choice evaluation (medprobe.mcq) on a tiny random IDEFICS.
+"""Few-shot multiple-choice evaluation (medprobe.mcq) on a tiny random IDEFICS: prompt
+encoding, the three scorers, the resumable run and the command line.
 
 Cases come from experiments/build_mcq_cases.py over the real images in ../shared/data. The
 tiny model answers garbage (all unparsed), so generation and parsing of a right answer are
@@ -24,8 +25,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, isolated_env
+from mcq_helpers import EOU, FAKE, pinned_cases
 from PIL import Image
-from scipy.stats import binomtest
 from tiny_models import save_tiny_idefics
 from transformers import IdeficsForVisionText2Text
 
@@ -34,18 +35,13 @@ from medprobe.mcq import (
     Case,
     McqError,
     Scorer,
-    chance_level,
     evaluate,
-    parse_answer,
     read_cases,
     render_prompt,
     score_case,
     split_exemplars,
-    summarize,
 )
 
-FAKE = "<fake_token_around_image>"
-EOU = "<end_of_utterance>"
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
 
 
@@ -81,94 +77,7 @@ def ext(tiny_dir: Path) -> IdeficsExtractor:
     return _ext(tiny_dir)
 
 
-# ------------------------------------------------------------------------------ case file
-
-
-def _case_obj(i: int, img: str, **kw: object) -> dict:
-    obj = {
-        "id": f"c{i}",
-        "date": f"2021-01-{10 - i:02d}",
-        "images": [img],
-        "question": "What is it?",
-        "options": ["a1", "b2", "c3", "d4", "e5"],
-        "answer": 1,
-    }
-    obj.update(kw)
-    return obj
-
-
-def test_read_cases_validates_and_names_the_bad_line(tmp_path: Path) -> None:
-    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
-    good = [json.dumps(_case_obj(i, "x.png", readers_correct=0.5)) for i in range(3)]
-    f = tmp_path / "cases.jsonl"
-    f.write_text("\n".join([good[0], "", good[1], good[2]]) + "\n")
-    cases = read_cases(f)
-    assert [c.id for c in cases] == ["c2", "c1", "c0"]  # sorted by date
-    assert cases[0].images == (str((tmp_path / "x.png").resolve()),)
-    assert cases[0].readers_correct == 0.5 and cases[0].answer == 1
-    ex, test = split_exemplars(cases)
-    assert [c.id for c in ex] == ["c2", "c1"] and [c.id for c in test] == ["c0"]
-
-    bad = {
-        "{not json": "not valid JSON",
-        json.dumps({k: v for k, v in _case_obj(5, "x.png").items() if k != "answer"}): "'answer'",
-        json.dumps(_case_obj(5, "x.png", answer=5)): "0-based index",
-        json.dumps(_case_obj(5, "x.png", options=["a", "b"])): "list of 5",
-        json.dumps(_case_obj(5, "x.png", options=["a", "A", "b", "c", "d"])): "distinct",
-        json.dumps(_case_obj(5, "missing.png")): "image not found",
-        json.dumps(_case_obj(5, "x.png", date="5/1/2021")): "ISO date",
-        json.dumps(_case_obj(5, "x.png", readers_correct=43)): "share in [0, 1]",
-        json.dumps(_case_obj(5, "x.png", extra=1)): "unknown field",
-        json.dumps(_case_obj(0, "x.png")): "duplicate id 'c0' (first on line 1)",
-    }
-    for line, msg in bad.items():
-        f.write_text("\n".join([good[0], "", good[1], line, good[2]]) + "\n")
-        with pytest.raises(McqError) as e:
-            read_cases(f)
-        assert f"{f}:4:" in str(e.value) and msg in str(e.value), str(e.value)
-    f.write_text(good[0] + "\n")
-    with pytest.raises(McqError, match="need at least 3"):
-        read_cases(f)
-
-
-# -------------------------------------------------------------------------------- prompt
-
-PINNED = (
-    "<s>User:" + FAKE + "<image>" + FAKE + "A 30-year-old man with a rash.\n"
-    "What is the diagnosis?\n1. Lipoma\n2. Melanoma\n3. Nevus\n4. Wart\n5. Burn\n"
-    "Answer with the number of the correct choice." + EOU + "\n"
-    "Assistant: 2. Melanoma Reason: Asymmetric pigment." + EOU + "\n"
-    "User:" + FAKE + "<image>" + FAKE + "<image>" + FAKE + "Which grade?\n"
-    "1. G0\n2. G1\n3. G2\n4. G3\n5. G4\n"
-    "Answer with the number of the correct choice." + EOU + "\n"
-    "Assistant: 5. G4" + EOU + "\n"
-    "User:" + FAKE + "<image>" + FAKE + "Which tissue?\n"
-    "1. Fat\n2. Muscle\n3. Mucus\n4. Tumour\n5. Debris\n"
-    "Answer with the number of the correct choice." + EOU + "\nAssistant:"
-)
-
-
-def _pinned_cases() -> tuple[list[Case], Case]:
-    e1 = Case(
-        id="e1",
-        date="2020-01-01",
-        images=("a.png",),
-        question="What is the diagnosis?",
-        options=("Lipoma", "Melanoma", "Nevus", "Wart", "Burn"),
-        answer=1,
-        vignette="A 30-year-old man with a rash.",
-        reason="Asymmetric pigment.",
-    )
-    e2 = Case(
-        "e2", "2020-01-08", ("b.png", "c.png"), "Which grade?", ("G0", "G1", "G2", "G3", "G4"), 4
-    )
-    t = Case("t", "2020-02-01", ("d.png",), "Which tissue?", ("Fat", "Muscle", "Mucus", "Tumour", "Debris"), 0)  # fmt: skip
-    return [e1, e2], t
-
-
-def test_render_prompt_is_pinned() -> None:
-    ex, t = _pinned_cases()
-    assert render_prompt(ex, t) == PINNED
+# ----------------------------------------------------------------------- prompt encoding
 
 
 def test_rendered_prompt_tokenises_like_the_idefics_processor(
@@ -176,7 +85,7 @@ def test_rendered_prompt_tokenises_like_the_idefics_processor(
 ) -> None:
     """Our rendering of a multi-image two-shot prompt = what IdeficsProcessor makes of the
     interleaved list (ids and image attention mask)."""
-    ex, t = _pinned_cases()
+    ex, t = pinned_cases()
     proc = ext.processor()
     imgs = [Image.new("RGB", (20 + i, 30), (40 * i, 0, 0)) for i in range(4)]
     for im, name in zip(imgs, ["a", "b", "c", "d"], strict=True):
@@ -196,42 +105,6 @@ def test_rendered_prompt_tokenises_like_the_idefics_processor(
     assert torch.equal(enc["input_ids"], ref["input_ids"])
     assert torch.equal(enc["image_attention_mask"], ref["image_attention_mask"].long())
     assert torch.allclose(enc["pixel_values"], ref["pixel_values"], atol=1e-6)
-
-
-# ------------------------------------------------------------------------------- parsing
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("3", 2),
-        ("3. Nevus", 2),
-        ("(3)", 2),
-        ("Answer: 4", 3),
-        ("C.", 2),
-        ("(E)", 4),
-        ("D", 3),
-        ("nevus", 2),
-        ("It is a melanoma.", 1),
-        ("MELANOMA", 1),
-        ("3. Melanoma", None),  # number and text disagree
-        ("Melanoma or nevus", None),  # two options
-        ("6", None),  # no such option
-        ("A lipoma", 0),  # "A" followed by a word is an article, not a letter
-        ("blue", None),
-        ("", None),
-        ("\ufffd\ufffd", None),
-    ],
-)
-def test_parse_answer(text: str, expected: int | None) -> None:
-    assert parse_answer(text, ["Lipoma", "Melanoma", "Nevus", "Wart", "Burn"]) == expected
-
-
-def test_parse_answer_prefers_the_longer_overlapping_option() -> None:
-    opts = ["grade 1", "grade 1 or 2", "grade 3", "grade 4", "normal"]
-    assert parse_answer("grade 1 or 2", opts) == 1
-    assert parse_answer("grade 1", opts) == 0
-    assert parse_answer("Kellgren-Lawrence grade 2", [f"Kellgren-Lawrence grade {g}" for g in range(5)]) == 2  # fmt: skip
 
 
 # -------------------------------------------------------------------------------- scoring
@@ -306,33 +179,6 @@ def test_loglik_matches_direct_forward_and_is_deterministic(
         assert got["n_tokens"] == n
         assert got["sum"] == pytest.approx(float(lp[p0 - 1 :].sum()), abs=1e-4)
     assert rec["pred"] == int(np.argmax([x["sum"] for x in rec["logliks"]]))
-
-
-# -------------------------------------------------------------------------------- metrics
-
-
-def test_summarize_values() -> None:
-    shares = [0.1, 0.1, 0.3, 0.5, 0.5, 0.7, 0.9, 0.95, None, 1.0]
-    correct = [0, 0, 1, 1, 0, 1, 1, 1, 1, 0]
-    recs = [
-        {"id": f"c{i}", "mode": "greedy", "readers_correct": s, "correct": bool(c),
-         "unparsed": i == 0, "parsed": [None if i == 0 else 1]}
-        for i, (s, c) in enumerate(zip(shares, correct, strict=True))
-    ]  # fmt: skip
-    s = summarize(recs, "greedy", n_boot=500)
-    assert (s["n"], s["n_correct"], s["accuracy"]) == (10, 6, 0.6)
-    assert 0.2 <= s["ci_low"] < 0.6 < s["ci_high"] <= 1.0
-    assert s["unparsed_rate"] == 0.1 and s["unparsed_output_rate"] == 0.1
-    assert s["chance"] == 0.2 and s["n_no_difficulty"] == 1
-    rows = s["by_difficulty"]
-    assert [r["label"] for r in rows] == ["0-20%", "20-40%", "40-60%", "60-80%", "80-100%"]
-    assert [(r["n"], r["n_correct"]) for r in rows] == [(2, 0), (1, 1), (2, 1), (1, 1), (3, 2)]
-    assert rows[4]["p_vs_chance"] == pytest.approx(
-        binomtest(2, 3, 0.2, alternative="greater").pvalue
-    )
-    assert rows[0]["ci_low"] == rows[0]["ci_high"] == 0.0
-    assert summarize(recs, "greedy", n_boot=500) == s  # seeded by case ids
-    assert chance_level("sample") == pytest.approx(1 - 0.8**3)
 
 
 # ---------------------------------------------------------------------------- end to end

@@ -77,3 +77,38 @@ def test_probe_errors_are_clear() -> None:
         LogisticProbe(n_classes=2).fit(X, y, X[:5], np.zeros(5, int))
     with pytest.raises(ValueError, match="selection_metric"):
         LogisticProbe(n_classes=2, selection_metric="auc")
+
+
+def test_from_config_reads_attributes_and_takes_str_enums() -> None:
+    """A typed config (dataclass attributes, ``StrEnum`` values) builds the same probe."""
+    from enum import StrEnum
+    from types import SimpleNamespace
+
+    from medprobe.probe import from_config
+
+    class Backend(StrEnum):
+        TORCH = "torch"
+
+    class Metric(StrEnum):
+        F1 = "f1_macro"
+
+    class Weight(StrEnum):
+        BALANCED = "balanced"
+
+    cfg = SimpleNamespace(C_grid=[0.1, 1], class_weight=Weight.BALANCED, max_iter=50,
+                          selection_metric=Metric.F1, backend=Backend.TORCH, device="cpu",
+                          dtype="float64")  # fmt: skip
+    p = from_config(cfg, n_classes=2, multilabel=False, seed=3)
+    assert (p.C_grid, p.class_weight, p.max_iter, p.selection_metric, p.seed) == (
+        [0.1, 1.0],
+        "balanced",
+        50,
+        "f1_macro",
+        3,
+    )
+    assert (p.backend, p.device, p.dtype) == ("torch", "cpu", "float64")
+    assert all(type(v) is str for v in (p.class_weight, p.selection_metric, p.backend))
+    X, y = blobs(60, 2, 4, 0)
+    assert p.fit(X, y, X, y).C_ in (0.1, 1.0)
+    with pytest.raises(AttributeError):  # fields the config does not have are not defaulted
+        from_config(SimpleNamespace(C_grid=[1.0]), n_classes=2, multilabel=False, seed=0)
