@@ -369,9 +369,11 @@ def _write_file_durable(path: Path, text: str, fsync: bool = True) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:
+            e.filename = str(path)  # name the file the caller meant, not the temp file
         raise
 
 
