@@ -776,8 +776,9 @@ def _load_png_streamed(plan: _PngPlan) -> Image.Image:
             rows = horizontal(vertical.push(rgb))
         else:
             rows = vertical.push(horizontal(rgb))
-        out[y : y + rows.shape[0]] = rows
-        y += rows.shape[0]
+        if rows.shape[0]:
+            out[y : y + rows.shape[0]] = rows
+            y += rows.shape[0]
     if y != th:
         raise ImageLoadError(plan.path, "cannot decode (fewer rows than the PNG header says)")
     return Image.fromarray(out)
