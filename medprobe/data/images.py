@@ -183,9 +183,10 @@ def scan_images(
     Decoding runs in ``max_workers`` threads (Pillow releases the GIL while decoding); the
     decoded images are discarded at once. The threads share a budget of decoded bytes: each
     file reserves the size of its whole decoded image (width x height x bytes per pixel, read
-    from the header) before it is loaded, and waits while the others hold too much; a file
-    larger than the whole budget waits until it can run alone. Peak memory is thus bounded
-    by about ``max_decoded_bytes`` however many threads run (``benchmarks/
+    from the header) before it is loaded, and waits while the others hold too much; files
+    larger than the whole budget are decoded one at a time by the calling thread once the
+    others are done. Peak memory is thus bounded by about ``max_decoded_bytes`` however many
+    threads run, and does not grow with them for huge images (``benchmarks/
     bench_decode_memory.py``).
 
     Args:
@@ -211,21 +212,34 @@ def scan_images(
     items = [os.fspath(p) for p in paths]
     budget = _DecodeBudget(max_decoded_bytes)
 
-    def check(p: str) -> str | None:
+    def check(p: str, cost: int) -> str | None:
         try:
-            with budget.reserve(_decoded_bytes(p)):
+            with budget.reserve(cost):
                 load_image(p, max_side=max_side)
         except ImageLoadError as e:
             return e.reason
         return None
 
-    reasons: list[str | None] = []
+    reasons: list[str | None] = [None] * len(items)
     with (
         ThreadPoolExecutor(max_workers=max_workers) as pool,
         tqdm(total=len(items), desc="checking images", unit="img", disable=not progress) as bar,
     ):
-        for r in pool.map(check, items):  # map keeps input order
-            reasons.append(r)
+        costs = list(pool.map(_decoded_bytes, items))  # headers only
+        # An image over the whole budget is decoded alone, and always by this thread: the C
+        # allocator keeps freed memory per thread (glibc arenas), so huge decodes spread over
+        # the pool's threads would leave each thread holding its own high-water mark.
+        alone = [i for i, c in enumerate(costs) if c >= max_decoded_bytes]
+        shared = [i for i, c in enumerate(costs) if c < max_decoded_bytes]
+        for i, r in zip(
+            shared,
+            pool.map(check, [items[i] for i in shared], [costs[i] for i in shared]),
+            strict=True,
+        ):
+            reasons[i] = r
+            bar.update(1)
+        for i in alone:
+            reasons[i] = check(items[i], costs[i])
             bar.update(1)
     return [(p, r) for p, r in zip(items, reasons, strict=True) if r is not None]
 
