@@ -18,14 +18,32 @@ On-disk layout under ``root``::
       <key>/                     a complete entry (the partial dir renamed atomically)
         layer_001.npy ...        one (N, D) float16 .npy per layer, named by layer_filename
         ids.txt                  N example ids, one per line, row order of the arrays
-        meta.json                written last: its presence means the entry is complete
+        meta.json                written last: its presence means the entry is complete; holds
+                                 a checksum of every layer file and of ids.txt ("checksums")
+      <key>.corrupt-<time>/      an entry whose files no longer match their checksums, set
+                                 aside (renamed, never deleted) by the first reader that noticed
 
 Rows are written with positioned writes (``os.pwrite``) into files preallocated by
 ``np.lib.format.open_memmap``; the writer never keeps a mapping of the whole array, because
 pages of a shared file mapping that were written count towards the process's RSS and grow it
 with the dataset size even after ``flush()``. Each batch is fsync'ed before ``progress.json``
 is replaced (unless ``fsync=False``), so a kill or power loss at any point loses at most the
-unfinished batch.
+unfinished batch. :meth:`CacheWriter.finalize` is ordered so that a kill at any step either
+resumes with every row kept or finds the finished entry (``progress.json`` is removed only after
+the entry is renamed into place).
+
+Integrity: finalize records a checksum (xxh3-128, or sha256 where the ``xxhash`` package is
+missing) of every layer file and of ``ids.txt`` in ``meta.json``; readers verify each file once
+per process (:meth:`FeatureCache.verify`), and an entry whose bytes changed is set aside as
+``<key>.corrupt-<time>`` with one :class:`CacheError` line naming the file. Entries written before
+checksums existed are read unverified (:meth:`FeatureCache.verify` says so). Write errors (disk
+full, I/O errors, permissions) become one :class:`CacheError` line naming the path and what is
+kept; no file is ever left truncated under its final name.
+
+Permissions: every file is created ``0o666 & ~umask`` and every directory ``0o777 & ~umask``,
+and lock files are writable by the group whenever the group may read them, so a lab sharing a
+cache directory (umask 002 or 022, setgid group directory) can read and lock each other's
+entries (docs/reliability.md, "A cache shared by a lab").
 
 Nothing here imports torch: everything below the cache works on numpy arrays only.
 """
@@ -33,13 +51,17 @@ Nothing here imports torch: everything below the cache works on numpy arrays onl
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import stat
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -54,6 +76,7 @@ from medprobe.extractors.base import LayerId, layer_filename
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
+    "CHECKSUM_ALGORITHMS",
     "CacheError",
     "CacheWriter",
     "FeatureCache",
@@ -69,6 +92,15 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _LAYER_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PARTIAL_PREFIX = ".partial-"
 _SHARD_PREFIX = "done-"  # done-<k>.json: rows written by shard writer k of a data-parallel run
+_CORRUPT_INFIX = ".corrupt-"  # <key>.corrupt-<UTC time>: an entry set aside by verification
+_IDS_FILE = "ids.txt"
+_CHUNK = 16 << 20  # bytes per read/hash step when streaming a file
+
+#: Checksums recorded in meta.json, fastest first. xxh3-128 (the ``xxhash`` package, which
+#: wandb already requires) hashes at memory speed; sha256 is the fallback without it.
+CHECKSUM_ALGORITHMS = ("xxh3_128", "sha256")
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,6 +215,122 @@ def _ids_sha256(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
 
 
+# --------------------------------------------------------------------------------------------
+# permissions (docs/reliability.md, "A cache shared by a lab")
+
+_umask_lock = threading.Lock()
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux allows (/proc), else via a
+    brief ``os.umask`` round trip under a lock."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _lock_mode() -> int:
+    """Mode of lock files: ``0o666 & ~umask``, plus group (other) write where the umask lets the
+    group (others) read: a lock file another user can see but not open for writing cannot be
+    locked by them (filelock needs write access), which would block a shared cache."""
+    mode = 0o666 & ~_umask()
+    if mode & stat.S_IRGRP:
+        mode |= stat.S_IWGRP
+    if mode & stat.S_IROTH:
+        mode |= stat.S_IWOTH
+    return mode
+
+
+def _file_lock(path: Path, timeout: float = -1) -> filelock.FileLock:
+    return filelock.FileLock(path, timeout=timeout, mode=_lock_mode())
+
+
+# --------------------------------------------------------------------------------------------
+# checksums
+
+
+def default_checksum() -> str:
+    """The algorithm new entries record: ``"xxh3_128"`` if ``xxhash`` imports, else sha256."""
+    try:
+        import xxhash  # noqa: F401
+    except ImportError:
+        return "sha256"
+    return "xxh3_128"
+
+
+def _hasher(algorithm: str) -> Any:
+    """A fresh streaming hash object (``update(buffer)``, ``hexdigest()``) for ``algorithm``."""
+    if algorithm == "xxh3_128":
+        try:
+            import xxhash
+        except ImportError as e:
+            raise CacheError(
+                "this cache entry's checksums are xxh3_128, which needs the 'xxhash' package "
+                "(pip install xxhash, or pass verify=False to read it unverified)"
+            ) from e
+        return xxhash.xxh3_128()
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    raise CacheError(f"unknown checksum algorithm {algorithm!r}; known: {CHECKSUM_ALGORITHMS}")
+
+
+def _file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of every byte of ``path``, streamed in 16 MiB reads (bounded memory)."""
+    h = _hasher(algorithm)
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        with contextlib.suppress(AttributeError, OSError):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return str(h.hexdigest())
+
+
+def _array_file_digest(path: Path, arr: np.ndarray, offset: int, algorithm: str) -> str:
+    """Digest of the .npy file ``path`` whose data ``arr`` maps (C order, from byte ``offset``):
+    the header is read from the file, the data hashed through the mapping in 16 MiB steps, so
+    the caller's later reads find the pages already mapped (one pass over the file, not two)."""
+    h = _hasher(algorithm)
+    with open(path, "rb") as f:
+        h.update(f.read(offset))
+    flat = arr.reshape(-1).view(np.uint8)
+    for i in range(0, flat.size, _CHUNK):
+        h.update(flat[i : i + _CHUNK])
+    return str(h.hexdigest())
+
+
+#: (path, dev, inode, size, mtime_ns, digest) of every file verified by this process.
+_VERIFIED: set[tuple[str, int, int, int, int, str]] = set()
+_VERIFIED_LOCK = threading.Lock()
+_UNVERIFIED_NOTED: set[str] = set()
+
+
+def _verified_token(path: Path, digest: str) -> tuple[str, int, int, int, int, str]:
+    st = os.stat(path)
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, digest)
+
+
+# --------------------------------------------------------------------------------------------
+# I/O
+
+
+def _io_error(what: str, path: Path | str, e: OSError, kept: str) -> CacheError:
+    """One line: what failed, the path, the OS reason, and what is kept."""
+    reason = e.strerror or str(e)
+    if e.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    elif e.errno == errno.EDQUOT:
+        reason = "disk quota exceeded"
+    return CacheError(f"{what}: {path}: {reason}; {kept}")
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
         fd = os.open(path, os.O_RDONLY)
@@ -193,18 +341,39 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_file_durable(path: Path, text: str, fsync: bool = True) -> None:
-    """Write ``text`` (utf-8) to ``path`` via temp file (+ fsync) + ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``text`` (utf-8) to ``path`` via a temp file (+ fsync) + ``os.replace``.
+
+    The temp file is created ``0o666 & ~umask`` (not ``tempfile.mkstemp``'s owner-only 0o600, so
+    other users of a shared cache can read it). On any error the temp file is removed and
+    ``path`` is untouched: it is never left truncated.
+
+    Raises:
+        OSError: as raised by the file system (the caller names the entry).
+    """
+    data = text.encode("utf-8")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if fsync:
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:
+            e.filename = str(path)  # name the file the caller meant, not the temp file
         raise
 
 
@@ -242,10 +411,14 @@ class FeatureCache:
 
     Args:
         root: cache directory; created on first write or lock.
+        verify: check every file read against the checksum recorded at finalize, once per file
+            per process (:meth:`verify`; default). ``False`` trusts the files (``cache.verify``
+            switch): for a cache on storage you trust, where even one extra pass is too much.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, verify: bool = True) -> None:
         self.root = Path(root)
+        self.verify_files = bool(verify)
 
     def __repr__(self) -> str:
         return f"FeatureCache({str(self.root)!r})"
@@ -254,7 +427,7 @@ class FeatureCache:
 
     @staticmethod
     def _check_key(key: str) -> str:
-        if not isinstance(key, str) or not _KEY_RE.match(key):
+        if not isinstance(key, str) or not _KEY_RE.match(key) or _CORRUPT_INFIX in key:
             raise CacheError(f"invalid cache key {key!r}: expected a hex digest from cache_key()")
         return key
 
@@ -277,14 +450,23 @@ class FeatureCache:
         return (self.entry_dir(key) / "meta.json").is_file()
 
     def keys(self) -> list[str]:
-        """Keys of all complete entries, sorted."""
+        """Keys of all complete entries, sorted (entries set aside as corrupt are not listed)."""
         if not self.root.is_dir():
             return []
         return sorted(
             p.name
             for p in self.root.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and (p / "meta.json").is_file()
+            if p.is_dir()
+            and not p.name.startswith(".")
+            and _CORRUPT_INFIX not in p.name
+            and (p / "meta.json").is_file()
         )
+
+    def corrupt_entries(self) -> list[Path]:
+        """Entries set aside by :meth:`verify` (``root/<key>.corrupt-<time>``), sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and _CORRUPT_INFIX in p.name)
 
     def meta(self, key: str) -> dict[str, Any]:
         """The parsed ``meta.json`` of a complete entry.
@@ -292,7 +474,9 @@ class FeatureCache:
         Keys: ``format_version``, ``key``, ``n`` (rows), ``dtype`` (``"float16"``), ``layers``
         (canonical order), ``dims`` (feature width per layer, aligned with ``layers``),
         ``files`` (file name per layer), ``created`` (ISO-8601 UTC), ``spec`` (as given to
-        :meth:`writer`).
+        :meth:`writer`); since checksums exist also ``checksums`` (``{"algorithm": name,
+        "files": {file name: hex digest}}`` for every layer file and ``ids.txt``) and
+        ``all_finite`` (True: every row passed the writer's finiteness check).
 
         Raises:
             CacheError: the entry is missing/incomplete, or meta.json is unreadable.
@@ -312,17 +496,25 @@ class FeatureCache:
     def ids(self, key: str) -> list[str]:
         """Example ids of a complete entry, in row order (``len == meta(key)["n"]``).
 
+        The bytes of ids.txt are checked against their checksum (when the cache verifies and
+        the entry has checksums): two swapped lines would silently pair features with the wrong
+        labels.
+
         Raises:
-            CacheError: the entry is incomplete, or ids.txt disagrees with meta.json.
+            CacheError: the entry is incomplete; ids.txt disagrees with meta.json; ids.txt does
+                not match its checksum (the entry is set aside, see :meth:`verify`).
         """
-        n = self.meta(key)["n"]
-        path = self.entry_dir(key) / "ids.txt"
+        meta = self.meta(key)
+        n = meta["n"]
+        path = self.entry_dir(key) / _IDS_FILE
         try:
-            with open(path, encoding="utf-8", newline="") as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                raw = f.read()
         except OSError as e:
             raise CacheError(f"cannot read {path}: {e}") from e
-        ids = text.split("\n")
+        if self.verify_files:
+            self._verify_ids(key, meta, path, raw)
+        ids = raw.decode("utf-8").split("\n")
         if ids and ids[-1] == "":
             ids.pop()
         if len(ids) != n:
@@ -336,12 +528,18 @@ class FeatureCache:
         """
         return sort_layers(self.meta(key)["layers"])
 
-    def load(self, key: str, layer: LayerId) -> np.ndarray:
-        """Features of one layer as a read-only memmap.
+    def load(self, key: str, layer: LayerId, *, verify: bool | None = None) -> np.ndarray:
+        """Features of one layer as a read-only memmap, checked against its checksum.
+
+        The first load of a layer file in a process hashes the whole file through the returned
+        mapping (one pass at disk speed; later reads of the rows find the pages mapped) and
+        compares it with the checksum recorded at finalize; later loads of the unchanged file
+        skip it. See ``benchmarks/bench_cache_verify.py`` for the cost.
 
         Args:
             key: a complete entry's key.
             layer: a stored layer id (ints given as strings, e.g. ``"10"``, are accepted).
+            verify: override the cache's ``verify`` setting for this call.
 
         Returns:
             ``np.memmap`` of shape (N, D), dtype float16, ``flags.writeable == False``; row i
@@ -349,7 +547,9 @@ class FeatureCache:
 
         Raises:
             CacheError: the entry is incomplete; the layer is not stored (the message lists the
-                available layers); the file is missing or its shape/dtype disagree with meta.
+                available layers); the file is missing or its shape/dtype disagree with meta;
+                the file does not match its checksum (one line naming the file; the entry is set
+                aside as ``<key>.corrupt-<time>``, not deleted, and the next run recomputes it).
         """
         meta = self.meta(key)
         try:
@@ -375,7 +575,185 @@ class FeatureCache:
             raise CacheError(
                 f"{path}: shape {arr.shape} dtype {arr.dtype}, meta.json says {expected} float16"
             )
+        if self.verify_files if verify is None else verify:
+            self._verify_file(key, meta, path, arr)
         return arr
+
+    def verify(self, key: str, layers: Sequence[LayerId] | None = None) -> dict[str, Any]:
+        """Check ids.txt and the layer files of an entry against the checksums in meta.json.
+
+        Each file is hashed at most once per process while it is unchanged (same inode, size
+        and mtime). Called by :meth:`ids` and :meth:`load` (unless ``verify=False``); call it
+        directly to check a whole entry (e.g. a ``medprobe cache verify`` command).
+
+        Args:
+            key: a complete entry's key.
+            layers: the layers to check (default: every stored layer).
+
+        Returns:
+            ``{"verified": True, "algorithm": name, "files": [names checked]}``, or, for an entry
+            written before checksums existed, ``{"verified": False, "reason": "..."}``: such
+            entries are read unverified (nothing to compare with); delete them to recompute
+            with checksums.
+
+        Raises:
+            CacheError: a file is missing or does not match its checksum: one line naming the
+                file; the entry is renamed to ``<key>.corrupt-<time>`` (set aside, never
+                deleted) so the next run recomputes it.
+        """
+        meta = self.meta(key)
+        sums = self._checksums(meta)
+        if sums is None:
+            return {
+                "verified": False,
+                "reason": "written before medprobe recorded checksums: its files cannot be "
+                "verified; delete the entry to recompute it with checksums",
+            }
+        algorithm, _ = sums
+        want = list(meta["layers"]) if layers is None else [_norm_layer(x) for x in layers]
+        path = self.entry_dir(key) / _IDS_FILE
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise CacheError(f"cannot read {path}: {e.strerror or e}") from e
+        self._verify_ids(key, meta, path, raw)
+        checked = [_IDS_FILE]
+        for layer in want:
+            if layer not in meta["layers"]:
+                raise CacheError(f"layer {layer!r} is not in cache entry {key}")
+            path = self.entry_dir(key) / meta["files"][list(meta["layers"]).index(layer)]
+            self._verify_file(key, meta, path, None)
+            checked.append(path.name)
+        return {"verified": True, "algorithm": algorithm, "files": checked}
+
+    def check_finite(
+        self, key: str, layer: LayerId, rows: Sequence[int] | np.ndarray | None = None
+    ) -> None:
+        """Refuse a cached layer holding NaN or inf, naming the layer and the first row ids.
+
+        The writer refuses non-finite features, so an entry with checksums and ``all_finite``
+        whose file was verified in this process is finite by construction and returns at once.
+        Otherwise (older entries, ``verify=False``) the rows are scanned in 64 MiB blocks
+        (float16 bit test, bounded memory).
+
+        Args:
+            key: a complete entry's key.
+            layer: a stored layer.
+            rows: row indices to check (e.g. the probe's train/val/test rows); default all.
+
+        Raises:
+            CacheError: ``"layer 10 of cache entry <key> holds NaN/inf in 3 of 1000 rows (ids
+                a.png, b.png, c.png): ..."``, one line; or as :meth:`load`.
+        """
+        meta = self.meta(key)
+        arr = self.load(key, layer)
+        i = list(meta["layers"]).index(_norm_layer(layer))
+        path = self.entry_dir(key) / meta["files"][i]
+        sums = self._checksums(meta)
+        if meta.get("all_finite") is True and sums is not None and self.verify_files:
+            with contextlib.suppress(OSError):
+                if _verified_token(path, sums[1].get(path.name, "")) in _VERIFIED:
+                    return
+        n, d = arr.shape
+        idx = np.arange(n) if rows is None else np.unique(np.asarray(rows, dtype=np.int64))
+        if idx.size and (idx[0] < 0 or idx[-1] >= n):
+            raise CacheError(f"check_finite: row indices outside [0, {n}) for cache entry {key}")
+        step = max(1, (64 << 20) // max(1, d * 2))
+        bad: list[int] = []
+        for s in range(0, idx.size, step):
+            sel = idx[s : s + step]
+            block = arr[sel[0] : sel[-1] + 1] if rows is None else arr[sel]
+            bits = np.asarray(block).view(np.uint16)
+            nonfinite = ((bits & 0x7C00) == 0x7C00).any(axis=1)  # exponent all ones: inf/nan
+            bad += sel[nonfinite].tolist()
+        if bad:
+            ids = self.ids(key)
+            shown = ", ".join(ids[r] for r in bad[:5]) + (", ..." if len(bad) > 5 else "")
+            raise CacheError(
+                f"layer {_norm_layer(layer)!r} of cache entry {key} holds NaN/inf in {len(bad)} "
+                f"of {idx.size} rows (ids {shown}); it was written without medprobe's "
+                f"finiteness check or changed since: delete {self.entry_dir(key)} to recompute"
+            )
+
+    # ---- integrity helpers
+
+    @staticmethod
+    def _checksums(meta: Mapping[str, Any]) -> tuple[str, dict[str, str]] | None:
+        sums = meta.get("checksums")
+        if not isinstance(sums, dict) or not isinstance(sums.get("files"), dict):
+            return None
+        return str(sums.get("algorithm")), dict(sums["files"])
+
+    def _note_unverified(self, key: str) -> None:
+        if key not in _UNVERIFIED_NOTED:
+            _UNVERIFIED_NOTED.add(key)
+            log.warning(
+                "cache entry %s was written before medprobe recorded checksums: it is read "
+                "unverified (delete %s to recompute it with checksums)",
+                key,
+                self.entry_dir(key),
+            )
+
+    def _verify_ids(self, key: str, meta: Mapping[str, Any], path: Path, raw: bytes) -> None:
+        sums = self._checksums(meta)
+        if sums is None:
+            self._note_unverified(key)
+            return
+        h = _hasher(sums[0])
+        h.update(raw)
+        if sums[1].get(_IDS_FILE) != h.hexdigest():
+            self._set_aside(key, path, "its bytes changed since the entry was written")
+
+    def _verify_file(
+        self, key: str, meta: Mapping[str, Any], path: Path, arr: np.ndarray | None
+    ) -> None:
+        """Hash ``path`` (through ``arr``'s mapping if given) unless this process already
+        verified the unchanged file; set the entry aside on a mismatch."""
+        sums = self._checksums(meta)
+        if sums is None:
+            self._note_unverified(key)
+            return
+        algorithm, files = sums
+        want = files.get(path.name)
+        if want is None:
+            self._set_aside(key, path, "meta.json records no checksum for it")
+        try:
+            token = _verified_token(path, str(want))
+        except OSError as e:
+            raise CacheError(f"cannot read {path}: {e.strerror or e}") from e
+        if token in _VERIFIED:
+            return
+        try:
+            if arr is not None and isinstance(arr, np.memmap):
+                got = _array_file_digest(path, arr, int(arr.offset), algorithm)
+            else:
+                got = _file_digest(path, algorithm)
+        except OSError as e:
+            raise CacheError(f"cannot read {path}: {e.strerror or e}") from e
+        if got != want:
+            self._set_aside(key, path, "its bytes changed since the entry was written")
+        with _VERIFIED_LOCK:
+            _VERIFIED.add(token)
+
+    def _set_aside(self, key: str, path: Path, why: str) -> None:
+        """Rename the entry to ``<key>.corrupt-<UTC time>`` and raise one CacheError line."""
+        entry = self.entry_dir(key)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        aside = self.root / f"{key}{_CORRUPT_INFIX}{stamp}"
+        try:
+            os.rename(entry, aside)
+            _fsync_dir(self.root)
+            where = f"the entry was set aside as {aside} (not deleted); the next run recomputes it"
+        except FileNotFoundError:
+            where = "another process has already set the entry aside; the next run recomputes it"
+        except OSError as e:
+            where = (
+                f"it could not be set aside ({e.strerror or e}): move or delete {entry} to "
+                "recompute it"
+            )
+        raise CacheError(
+            f"cache entry {key}: {path} does not match the checksum in meta.json ({why}); {where}"
+        )
 
     # ---- writing
 
@@ -383,7 +761,8 @@ class FeatureCache:
         """An (unacquired) inter-process lock on ``root/<key>.lock``.
 
         Use as ``with cache.lock(key): if not cache.is_complete(key): ...`` so two jobs never
-        write one entry.
+        write one entry. The lock file is created ``0o666 & ~umask`` plus group write where the
+        group may read, so other users of a shared cache can take it (see the module docstring).
 
         Args:
             timeout: seconds to wait on acquire; -1 waits forever, 0 tries once.
@@ -393,7 +772,7 @@ class FeatureCache:
         """
         path = self.lock_path(key)
         self.root.mkdir(parents=True, exist_ok=True)
-        return filelock.FileLock(path, timeout=timeout)
+        return _file_lock(path, timeout=timeout)
 
     def writer(
         self,
@@ -567,16 +946,25 @@ class CacheWriter:
         self._done: list[list[int]] = []  # merged done intervals known to this writer
         self._new: list[list[int]] = []  # intervals this shard writer wrote (done-<k>.json)
         self.dir = cache.partial_dir(key)
-        if shard is None:
-            cache.root.mkdir(parents=True, exist_ok=True)
-            if not self._try_resume():
-                if self.dir.exists():
-                    shutil.rmtree(self.dir)
-                self.dir.mkdir(parents=True)
-                self._done = []
-                self._save_progress()
-        else:
-            self._attach()
+        try:
+            if shard is None:
+                cache.root.mkdir(parents=True, exist_ok=True)
+                if not self._try_resume():
+                    if self.dir.exists():
+                        shutil.rmtree(self.dir)
+                    self.dir.mkdir(parents=True)
+                    self._done = []
+                    self._save_progress()
+            else:
+                self._attach()
+        except OSError as e:
+            self._close_fds()
+            raise _io_error(
+                f"cannot create cache entry {key}",
+                e.filename or self.dir,
+                e,
+                "nothing was extracted yet; free space or fix the permissions and rerun",
+            ) from None
         self._pending = _gaps(start, stop, self._done)
         self.resumed = self.n_done > 0
 
@@ -697,7 +1085,7 @@ class CacheWriter:
         Under ``alloc.lock`` in the partial directory: the first writer allocates, the others
         find the files and check that their feature widths agree.
         """
-        with filelock.FileLock(self.dir / "alloc.lock"):
+        with _file_lock(self.dir / "alloc.lock"):
             found: dict[LayerId, tuple[int, int]] = {}
             for layer, name in self._files.items():
                 path = self.dir / name
@@ -830,47 +1218,82 @@ class CacheWriter:
             raise CacheError(
                 f"cache entry {self.key}: batch of {b} rows after {self.n_done} exceeds {limit}"
             )
+        try:
+            self._write_rows(rows, b)
+        except OSError as e:
+            kept = self.n_done
+            self._close_fds()
+            self._closed = True
+            raise _io_error(
+                f"cannot write cache entry {self.key}",
+                e.filename or self.dir,
+                e,
+                f"the {kept} rows written before are kept in {self.dir}: free space (or fix "
+                "the disk) and rerun to resume from there",
+            ) from None
+
+    def _write_rows(self, rows: Mapping[LayerId, np.ndarray], b: int) -> None:
+        """Positioned writes of one checked batch, fsync, then progress; the writer's state
+        (pending rows, done intervals) changes only once everything is durable."""
         if not self._fds:
             self._ensure_files({layer: int(a.shape[1]) for layer, a in rows.items()})
         segments: list[tuple[int, int, int]] = []  # (row in entry, row in batch, count)
+        pending = [list(iv) for iv in self._pending]
         k = 0
         while k < b:
-            a, e = self._pending[0]
+            a, e = pending[0]
             n = min(e - a, b - k)
             segments.append((a, k, n))
             k += n
             if a + n == e:
-                self._pending.pop(0)
+                pending.pop(0)
             else:
-                self._pending[0] = [a + n, e]
+                pending[0] = [a + n, e]
         for layer, y in rows.items():
             fd, row_bytes = self._fds[layer], self.dims[layer] * _DTYPE.itemsize
-            for row, k, n in segments:
-                data = y[k : k + n].data.cast("B")
-                pos = self._offsets[layer] + row * row_bytes
-                while data:
-                    w = os.pwrite(fd, data, pos)
-                    data, pos = data[w:], pos + w
-        if self.fsync:  # data must be durable before progress says it is there
-            for fd in self._fds.values():
-                os.fsync(fd)
+            try:
+                for row, k, n in segments:
+                    data = y[k : k + n].data.cast("B")
+                    pos = self._offsets[layer] + row * row_bytes
+                    while data:
+                        w = os.pwrite(fd, data, pos)
+                        data, pos = data[w:], pos + w
+                if self.fsync:  # data must be durable before progress says it is there
+                    os.fsync(fd)
+            except OSError as e:
+                e.filename = e.filename or str(self.dir / self._files[layer])
+                raise
         seg = [[row, row + n] for row, _, n in segments]
-        self._done = _merge(self._done + seg)
-        self._new = _merge(self._new + seg)
-        self._save_progress()
+        done, new = _merge(self._done + seg), _merge(self._new + seg)
+        old = (self._done, self._new)
+        self._done, self._new = done, new
+        try:
+            self._save_progress()
+        except BaseException:
+            self._done, self._new = old
+            raise
+        self._pending = pending
 
     def finalize(self) -> Path:
-        """Write ids.txt and meta.json, then atomically rename the partial dir to ``root/<key>``.
+        """Checksum the layer files, write ids.txt and meta.json, rename the partial dir to
+        ``root/<key>``, then remove the progress files.
 
         Only the coordinator finalizes, after every shard writer has finished: rows recorded
         by the shard writers' ``done-*.json`` count as written.
+
+        Crash safety: ``progress.json`` and the shard files stay in the partial directory until
+        it has been renamed into place, so a kill at any step either leaves a partial entry
+        that the next writer resumes with every row done (it only finalizes again) or the
+        complete entry (stray progress files inside it are harmless and removed here).
 
         Returns:
             The entry directory ``root/<key>``.
 
         Raises:
             CacheError: rows are missing; the entry was completed by someone else (the lock
-                was not held); the writer is a shard writer or closed.
+                was not held); the writer is a shard writer or closed; a write failed (disk
+                full, I/O error: one line naming the path; every row stays in the partial
+                entry, and a rerun only finalizes).
         """
         if self._closed:
             raise CacheError(f"cache writer for {self.key} is closed")
@@ -888,12 +1311,32 @@ class CacheWriter:
         final = self.cache.entry_dir(self.key)
         if self.cache.is_complete(self.key):
             raise CacheError(f"cache entry {self.key} was completed concurrently at {final}")
+        try:
+            return self._finalize(final)
+        except OSError as e:
+            self._close_fds()
+            raise _io_error(
+                f"cannot finalize cache entry {self.key}",
+                e.filename or self.dir,
+                e,
+                f"all {self.n_total} rows are kept in {self.dir}: free space (or fix the disk) "
+                "and rerun; nothing is recomputed",
+            ) from None
+
+    def _finalize(self, final: Path) -> Path:
         if not self._fds:  # shard writers wrote everything: learn the widths from the files
             self.dims = {x: int(_npy_info(self.dir / f)[0][1]) for x, f in self._files.items()}
             self._open_fds()
         for fd in self._fds.values():  # the complete entry is always durable
             os.fsync(fd)
         self._close_fds()
+        ids_text = "".join(f"{x}\n" for x in self._ids)
+        algorithm = default_checksum()
+        h = _hasher(algorithm)
+        h.update(ids_text.encode("utf-8"))
+        sums = {_IDS_FILE: h.hexdigest()}
+        for layer in self.layers:
+            sums[self._files[layer]] = _file_digest(self.dir / self._files[layer], algorithm)
         meta = {
             "format_version": CACHE_FORMAT_VERSION,
             "key": self.key,
@@ -903,13 +1346,11 @@ class CacheWriter:
             "dims": [self.dims[x] for x in self.layers],
             "files": [self._files[x] for x in self.layers],
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "checksums": {"algorithm": algorithm, "files": sums},
+            "all_finite": True,  # write() refuses non-finite rows, in every process
             "spec": self._spec,
         }
-        _write_file_durable(self.dir / "ids.txt", "".join(f"{x}\n" for x in self._ids))
-        (self.dir / "progress.json").unlink(missing_ok=True)
-        for p in self.dir.glob(f"{_SHARD_PREFIX}*.json"):
-            p.unlink(missing_ok=True)
-        (self.dir / "alloc.lock").unlink(missing_ok=True)
+        _write_file_durable(self.dir / _IDS_FILE, ids_text)
         _write_file_durable(self.dir / "meta.json", json.dumps(meta, indent=1) + "\n")
         _fsync_dir(self.dir)
         if final.exists():  # an incomplete leftover (no meta.json): garbage
@@ -917,6 +1358,17 @@ class CacheWriter:
         os.replace(self.dir, final)
         _fsync_dir(self.cache.root)
         self._closed = True
+        # The entry is complete: the progress files inside it are now only clutter.
+        for name in ("progress.json", "alloc.lock"):
+            with contextlib.suppress(OSError):
+                (final / name).unlink(missing_ok=True)
+        for p in final.glob(f"{_SHARD_PREFIX}*.json"):
+            with contextlib.suppress(OSError):
+                p.unlink(missing_ok=True)
+        # The bytes were hashed just now: this process need not hash them again on load.
+        with _VERIFIED_LOCK, contextlib.suppress(OSError):
+            for name, digest in sums.items():
+                _VERIFIED.add(_verified_token(final / name, digest))
         return final
 
     def close(self) -> None:

@@ -382,3 +382,299 @@ def test_fingerprint() -> None:
     assert loader_fingerprint(512) != fp
     with pytest.raises(ValueError):
         loader_fingerprint(0)
+
+
+# ------------------------------------------------------------------ memory-safe decoding (14.3)
+
+import os  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import medprobe.data.images as images_mod  # noqa: E402
+from medprobe.data.images import check_inside_root  # noqa: E402
+from medprobe.errors import DataError  # noqa: E402
+
+_RNG = np.random.default_rng(14)
+
+
+def _texture(h: int, w: int, c: int) -> np.ndarray:
+    """Smooth blobs plus noise: resampling results depend on every tap (no flat areas)."""
+    base = _RNG.integers(0, 256, (h // 8 + 2, w // 8 + 2, c)).astype(np.uint8)
+    a = np.asarray(Image.fromarray(base.squeeze(-1) if c == 1 else base).resize((w, h)))
+    a = a.reshape(h, w, c).astype(np.int16) + _RNG.integers(-25, 25, (h, w, c))
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def _save(path: Path, kind: str, w: int, h: int) -> Path:
+    """A PNG of ``kind``: L, LA, RGB, RGBA, P, P+tRNS, L+tRNS (colour key) or I;16."""
+    if kind in ("L", "LA", "RGB", "RGBA"):
+        c = len(kind)
+        a = _texture(h, w, c)
+        Image.fromarray(a[..., 0] if c == 1 else a, mode=kind).save(path)
+    elif kind in ("P", "P+tRNS"):
+        img = Image.fromarray(_texture(h, w, 1)[..., 0], "L").convert("P")
+        img.putpalette(_RNG.integers(0, 256, 768).astype(np.uint8).tobytes())
+        if kind == "P+tRNS":
+            img.save(path, transparency=bytes(_RNG.integers(0, 256, 256).astype(np.uint8)))
+        else:
+            img.save(path)
+    elif kind == "L+tRNS":
+        a = _texture(h, w, 1)[..., 0]
+        Image.fromarray(a, "L").save(path, transparency=int(a[0, 0]))
+    else:
+        Image.fromarray(_texture(h, w, 1)[..., 0].astype(np.uint16) * 257 // 3).save(path)
+    return path
+
+
+KINDS = ["L", "LA", "RGB", "RGBA", "P", "P+tRNS", "L+tRNS", "I;16"]
+# (w, h) for max_side 96: horizontal pass first, vertical first (the height shrinks by more
+# than twice the width's pixels), both sides over max_side, a band (no vertical pass), a column
+# (no horizontal pass); strips of a few rows (_STRIP_BYTES patched), so every filter type meets
+# a strip boundary
+GEOMETRIES = [(150, 110), (103, 250), (230, 210), (301, 4), (1, 300), (70, 260)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("w", "h"), GEOMETRIES)
+def test_strip_decoding_gives_the_pixels_of_a_whole_decode(
+    tmp_path: Path, monkeypatch, kind: str, w: int, h: int
+) -> None:
+    path = _save(tmp_path / "x.png", kind, w, h)
+    monkeypatch.setattr(images_mod, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(images_mod, "_STRIP_BYTES", 1000)
+    with Image.open(path) as opened:
+        assert images_mod._png_stream_plan(opened, str(path), 96) is not None
+    streamed = load_image(path, max_side=96)
+    with monkeypatch.context() as m:
+        m.setattr(images_mod, "_png_stream_plan", lambda *a: None)
+        plain = load_image(path, max_side=96)
+    assert streamed.mode == plain.mode == "RGB" and streamed.size == plain.size
+    assert np.array_equal(np.asarray(streamed), np.asarray(plain))
+
+
+def test_strip_decoding_at_full_size(tmp_path: Path, monkeypatch) -> None:
+    """The default max_side and strip size, both pass orders."""
+    monkeypatch.setattr(images_mod, "STREAM_MIN_BYTES", 0)
+    for kind, (w, h) in [("RGBA", (1100, 1030)), ("I;16", (1030, 2500))]:
+        path = _save(tmp_path / f"{kind}.png", kind, w, h)
+        streamed = load_image(path)
+        with monkeypatch.context() as m:
+            m.setattr(images_mod, "_png_stream_plan", lambda *a: None)
+            plain = load_image(path)
+        assert np.array_equal(np.asarray(streamed), np.asarray(plain)), kind
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_vertical_lanczos_matches_pillow_bit_for_bit(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(15):
+        h = int(rng.integers(2, 3000))
+        th = int(rng.integers(1, h))
+        a = rng.integers(0, 256, (h, 5, 3)).astype(np.uint8)
+        ref = np.asarray(Image.fromarray(a).resize((5, th), Image.Resampling.LANCZOS))
+        v = images_mod._VerticalLanczos(h, th, 5, 3)
+        step = int(rng.integers(1, 50))
+        out = np.concatenate([v.push(a[i : i + step]) for i in range(0, h, step)])
+        assert v.done and np.array_equal(out, ref), (h, th, step)
+
+
+def test_pillow_pass_order_is_the_one_reproduced() -> None:
+    """Pillow 13 runs the vertical pass first when the height shrinks by more than twice as
+    many pixels as the width (rounding between passes makes the order visible)."""
+    rng = np.random.default_rng(0)
+    lanczos = Image.Resampling.LANCZOS
+    for w, h, tw, th in [
+        (60, 300, 50, 40),
+        (300, 60, 40, 50),
+        (120, 130, 60, 61),
+        (90, 400, 10, 300),
+    ]:
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3)).astype(np.uint8))
+        ref = np.asarray(img.resize((tw, th), lanczos))
+        if images_mod._vertical_first((w, h), (tw, th)):
+            two = img.resize((w, th), lanczos).resize((tw, th), lanczos)
+        else:
+            two = img.resize((tw, h), lanczos).resize((tw, th), lanczos)
+        assert np.array_equal(np.asarray(two), ref), (w, h, tw, th)
+
+
+def test_small_interlaced_animated_rotated_and_other_formats_take_the_plain_path(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(images_mod, "STREAM_MIN_BYTES", 0)
+    a = _texture(120, 130, 3)
+
+    def plan(path: Path) -> object:
+        with Image.open(path) as opened:
+            return images_mod._png_stream_plan(opened, str(path), 96)
+
+    Image.fromarray(a).save(tmp_path / "ok.png")
+    assert plan(tmp_path / "ok.png") is not None
+    Image.fromarray(a[:90, :90]).save(tmp_path / "small.png")  # needs no downsampling
+    assert plan(tmp_path / "small.png") is None
+    Image.fromarray(a).save(tmp_path / "x.jpg")
+    assert plan(tmp_path / "x.jpg") is None
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(a).save(tmp_path / "rot.png", exif=exif)
+    assert plan(tmp_path / "rot.png") is None
+    frames = [Image.fromarray(a), Image.fromarray(255 - a)]
+    frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])
+    assert plan(tmp_path / "anim.png") is None
+    raw = b"".join(b"\x00" + a[y].tobytes() for y in range(a.shape[0]))
+    png = _png_bytes(130, 120, 8, 2, raw)
+    ihdr = struct.pack(">IIBBBBB", 130, 120, 8, 2, 0, 0, 1)  # interlace method 1 (Adam7)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    interlaced = png[:16] + ihdr + crc + png[33:]
+    (tmp_path / "il.png").write_bytes(bytes(interlaced))
+    assert plan(tmp_path / "il.png") is None
+    monkeypatch.setattr(images_mod, "STREAM_MIN_BYTES", 32 << 20)  # the default threshold
+    assert plan(tmp_path / "ok.png") is None
+
+
+def test_truncated_and_corrupt_large_png_fail_loudly(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(images_mod, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(images_mod, "_STRIP_BYTES", 2000)
+    a = _texture(210, 150, 4)
+    raw = b"".join(b"\x00" + a[y].tobytes() for y in range(a.shape[0]))
+    good = _png_bytes(150, 210, 8, 6, raw)
+    ok = tmp_path / "ok.png"
+    ok.write_bytes(good)
+    assert load_image(ok, max_side=96).size == (69, 96)
+    idat_start = good.index(b"IDAT") + 4
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good[: idat_start + (len(good) - idat_start) // 2])
+    with pytest.raises(ImageLoadError, match=r"truncated PNG data: \d+ of 210 rows") as e:
+        load_image(cut, max_side=96)
+    assert e.value.path == str(cut)
+    bad = bytearray(good)
+    bad[idat_start + 200 : idat_start + 260] = b"\xff" * 60
+    (tmp_path / "bad.png").write_bytes(bytes(bad))
+    with pytest.raises(ImageLoadError, match="cannot decode"):
+        load_image(tmp_path / "bad.png", max_side=96)
+
+
+def test_decompression_bomb_limit_stays_the_hard_stop(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(images_mod, "STREAM_MIN_BYTES", 0)
+    path = _save(tmp_path / "x.png", "RGBA", 1500, 1100)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500 * 1100 // 3)
+    with pytest.raises(ImageLoadError, match="too many pixels"):
+        load_image(path)
+
+
+def test_compositing_in_blocks_is_exact(tmp_path: Path) -> None:
+    rgba = _RNG.integers(0, 256, (700, 900, 4)).astype(np.uint8)
+    rgba[:100, :, 3] = 255  # opaque rows
+    rgba[100:200, :, 3] = 0  # transparent rows
+    want = (rgba[..., :3].astype(np.uint16) * rgba[..., 3:4] + 127) // 255
+    assert np.array_equal(images_mod._composite_on_black(rgba), want.astype(np.uint8))
+
+
+def test_scan_bounds_decoded_bytes_across_threads(tmp_path: Path, monkeypatch) -> None:
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (100, 100)).save(paths[-1])  # 100*100*4 = 40000 bytes decoded
+    live, peak = [0], [0]
+    lock = threading.Lock()
+
+    def slow_load(path: str, max_side: int = 1024) -> None:
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        time.sleep(0.05)
+        with lock:
+            live[0] -= 1
+
+    monkeypatch.setattr(images_mod, "load_image", slow_load)
+    for budget, most in [(40_000, 1), (80_000, 2), (10**9, 4), (1, 1)]:
+        peak[0] = 0
+        assert scan_images(paths, max_workers=4, progress=False, max_decoded_bytes=budget) == []
+        assert peak[0] == most, (budget, peak[0])
+    with pytest.raises(ValueError, match="max_decoded_bytes"):
+        scan_images(paths, max_decoded_bytes=0)
+
+
+def _peak_rss_child(code: str) -> int:
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.slow
+def test_huge_rgba_png_loads_in_bounded_memory(tmp_path: Path) -> None:
+    """The issue's case: 13000 x 13000 RGBA, ~1 MB on disk, 676 MB decoded (took 4.8 GB)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_decode_memory import write_png
+
+    path = tmp_path / "huge.png"
+    write_png(path, 13000)
+    small = tmp_path / "small.png"
+    Image.new("RGBA", (64, 48)).save(small)
+    code = f"""
+import warnings; warnings.simplefilter("ignore")
+from medprobe.data.images import load_image
+load_image({str(small)!r})
+open("/proc/self/clear_refs", "w").write("5")
+def kib(key):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key))
+base = kib("VmRSS:")
+img = load_image({str(path)!r})
+assert img.size == (1024, 1024) and img.mode == "RGB"
+print(kib("VmHWM:") - base)
+"""
+    peak_kib = _peak_rss_child(code)
+    assert peak_kib < 10 * 1024 * 1024 * 3 / 1024  # < 10x the 3 MB result
+
+
+# ------------------------------------------------------------ files outside the root (14.4)
+
+
+def test_paths_leading_outside_the_root_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "s.png").write_bytes(b"x")
+    (root / "a" / "in.png").write_bytes(b"x")
+    os.symlink(secret / "s.png", root / "a" / "file_link.png")  # file symlink out
+    os.symlink(secret, root / "dir_link")  # folder symlink out
+    os.symlink(root / "a" / "in.png", root / "a" / "inner_link.png")  # stays inside: fine
+    paths = [
+        root / "a" / "in.png",
+        root / "a" / "file_link.png",
+        root / "dir_link" / "s.png",
+        root / "a" / "inner_link.png",
+        root / ".." / "secret" / "s.png",  # a PadChest ImageDir of ../secret
+        root / "a" / "missing.png",  # missing inside: the scan reports it, not this check
+    ]
+    with pytest.raises(DataError) as e:
+        check_inside_root(paths, root)
+    lines = str(e.value).splitlines()
+    real_secret = os.path.realpath(secret / "s.png")
+    assert lines[0].startswith(
+        f"3 image path(s) lead outside the dataset root {os.path.realpath(root)}"
+    )
+    assert lines[1:] == [
+        f"  {root / 'a' / 'file_link.png'} -> {real_secret}",
+        f"  {root / 'dir_link' / 's.png'} -> {real_secret}",
+        f"  {root / '..' / 'secret' / 's.png'} -> {real_secret}",
+    ]
+    assert check_inside_root(paths, root, allow_outside=True) == [
+        (str(paths[i]), real_secret) for i in (1, 2, 4)
+    ]
+    assert check_inside_root(paths[:1] + paths[3:4] + paths[5:], root) == []
+    # a root given through a symlink is fine: what matters is where the images lead
+    os.symlink(root, tmp_path / "root_link")
+    assert (
+        check_inside_root([tmp_path / "root_link" / "a" / "in.png"], tmp_path / "root_link") == []
+    )
+    # a sibling folder whose name starts like the root's is outside
+    (tmp_path / "data2").mkdir()
+    with pytest.raises(DataError, match="1 image path"):
+        check_inside_root([tmp_path / "data2" / "x.png"], root)
