@@ -114,9 +114,11 @@ def _float(x: Any) -> float:
 class MetricSummary:
     """One metric with its bootstrap summary (:func:`medprobe.stats.summarize`).
 
-    ``value`` is the point estimate on the full test set; ``mean``, ``sd`` (``ddof=1``, NaN
-    with a single valid replicate), ``ci_low``/``ci_high`` (percentile CI at
-    ``Bootstrap.ci``) summarise the ``n_replicates`` valid bootstrap replicates.
+    ``value`` is the point estimate on the full test set; ``mean`` (= ``boot_mean``, the
+    bootstrap mean the paper plots), ``sd`` (``ddof=1``, NaN with a single valid replicate)
+    summarise the ``n_replicates`` valid bootstrap replicates; ``ci_low``/``ci_high`` is the
+    CI at ``Bootstrap.ci`` computed by ``ci_method`` (``percentile`` unless chosen otherwise;
+    docs/statistics.md).
     """
 
     value: float
@@ -125,20 +127,29 @@ class MetricSummary:
     ci_low: float
     ci_high: float
     n_replicates: int
+    ci_method: str = "percentile"
+
+    @property
+    def boot_mean(self) -> float:
+        """The mean of the bootstrap replicates (the paper's plotted value)."""
+        return self.mean
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> MetricSummary:
         return cls(
             value=_float(d["value"]),
-            mean=_float(d["mean"]),
+            mean=_float(d.get("boot_mean", d["mean"])),
             sd=_float(d["sd"]),
             ci_low=_float(d["ci_low"]),
             ci_high=_float(d["ci_high"]),
             n_replicates=int(d["n_replicates"]),
+            ci_method=str(d.get("ci_method", "percentile")),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["boot_mean"] = self.mean
+        return out
 
 
 @dataclass(frozen=True)
@@ -153,6 +164,9 @@ class Metrics(Mapping[str, MetricSummary]):
 
     summaries: dict[str, MetricSummary]
     absent_classes: list[str] = field(default_factory=list)
+    #: what the bootstrap resampled: ``image``, or ``patient`` (a cluster bootstrap)
+    resampling_unit: str = "image"
+    n_resampling_units: int | None = None
 
     def __getitem__(self, name: str) -> MetricSummary:
         return self.summaries[name]
@@ -169,14 +183,20 @@ class Metrics(Mapping[str, MetricSummary]):
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Metrics:
+        n_units = d.get("n_resampling_units")
         return cls(
-            {k: MetricSummary.from_json(v) for k, v in d.items() if k != "absent_classes"},
+            {k: MetricSummary.from_json(v) for k, v in d.items() if isinstance(v, Mapping)},
             [str(c) for c in d.get("absent_classes", [])],
+            str(d.get("resampling_unit", "image")),
+            None if n_units is None else int(n_units),
         )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: v.to_json() for k, v in self.summaries.items()}
         out["absent_classes"] = list(self.absent_classes)
+        out["resampling_unit"] = self.resampling_unit
+        if self.n_resampling_units is not None:
+            out["n_resampling_units"] = self.n_resampling_units
         return out
 
 

@@ -121,19 +121,6 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _sweep_group() -> str | None:
-    """The Hydra sweep folder's name under ``--multirun`` (the default W&B group), else None."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-    except Exception:  # not inside a Hydra app
-        return None
-    if hc.mode is not None and hc.mode.name == "MULTIRUN":
-        return Path(hc.sweep.dir).name
-    return None
-
-
 def run_identity(tracker: TrackerSettings, results: Results) -> RunIdentity:
     """Name, id, group and tags of a single job's W&B run.
 
@@ -150,7 +137,7 @@ def run_identity(tracker: TrackerSettings, results: Results) -> RunIdentity:
     )
     base = f"{results.task}-{results.model}"
     name = tracker.name_prefix + (f"{base}-{','.join(kept)}" if kept else base)
-    group = tracker.group or _sweep_group()
+    group = tracker.group
     tags = [
         f"model={results.model}",
         f"task={results.task}",

@@ -277,7 +277,7 @@ class _Key(Exception):
 def _entry_key(monkeypatch: pytest.MonkeyPatch, *overrides: str) -> str:
     """The cache key a job with these overrides uses, computed by the real pipeline up to the
     point where it takes the entry's lock (so nothing is extracted)."""
-    from medprobe.runner import run
+    from medprobe.pipeline.run import run
 
     def lock(self: FeatureCache, key: str, timeout: float = -1) -> None:
         raise _Key(key)

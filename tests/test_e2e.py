@@ -14,8 +14,8 @@ from conftest import REPO, run_medprobe
 from hydra import compose, initialize_config_dir
 
 from medprobe.config import conf_dir, register_configs
+from medprobe.pipeline.run import run
 from medprobe.results import Results, TrackerInfo
-from medprobe.runner import run
 
 medprobe = run_medprobe
 
@@ -187,8 +187,10 @@ def test_c_is_never_chosen_with_test_labels(tmp_path: Path, shared_data: Path) -
 
     common = ["task=csv", f"task.root={src}", "tracker=none", "bootstrap.n=50", "progress=false",
               f"cache_dir={tmp_path / 'cache'}", "layer=7"]  # fmt: skip
-    a = run(_cfg(*common, f"task.csv={write('orig', None)}", f"output_dir={tmp_path / 'a'}"))
-    b = run(_cfg(*common, f"task.csv={write('perm', list(perm))}", f"output_dir={tmp_path / 'b'}"))
+    a = run(_cfg(*common, f"task.csv={write('orig', None)}", f"output_dir={tmp_path / 'a'}")).result
+    b = run(
+        _cfg(*common, f"task.csv={write('perm', list(perm))}", f"output_dir={tmp_path / 'b'}")
+    ).result
     assert isinstance(a, Results) and isinstance(b, Results)
     assert b.cache.cache_hit is True
     assert a.probe.C == b.probe.C
@@ -212,7 +214,7 @@ def test_wandb_failure_keeps_results_on_disk(
     monkeypatch.setattr(wandb, "init", broken)
     out = tmp_path / "out"
     r = run(_cfg("task=csv", f"data_root={shared_data / 'T8_knee_kl'}", "bootstrap.n=50",
-                 "progress=false", f"cache_dir={tmp_path / 'cache'}", f"output_dir={out}"))  # fmt: skip
+                 "progress=false", f"cache_dir={tmp_path / 'cache'}", f"output_dir={out}")).result  # fmt: skip
     assert isinstance(r, Results)
     assert r.tracker == TrackerInfo(error="ConnectionError: W&B is down")
     on_disk = json.loads((out / "results.json").read_text())

@@ -20,9 +20,9 @@ from hydra import compose, initialize_config_dir
 
 from medprobe import report, tracking
 from medprobe.compare import compare_runs, load_run
-from medprobe.config import TrackerConfig, conf_dir, register_configs
+from medprobe.config import TrackerConfig, conf_dir, register_configs, to_typed
+from medprobe.pipeline.job import default_output_dir
 from medprobe.results import find_results, read_layer_curve, read_results
-from medprobe.runner import resolve_output_dir
 
 METRIC = "auroc_macro"
 KNEE = "T8_knee_kl"
@@ -154,7 +154,7 @@ def test_default_output_folders_differ() -> None:
     hydra_dirs = [Path(c.hydra.run.dir).parts[:3] for c in cfgs]
     assert hydra_dirs == [("outputs", "knee_kl", "clip"), ("outputs", "knee_kl", "plip")]
     del cfgs[0].hydra, cfgs[1].hydra
-    plain = [resolve_output_dir(c).parts[:3] for c in cfgs]
+    plain = [default_output_dir(to_typed(c)).parts[:3] for c in cfgs]
     assert plain == hydra_dirs
 
 

@@ -17,7 +17,8 @@ from medprobe.config import ConfigError, conf_dir, register_configs, validate
 from medprobe.data.manifest import Manifest, ManifestError
 from medprobe.data.tasks.csv_task import read_label_csv
 from medprobe.extractors.base import ExtractorError, resolve_layers
-from medprobe.runner import _check_class_coverage, features
+from medprobe.pipeline.features import features
+from medprobe.pipeline.rows import check_class_coverage as _check_class_coverage
 
 register_configs()
 

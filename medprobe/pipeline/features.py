@@ -9,21 +9,26 @@ the rows into one partial entry; the main process finalises it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from medprobe.cache import CacheWriter, FeatureCache, cache_key
 from medprobe.data.manifest import Manifest
 from medprobe.distributed import Dist, shard_ranges
 from medprobe.errors import BadImagesError, ConfigError, ImageLoadError
 from medprobe.extractors.base import Extractor, LayerId
+
+if TYPE_CHECKING:
+    from medprobe.config import Config
+    from medprobe.pipeline.job import Job
 
 log = logging.getLogger("medprobe")
 
@@ -104,7 +109,7 @@ def _align(manifest: Manifest, ids: Sequence[str]) -> Manifest:
 
 
 def features(
-    cfg: DictConfig,
+    cfg: Config,
     manifest: Manifest,
     extractor: Extractor,
     layers: Sequence[LayerId],
@@ -194,7 +199,7 @@ def _check_same_job(
 
 
 def _extract_locked(
-    cfg: DictConfig,
+    cfg: Config,
     manifest: Manifest,
     extractor: Extractor,
     layers: Sequence[LayerId],
@@ -303,27 +308,78 @@ def _bad_images_message(bad: Sequence[Sequence[str]]) -> str:
     )
 
 
-def _placed_for_rank(cfg: DictConfig, dist: Dist) -> DictConfig:
-    """A copy of ``cfg`` whose model sits on this process's GPU(s) (unchanged on CPU)."""
-    import copy
+def join_process_group(cfg: Config) -> tuple[Dist, Config]:
+    """This process in a data-parallel launch, and ``cfg`` with the model placed on its GPUs.
 
+    Outside a launch (one process) ``cfg`` is returned unchanged with a world-1 :class:`Dist`.
+    In a launch the first call creates the process group (:func:`medprobe.distributed.current`)
+    and each process gets its own GPUs (:func:`medprobe.distributed.rank_placement`).
+    """
+    from medprobe import distributed
+
+    dist = distributed.current(float(cfg.dist_timeout_min))
+    if dist.world == 1:
+        return dist, cfg
     import torch
 
-    from medprobe.distributed import rank_placement
-
-    max_memory = cfg.model.get("max_memory")
-    if OmegaConf.is_config(max_memory):
-        max_memory = OmegaConf.to_container(max_memory)
-    place = rank_placement(
+    place = distributed.rank_placement(
         str(cfg.model.device),
-        cfg.model.get("device_map"),
-        max_memory,
+        cfg.model.device_map,
+        cfg.model.max_memory,
         local_rank=dist.local_rank,
         local_world=dist.local_world,
         n_gpus=torch.cuda.device_count(),
     )
-    out = copy.deepcopy(cfg)
-    for k, v in place.items():
-        if k in out.model:
-            OmegaConf.update(out, f"model.{k}", v, merge=False)
-    return out
+    known = {f.name for f in dataclasses.fields(cfg.model)}
+    model = dataclasses.replace(cfg.model, **{k: v for k, v in place.items() if k in known})
+    return dist, dataclasses.replace(cfg, model=model)
+
+
+@dataclass
+class Features:
+    """A complete cache entry for a job, and the job's manifest aligned to its rows.
+
+    Attributes:
+        cache: the feature cache holding the entry.
+        key: the entry's key.
+        manifest: the job's manifest restricted and ordered to the entry's ids (images left
+            out by ``data.on_error=skip`` are gone).
+        info: cache_key, cache_dir, cache_hit, skipped_images, extract_seconds, spec, ...
+    """
+
+    cache: FeatureCache
+    key: str
+    manifest: Manifest
+    info: dict[str, Any]
+
+    def layer(self, layer: LayerId) -> np.ndarray:
+        """(rows, dim) float16 memmap of one cached layer (each split is read on its own, so
+        the host never holds a float32 copy of the whole layer)."""
+        return self.cache.load(self.key, layer)
+
+
+def ensure_features(job: Job) -> Features | None:
+    """The features stage of :func:`medprobe.pipeline.run`: lock, scan, shard, write, finalise.
+
+    Returns:
+        the complete entry; ``None`` in processes 1.. of a data-parallel launch, whose share of
+        the rows is written (process 0 probes).
+
+    Raises:
+        medprobe.errors.BadImagesError: unreadable images and ``data.on_error=stop``.
+        medprobe.errors.CacheError, DistributedError: see :func:`features`.
+    """
+    from medprobe import distributed
+
+    dist = job.dist
+    t0 = time.perf_counter()
+    try:
+        cache, key, info = features(job.cfg, job.manifest, job.extractor, job.cached_layers, dist)
+    finally:
+        if dist.world > 1:
+            distributed.finish()  # from here on the main process works alone
+    job.timings["features"] = time.perf_counter() - t0
+    if not dist.is_main:
+        log.info("rank %d/%d: extraction done; rank 0 fits the probe", dist.rank, dist.world)
+        return None
+    return Features(cache, key, _align(job.manifest, cache.ids(key)), info)

@@ -1,12 +1,126 @@
-"""``run(cfg)``: the probing pipeline (being rewired; see medprobe.runner for now)."""
+"""``run(cfg)``: one probing job, top to bottom.
+
+``python -m medprobe task=t5 model=idefics80b`` reaches :func:`run` through
+:mod:`medprobe.cli.run` (Hydra composes the config and names the output folder). From there:
+
+1. :func:`medprobe.pipeline.job.build_job` — the typed config, the task's manifest
+   (``TASKS[task.kind]``), the extractor (``EXTRACTORS[model.kind]``), the cached and probed
+   layers, the split checks and the output folder; nothing is loaded yet.
+2. :func:`medprobe.pipeline.features.ensure_features` — the cache entry for these images and
+   this extractor: reused, or extracted under its lock (scan, shard over data-parallel
+   processes, write, finalise) in one forward pass for every cached layer.
+3. :func:`medprobe.pipeline.probing.probe_layer` — per probed layer: fit on train, C on
+   validation, test once, bootstrap SD and CI.
+4. :mod:`medprobe.results` — ``results.json`` + ``predictions.csv`` per layer (``layer=all``:
+   ``layer_<L>/`` each, and ``layers.json``), the console table.
+5. :mod:`medprobe.tracking` — the W&B run (a no-op sink for ``tracker=none``).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from medprobe.runner import run as _run
+from omegaconf import DictConfig
+
+from medprobe import tracking
+from medprobe.config import Config
+from medprobe.pipeline.features import ensure_features
+from medprobe.pipeline.job import Job, build_job
+from medprobe.pipeline.probing import LayerOutcome, probe_layer
+from medprobe.results import (
+    RESULTS_FILE,
+    LayerCurve,
+    Results,
+    format_layer_curve,
+    format_table,
+    layer_curve,
+    write_layer_curve,
+    write_predictions,
+    write_results,
+)
 
 
-def run(cfg: Any) -> dict[str, Any]:
-    """Run one probing job (``layer=all``: every cached layer); return its results."""
-    return _run(cfg)
+@dataclass
+class RunOutcome:
+    """What :func:`run` returns, whatever was asked.
+
+    Attributes:
+        out_dir: the job's output folder.
+        results: one :class:`~medprobe.results.Results` per probed layer (empty in processes
+            1.. of a data-parallel launch, which only extract).
+        curve: the layer curve of a ``layer=all`` job, else None.
+    """
+
+    out_dir: Path
+    results: list[Results] = field(default_factory=list)
+    curve: LayerCurve | None = None
+
+    @property
+    def result(self) -> Results:
+        """The single result of a one-layer job."""
+        if len(self.results) != 1:
+            raise ValueError(f"this job has {len(self.results)} results, not one")
+        return self.results[0]
+
+
+def run(cfg: DictConfig | Config) -> RunOutcome:
+    """Run one probing job: build it, ensure its features, probe, write, track.
+
+    Args:
+        cfg: the composed config (``conf/config.yaml``; typed once here) or a typed one.
+
+    Raises:
+        medprobe.errors.MedprobeError: every user mistake (bad config or task files, unreadable
+            images, a layer the model lacks, a split without the needed classes, ...).
+    """
+    job = build_job(cfg)
+    feats = ensure_features(job)
+    if feats is None:  # processes 1.. of a data-parallel launch: their rows are written
+        return RunOutcome(job.out_dir)
+    outcomes = [probe_layer(job, feats, layer) for layer in job.probe_layers]
+    outcome = write(job, outcomes)
+    return track(job, outcome)
+
+
+def write(job: Job, outcomes: list[LayerOutcome]) -> RunOutcome:
+    """Write each layer's predictions.csv and results.json, print the table(s)."""
+    for o in outcomes:
+        out = job.layer_dir(o.results.layer)
+        write_predictions(out, o.predictions)
+        write_results(out, o.results)
+        if not job.all_layers:
+            print(format_table(o.results), flush=True)
+    results = [o.results for o in outcomes]
+    curve = None
+    if job.all_layers:
+        curve = layer_curve(results, str(job.cfg.task.metric))
+        write_layer_curve(job.out_dir, curve)
+        print(format_layer_curve(curve), flush=True)
+    cache = results[0].cache
+    print(f"features: {'cache hit' if cache.cache_hit else 'extracted'} "
+          f"(key {cache.cache_key[:12]} in {cache.cache_dir})", flush=True)  # fmt: skip
+    where = job.out_dir / ("layers.json" if job.all_layers else RESULTS_FILE)
+    print(f"results: {where}", flush=True)
+    return RunOutcome(job.out_dir, results, curve)
+
+
+def track(job: Job, outcome: RunOutcome) -> RunOutcome:
+    """Log the job to W&B: one run per job (``layer=all``: one run for the curve). The group
+    is ``tracker.group``, else the sweep folder's name. A tracker failure never raises: it is
+    recorded in results.json and the results on disk stand."""
+    settings = job.cfg.tracker
+    if settings.group is None and job.cfg.sweep_group:
+        settings = replace(settings, group=job.cfg.sweep_group)
+    if outcome.curve is not None:
+        info = tracking.log_layer_curve(settings, outcome.curve, job.out_dir)
+        if info is not None:
+            outcome.curve = replace(outcome.curve, tracker=info)
+            write_layer_curve(job.out_dir, outcome.curve)
+        return outcome
+    res = outcome.result
+    info = tracking.log_run(settings, res, job.out_dir)
+    if info is not None:
+        outcome.results = [replace(res, tracker=info)]
+        write_results(job.out_dir, outcome.results[0])
+    return outcome

@@ -1,0 +1,144 @@
+"""Build a probing job: typed config, manifest, extractor, layers, output folder.
+
+Everything a job needs before any feature is computed, checked here so that a mistake costs
+seconds, not an extraction: the config (types and ranges), the registry names, the task's
+label files, the layers, the split's class coverage (on the manifest, before any model is
+loaded), and whether the output folder can be written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from medprobe.config import Config, to_typed
+from medprobe.data.manifest import Manifest
+from medprobe.distributed import Dist
+from medprobe.errors import ConfigError
+from medprobe.extractors.base import Extractor, LayerId, resolve_layers
+from medprobe.pipeline.features import join_process_group
+from medprobe.pipeline.rows import probe_rows
+from medprobe.registry import EXTRACTORS, TASKS
+
+
+@dataclass
+class Job:
+    """One probing job, ready to run.
+
+    Attributes:
+        cfg: the typed config (:class:`medprobe.config.Config`), the model node placed for
+            this process in a data-parallel launch.
+        manifest: the task's examples (ids, paths, labels, splits, patient groups).
+        extractor: the model wrapper; loads its weights on first use.
+        cached_layers: every layer written to the feature cache (``model.layers``).
+        probe_layers: the layers probed: one, or every cached layer for ``layer=all``.
+        out_dir: the job's output folder (per-layer subfolders ``layer_<L>`` for ``layer=all``).
+        dist: this process in a data-parallel launch (world 1 otherwise).
+        timings: seconds per stage, filled in as the job runs.
+    """
+
+    cfg: Config
+    manifest: Manifest
+    extractor: Extractor
+    cached_layers: list[LayerId]
+    probe_layers: list[LayerId]
+    out_dir: Path
+    dist: Dist
+    timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def all_layers(self) -> bool:
+        """``layer=all``: one results folder per layer plus the layer curve."""
+        return str(self.cfg.layer) == "all"
+
+    def layer_dir(self, layer: LayerId) -> Path:
+        """Where ``layer``'s results.json and predictions.csv go."""
+        return self.out_dir / f"layer_{layer}" if self.all_layers else self.out_dir
+
+
+def default_output_dir(cfg: Config) -> Path:
+    """``outputs/<task>/<model>/<time with microseconds>``: keyed on the task's and the model's
+    identity (``cfg.task.name``, ``cfg.model.name``), never on their kind, so two models built
+    by one extractor kind never share a folder."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S") + f"-{time.time_ns() // 1000 % 1_000_000:06d}"
+    return Path("outputs") / cfg.task.name / cfg.model.name / stamp
+
+
+def _writable(out_dir: Path) -> Path:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output_dir {out_dir}: cannot write there ({e.strerror})") from None
+    return out_dir
+
+
+def _layers(cfg: Config, extractor: Extractor) -> tuple[list[LayerId], list[LayerId]]:
+    available = extractor.layers()
+    cached = resolve_layers(cfg.model.layers, available)
+    if str(cfg.layer) == "all":
+        return cached, list(cached)
+    probed = resolve_layers(cfg.layer, available)
+    if len(probed) != 1:
+        raise ConfigError(f"layer must name one layer or all, got {cfg.layer!r}")
+    if probed[0] not in cached:
+        raise ConfigError(
+            f"layer {probed[0]!r} is not among model.layers={list(cached)}; add it there"
+        )
+    return cached, probed
+
+
+def build_job(config: DictConfig | Config) -> Job:
+    """Check everything that can be checked without a model, and assemble the job.
+
+    Args:
+        config: the composed config (a Hydra ``DictConfig``, converted once with
+            :func:`medprobe.config.to_typed`) or an already typed :class:`Config`.
+
+    Raises:
+        ConfigError, RegistryError: bad config values or names (before any work).
+        medprobe.errors.ManifestError: bad task input (file and row named).
+        ConfigError: a split on which the metrics would be made up (before extraction).
+        medprobe.errors.ExtractorError: a layer the model does not have.
+    """
+    t0 = time.perf_counter()
+    cfg = config if isinstance(config, Config) else to_typed(config)
+    dist, cfg = join_process_group(cfg)
+    manifest: Manifest = TASKS.get(cfg.task.kind)(cfg.task, cfg.data_root)
+    # every check that needs only the manifest runs before any model is loaded
+    probe_rows(manifest, cfg.probe.val_fraction, cfg.train_fraction, cfg.seed)
+    extractor: Extractor = EXTRACTORS.get(cfg.model.kind)(cfg.model, cfg.prompt.text)
+    cached, probed = _layers(cfg, extractor)
+    out_dir = Path(cfg.output_dir).expanduser() if cfg.output_dir else default_output_dir(cfg)
+    if dist.is_main:  # the other processes of a data-parallel job write no results
+        _writable(out_dir)
+    job = Job(cfg, manifest, extractor, cached, probed, out_dir, dist)
+    job.timings["setup"] = time.perf_counter() - t0
+    return job
+
+
+def config_dict(cfg: Config) -> dict[str, Any]:
+    """The typed config as plain JSON data (enums as their values), for results.json and W&B."""
+    import dataclasses
+    import enum
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, enum.Enum):
+            return x.value
+        if isinstance(x, dict):
+            return {str(k): plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, np.generic):
+            return x.item()
+        return x
+
+    return plain(dataclasses.asdict(cfg))  # type: ignore[no-any-return]
