@@ -33,7 +33,6 @@ Statistics per metric (sources):
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
@@ -505,22 +504,29 @@ def format_comparison(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 on a :class:`ComparisonError` or a run
-    folder that cannot be read, :class:`ResultsError`)."""
-    ap = argparse.ArgumentParser(
-        prog="python -m medprobe.compare",
-        description="Paired comparison of medprobe runs on the same test set.",
+    """``medprobe compare RUN RUN [...]``: paired tests between run folders; returns 0.
+
+    Raises:
+        ComparisonError: runs that cannot be compared (other test ids, labels or tasks).
+        ResultsError: a run folder that cannot be read.
+        ConfigError: bad arguments (``medprobe compare --help``).
+    """
+    from medprobe.cli.common import ArgumentParser
+
+    ap = ArgumentParser(
+        prog="medprobe compare",
+        description="Paired comparison of medprobe runs on the same test set: paired "
+        "bootstrap CI of the difference, DeLong (AUROC), McNemar (accuracy).",
     )
-    ap.add_argument("runs", nargs="+", type=Path, help="run directories (results.json inside)")
+    ap.add_argument("runs", nargs="+", type=Path,
+                    help="required: two or more run folders (results.json inside)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path("."), help="where comparison.* go")
     ap.add_argument("--n-boot", type=int, default=None, help="replicates (default: run A's)")
-    ap.add_argument("--ci", type=float, default=0.95)
+    ap.add_argument("--ci", type=float, default=0.95, help="CI level of the differences")
     args = ap.parse_args(argv)
-    try:
-        rows = compare_runs([load_run(p) for p in args.runs], n_boot=args.n_boot, ci=args.ci)
-    except (ComparisonError, ResultsError) as e:
-        print(f"medprobe.compare: error: {e}", file=sys.stderr)
-        return 2
+    if len(args.runs) < 2:
+        raise ComparisonError("medprobe compare needs at least two run folders")
+    rows = compare_runs([load_run(p) for p in args.runs], n_boot=args.n_boot, ci=args.ci)
     print(format_comparison(rows))
     pj, pc = write_comparison(rows, args.out)
     print(f"wrote {pj} and {pc}")
@@ -528,4 +534,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from medprobe.cli import main as cli_main
+
+    cli_main(["compare", *sys.argv[1:]])

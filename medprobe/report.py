@@ -34,7 +34,6 @@ never by the extractor or adapter kind: CLIP and PLIP are two bars and two curve
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -524,24 +523,29 @@ def mcq_sections(dirs: Sequence[str | Path], out: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 on missing or unreadable results /
-    incomparable runs)."""
-    from medprobe.compare import ComparisonError, format_comparison
+    """``medprobe report DIR [...] --out OUT``: tables and figures; returns 0.
 
-    ap = argparse.ArgumentParser(
-        prog="python -m medprobe.report",
+    Raises:
+        ResultsError: no results under the folders, or one that cannot be read.
+        ComparisonError: runs of one task that cannot be paired.
+        ConfigError: bad arguments (``medprobe report --help``).
+    """
+    from medprobe.cli.common import ArgumentParser
+    from medprobe.compare import format_comparison
+    from medprobe.config import TaskMetric
+
+    ap = ArgumentParser(
+        prog="medprobe report",
         description="Tables and figures from medprobe run/sweep directories (offline).",
     )
-    ap.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
-    ap.add_argument("--out", type=Path, required=True, help="report directory")
-    ap.add_argument("--metric", default=None, help="figure metric (default: task's primary)")
-    ap.add_argument("--n-boot", type=int, default=None)
+    ap.add_argument("dirs", nargs="+", type=Path,
+                    help="required: one or more run or sweep folders")  # fmt: skip
+    ap.add_argument("--out", type=Path, required=True, help="required: the report folder")
+    ap.add_argument("--metric", default=None, choices=[m.value for m in TaskMetric],
+                    help="figure metric (default: each task's primary metric)")  # fmt: skip
+    ap.add_argument("--n-boot", type=int, default=None, help="replicates of the comparisons")
     args = ap.parse_args(argv)
-    try:
-        rep = make_report(args.dirs, args.out, metric=args.metric, n_boot=args.n_boot)
-    except (ResultsError, ComparisonError) as e:
-        print(f"medprobe.report: error: {e}", file=sys.stderr)
-        return 2
+    rep = make_report(args.dirs, args.out, metric=args.metric, n_boot=args.n_boot)
     print(f"{len(rep['results'])} run(s) read")
     for w in rep["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
@@ -553,4 +557,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from medprobe.cli import main as cli_main
+
+    cli_main(["report", *sys.argv[1:]])

@@ -197,7 +197,16 @@ def test_cli_writes_json_and_csv_and_refuses_with_exit_2(tmp_path: Path) -> None
     _, _, p2 = _toy(np.random.default_rng(9))
     a = _write_run(tmp_path / "a", ids, labels, p)
     b = _write_run(tmp_path / "b", ids, labels, p2, model="m2")
-    cmd = [sys.executable, "-m", "medprobe.compare", str(a), str(b), "--out", str(tmp_path / "o")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medprobe",
+        "compare",
+        str(a),
+        str(b),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     proc = subprocess.run(cmd, env=isolated_env(tmp_path), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "auroc_macro" in proc.stdout and "DeLong p" in proc.stdout
@@ -209,7 +218,8 @@ def test_cli_writes_json_and_csv_and_refuses_with_exit_2(tmp_path: Path) -> None
     shutil.rmtree(b)
     _write_run(b, ids[1:], labels[1:], p2[1:])
     proc = subprocess.run(cmd, env=isolated_env(tmp_path), capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith("medprobe.compare: error: runs are not")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("medprobe: error: runs are not")
     assert REPO.is_dir()
 
 

@@ -42,7 +42,8 @@ def test_report_cli_writes_tables_figures_and_comparison(sweep: Path) -> None:
         [
             sys.executable,
             "-m",
-            "medprobe.report",
+            "medprobe",
+            "report",
             str(sweep / "effnet"),
             str(sweep / "clip"),
             "--out",

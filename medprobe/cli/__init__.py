@@ -28,8 +28,8 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "report": ("medprobe.report:main", (), "tables and figures from run and sweep folders"),
     "mcq": ("medprobe.mcq:main", (), "few-shot multiple-choice answering of NEJM-style cases"),
     "plan": (
-        "medprobe.extractors.idefics:main",
-        ("plan",),
+        "medprobe.extractors.idefics.plan:main",
+        (),
         "memory and device plan of an IDEFICS model (no weights, no GPU)",
     ),
 }

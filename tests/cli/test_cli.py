@@ -38,7 +38,9 @@ def _script(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
         (
             ["nokey=1"],
             "medprobe: error: Could not override 'nokey'. To append to your config "
-            "use +nokey=1: Key 'nokey' not in 'Config'",
+            "use +nokey=1: Key 'nokey' not in 'Config(model, task, prompt, probe, tracker, data, "
+            "bootstrap, cluster, layer, train_fraction, seed, data_root, cache_dir, output_dir, "
+            "overrides, sweep_group, progress, dist_timeout_min)'",
         ),  # fmt: skip
     ],
 )
@@ -75,3 +77,50 @@ def test_one_line_flattens_hydra_messages() -> None:
     e = ValueError("Error merging override a=b")
     e.__cause__ = Cause("Invalid value 'b'\n    full_key: a\n    object_type=Config")
     assert _one_line(e) == "Error merging override a=b: Invalid value 'b'"
+
+
+@pytest.mark.parametrize(
+    ("command", "required"),
+    [
+        ("compare", "required: two or more run folders"),
+        ("report", "required: the report folder"),
+        ("plan", "required for a plan"),
+    ],
+)
+def test_every_subcommand_help_names_what_is_required(
+    tmp_path: Path, command: str, required: str
+) -> None:
+    proc = run_medprobe(tmp_path, command, "--help")
+    assert proc.stdout.startswith(f"usage: medprobe {command}")
+    assert required in " ".join(proc.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["report", "x", "--out", "o", "--metric", "auc"],
+            "medprobe: error: medprobe report: "
+            "argument --metric: invalid choice: 'auc' (choose from 'auroc_macro', 'f1_macro', "
+            "'accuracy') (see medprobe report --help)",
+        ),  # fmt: skip
+        (
+            ["report", "x"],
+            "medprobe: error: medprobe report: the following arguments are "
+            "required: --out (see medprobe report --help)",
+        ),  # fmt: skip
+        (["compare", "a"], "medprobe: error: medprobe compare needs at least two run folders"),
+        (
+            ["plan", "--model", "idefics9b"],
+            "medprobe: error: medprobe plan: a plan needs "
+            "--max-memory, the memory of each GPU to use, e.g. --max-memory 0=48GiB,1=48GiB "
+            "(GiB = 2**30 bytes, GB = 1e9); see medprobe plan --help",
+        ),  # fmt: skip
+    ],
+)
+def test_bad_subcommand_arguments_are_one_line_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    proc = run_medprobe(tmp_path, *args, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [message]

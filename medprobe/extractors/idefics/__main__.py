@@ -42,9 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from medprobe.cli import report_error
+
     try:
         status = main()
     except MedprobeError as exc:  # one line, as the medprobe console script prints it
-        print(f"medprobe: error: {exc}", file=sys.stderr)
+        report_error(str(exc))
         status = 2
     raise SystemExit(status)
