@@ -76,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     out = Path(args.out)
-    if args.tracker == "wandb":
-        info = log_wandb(summary, out)
+    info = log_wandb(summary, out, tracker=args.tracker)  # tracker none: the no-op sink
+    if info is not None:
         print(f"W&B run {info['id']} ({info['dir']})")
     print((out / "mcq_report.md").read_text())
     print(f"results: {out / 'mcq_results.jsonl'}  summary: {out / 'mcq_summary.json'}")

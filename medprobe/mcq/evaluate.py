@@ -229,41 +229,39 @@ def wandb_log(summary: dict[str, Any], out_dir: Path) -> WandbLog:
     )
 
 
-def log_wandb(summary: dict[str, Any], out_dir: Path, project: str = "medprobe") -> dict[str, Any]:
-    """Log a summary to W&B (``auto``: online with an API key, else offline; sync later).
+def log_wandb(
+    summary: dict[str, Any], out_dir: Path, project: str = "medprobe", tracker: str = "wandb"
+) -> dict[str, Any] | None:
+    """Log a summary to W&B through medprobe's one sink (:func:`medprobe.tracking.tracker_sink`;
+    mode ``auto`` or ``$WANDB_MODE``: online with an API key, else offline, sync later).
 
-    The only function here that calls wandb: one run (``dir=out_dir``, resumed by id) with
-    :func:`wandb_log`'s metrics, table and figure; ``finish()`` is always called.
+    One run (resumed by id) with :func:`wandb_log`'s metrics, table and figure.
 
     Returns:
-        ``{"id": run id, "dir": the run's local folder}``.
-    """
-    import wandb
+        ``{"id": run id, "dir": the run's local folder}``; None with ``tracker="none"`` (the
+        no-op sink).
 
-    from medprobe.tracking import resolve_mode
+    Raises:
+        medprobe.errors.McqError: ``$WANDB_MODE`` is not a W&B mode.
+    """
+    from medprobe import tracking
+    from medprobe.config import TrackerConfig, TrackerMode, TrackerName
 
     spec = wandb_log(summary, out_dir)
-    mode = resolve_mode(os.environ.get("WANDB_MODE", "auto"))
-    columns: list[str | int] = [*spec.table_columns]
-    run = wandb.init(
-        project=project,
-        id=spec.run_id,
-        name=spec.name,
-        dir=str(out_dir),
-        mode=mode,  # type: ignore[arg-type]  # WANDB_MODE's value, passed on as wandb reads it
-        resume="allow",
-        reinit="finish_previous",
-        config=spec.config,
-        settings=wandb.Settings(console="off", silent=True),
-    )
+    env_mode = os.environ.get("WANDB_MODE", "auto")
     try:
-        run.log(spec.metrics)
-        for k, v in spec.metrics.items():
-            run.summary[k] = v
-        run.log({"mcq/by_difficulty": wandb.Table(columns=columns, data=spec.table_rows)})
+        mode = TrackerMode(env_mode)
+    except ValueError:
+        raise McqError(
+            f"WANDB_MODE={env_mode!r} is not one of {', '.join(m.value for m in TrackerMode)}"
+        ) from None
+    settings = TrackerConfig(name=TrackerName(tracker), mode=mode, project=project)
+    identity = tracking.RunIdentity(spec.run_id, spec.name)
+    with tracking.tracker_sink(settings, identity, out_dir, config=spec.config) as sink:
+        sink.log_summary(spec.metrics)
+        sink.log_table("mcq/by_difficulty", spec.table_columns, spec.table_rows)
         if spec.figure is not None:
-            run.log({"mcq/by_difficulty_fig": wandb.Image(str(spec.figure))})
-        info = {"id": spec.run_id, "dir": run.dir}
-    finally:
-        run.finish()
-    return info
+            sink.log_image("mcq/by_difficulty_fig", Path(spec.figure))
+    if sink.info is None:
+        return None
+    return {"id": spec.run_id, "dir": sink.info.dir}
