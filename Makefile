@@ -18,7 +18,7 @@ test-all:           ## also the slow tests
 lint:
 	$(PY) -m ruff check medprobe tests benchmarks
 	$(PY) -m ruff format --check medprobe tests benchmarks
-	$(PY) -m mypy medprobe/registry.py medprobe/config medprobe/data medprobe/stats.py medprobe/cache.py medprobe/distributed.py
+	$(PY) -m mypy medprobe
 
 format:
 	$(PY) -m ruff format medprobe tests benchmarks

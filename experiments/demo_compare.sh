@@ -10,4 +10,4 @@ if [ -z "${MEDPROBE_CLIP:-}" ]; then
   "$PY" -c "import sys; sys.path.insert(0, 'tests'); from tiny_models import save_tiny_clip; save_tiny_clip('$MEDPROBE_CLIP')"
 fi
 "$PY" -m medprobe --multirun experiment=demo_compare "output_dir=$OUT" "$@"
-"$PY" -m medprobe.report "$OUT" --out "$OUT/report"
+"$PY" -m medprobe report "$OUT" --out "$OUT/report"

@@ -1,6 +1,6 @@
 """Paired comparisons of runs on the same test set, from ``results.json`` + ``predictions.csv``.
 
-``python -m medprobe.compare RUN_DIR RUN_DIR [...] [--out DIR]`` compares every pair of runs
+``medprobe compare RUN_DIR RUN_DIR [...] [--out DIR]`` compares every pair of runs
 and writes ``comparison.json`` and ``comparison.csv`` (one row per pair and metric).
 
 Pairing: runs are matched by example id (order on disk does not matter); runs whose test ids

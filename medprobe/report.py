@@ -1,6 +1,6 @@
 """Offline report: run / sweep directories -> tables (CSV, Markdown) and figures (PNG).
 
-``python -m medprobe.report DIR [DIR ...] --out REPORT_DIR`` reads every ``results.json`` below
+``medprobe report DIR [DIR ...] --out REPORT_DIR`` reads every ``results.json`` below
 the given directories (and the ``predictions.csv`` beside it for the paired comparisons); it
 needs nothing but the files on disk (no W&B, no features, no models).
 
@@ -502,7 +502,7 @@ def make_report(
 
 
 def mcq_sections(dirs: Sequence[str | Path], out: Path) -> list[Path]:
-    """Multiple-choice results (``mcq_summary.json`` of ``python -m medprobe.mcq``) below
+    """Multiple-choice results (``mcq_summary.json`` of ``medprobe mcq``) below
     ``dirs`` -> ``mcq_<folder>.md`` (accuracy with CI, by-difficulty table) and
     ``mcq_by_difficulty_<folder>.png`` (the paper's Fig. 1f layout) in ``out``."""
     from medprobe import mcq

@@ -229,7 +229,7 @@ class IdeficsExtractor(HFExtractor):
         return proc
 
     def offload_refused_hint(self) -> str:
-        return "; see python -m medprobe.extractors.idefics plan --help (docs/idefics.md)"
+        return "; see medprobe plan --help (docs/idefics.md)"
 
     # ------------------------------------------------------------------ prompts
 
