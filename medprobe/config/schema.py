@@ -441,13 +441,18 @@ class PromptConfig:
     text: str = ""
 
 
+#: The probe's candidate inverse regularisation strengths (a log grid; the one place it is
+#: written: :class:`medprobe.probe.LogisticProbe` uses it too).
+DEFAULT_C_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+
+
 @schema
 @dataclass
 class ProbeConfig:
     """Linear probe; C is chosen on a validation split carved from train, never on test."""
 
     name: str = MISSING
-    C_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
+    C_grid: list[float] = field(default_factory=lambda: list(DEFAULT_C_GRID))
     class_weight: ClassWeight | None = None
     max_iter: int = 1000
     val_fraction: float = 0.2

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
+from medprobe.config.schema import DEFAULT_C_GRID
 from medprobe.errors import ProbeError
 from medprobe.probe.sklearn_solver import SklearnFit, SklearnSolver
 from medprobe.probe.solver import Fitted, SolverFactory, SolverSettings
@@ -83,7 +84,7 @@ class LogisticProbe:
 
     n_classes: int
     multilabel: bool = False
-    C_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+    C_grid: Sequence[float] = DEFAULT_C_GRID
     class_weight: str | None = None
     max_iter: int = 1000
     selection_metric: str = "auroc_macro"
