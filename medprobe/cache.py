@@ -394,6 +394,10 @@ def _npy_info(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
 # the cache
 
 
+#: touched on every read of an entry (:meth:`FeatureCache.mark_used`)
+LAST_USED_FILE = ".last_used"
+
+
 class FeatureCache:
     """A directory of content-addressed feature entries (see the module docstring for layout).
 
@@ -461,6 +465,14 @@ class FeatureCache:
             and _CORRUPT_INFIX not in p.name
             and (p / "meta.json").is_file()
         )
+
+    def mark_used(self, key: str) -> None:
+        """Record that ``key`` was read now (``<entry>/.last_used``'s mtime; ``medprobe cache``
+        lists it and ``--older-than`` prunes by it). Best effort: a read-only cache is fine."""
+        try:
+            (self.entry_dir(key) / LAST_USED_FILE).touch()
+        except OSError:
+            pass
 
     def corrupt_entries(self) -> list[Path]:
         """Entries set aside by :meth:`verify` (``root/<key>.corrupt-<time>``), sorted."""

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "compare": ("medprobe.compare:main", (), "paired tests between run folders"),
     "report": ("medprobe.report:main", (), "tables and figures from run and sweep folders"),
     "mcq": ("medprobe.mcq:main", (), "few-shot multiple-choice answering of NEJM-style cases"),
+    "cache": ("medprobe.cli.cache:main", (), "list, verify and prune the feature cache"),
     "plan": (
         "medprobe.extractors.idefics.plan:main",
         (),

@@ -160,6 +160,8 @@ def features(
     if skipped and on_error == "stop":
         raise BadImagesError(_bad_images_message([tuple(s) for s in skipped]))
     info["skipped_images"] = skipped
+    if dist.is_main:
+        cache.mark_used(key)
     info["extract_seconds"] = round(time.perf_counter() - t0, 3)
     if dist.world > 1:
         info["processes"] = dist.world
@@ -259,7 +261,15 @@ def _extract_locked(
         ranges = None
         if dist.is_main:
             writer = cache.writer(
-                key, ids, list(layers), meta={"key_spec": spec, "skipped": [list(x) for x in bad]}
+                key,
+                ids,
+                list(layers),
+                meta={
+                    "key_spec": spec,
+                    "skipped": [list(x) for x in bad],
+                    # who wrote it (medprobe cache list); not part of the key
+                    "written_by": {"model": cfg.model.name, "task": cfg.task.name},
+                },
             )
             info["resumed_from"] = writer.n_done
             # split what is left (everything, or the gaps of a killed run) in whole batches

@@ -1,0 +1,77 @@
+"""``medprobe cache``: list, verify, remove (issue 14, item 10)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medprobe.cache import FeatureCache, cache_key
+from medprobe.cli import cache as cache_cli
+from medprobe.errors import CacheError
+
+
+def _entry(cache: FeatureCache, seed: int, n: int = 6, model: str = "plip") -> str:
+    key = cache_key({"test": seed})
+    meta = {"key_spec": {"extractor": {"extractor": "clip", "hf_id": "vinid/plip"}},
+            "skipped": [], "written_by": {"model": model, "task": "t1"}}  # fmt: skip
+    w = cache.writer(key, [f"img{i}.png" for i in range(n)], [0, 3], meta=meta)
+    rng = np.random.default_rng(seed)
+    w.write({0: rng.normal(size=(n, 4)), 3: rng.normal(size=(n, 4))})
+    w.finalize()
+    return key
+
+
+def test_list_shows_entries_partials_and_total(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cache = FeatureCache(tmp_path)
+    key = _entry(cache, 1)
+    partial = cache.writer(cache_key({"test": 2}), ["a.png", "b.png"], [0], meta={})
+    partial.close()
+    text = cache_cli.list_entries(cache)
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith(key[:12]))
+    assert "clip" in line and "vinid/plip" in line and "plip / t1" in line
+    assert "layers 0,3" in line and "rows       6" in line
+    assert f"partial {cache_key({'test': 2})[:12]}" in text and "no job is writing it" in text
+    assert cache_cli.main(["--cache-dir", str(tmp_path)]) == 0
+    assert key[:12] in capsys.readouterr().out
+
+
+def test_remove_by_prefix_age_and_partials_never_a_busy_one(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    old, new = _entry(cache, 1), _entry(cache, 2)
+    past = time.time() - 40 * 86400
+    os.utime(cache.entry_dir(old) / "meta.json", (past, past))
+    cache.mark_used(new)
+    busy_key, idle_key = cache_key({"test": 3}), cache_key({"test": 4})
+    for k in (busy_key, idle_key):
+        cache.writer(k, ["a.png"], [0], meta={}).close()
+    assert cache_cli.remove(cache, older_than_days=30, dry_run=True) == [cache.entry_dir(old)]
+    assert cache.is_complete(old)  # a dry run removes nothing
+    with cache.lock(busy_key):  # another job is extracting into this partial entry
+        gone = cache_cli.remove(cache, older_than_days=30, partial=True)
+    assert set(gone) == {cache.entry_dir(old), cache.partial_dir(idle_key)}
+    assert cache.keys() == [new] and cache.partial_dir(busy_key).is_dir()
+    assert cache_cli.remove(cache, [new[:8]]) == [cache.entry_dir(new)] and cache.keys() == []
+
+
+def test_bad_prefix_and_empty_selection_are_one_line(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    _entry(cache, 1)
+    with pytest.raises(CacheError, match="no entry in .* match 'zzzz'"):
+        cache_cli.remove(cache, ["zzzz"])
+    with pytest.raises(CacheError, match="name entries"):
+        cache_cli.main(["--cache-dir", str(tmp_path), "remove"])
+
+
+def test_verify_flags_a_tampered_entry(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cache = FeatureCache(tmp_path)
+    key = _entry(cache, 1)
+    assert cache_cli.main(["--cache-dir", str(tmp_path), "verify"]) == 0
+    assert f"{key[:12]}  ok" in capsys.readouterr().out
+    ids = cache.entry_dir(key) / "ids.txt"
+    ids.write_text(ids.read_text().replace("img0", "imgX"))
+    assert cache_cli.main(["--cache-dir", str(tmp_path), "verify", key[:6]]) == 1
+    assert "FAILED" in capsys.readouterr().out
