@@ -11,6 +11,7 @@
 from medprobe.config.schema import (
     TASK_SCHEMAS,
     BootstrapConfig,
+    CacheConfig,
     ClassWeight,
     ClusterConfig,
     ClusterName,
@@ -68,6 +69,7 @@ __all__ = [
     "ConfigError",
     "CsvTaskConfig",
     "DType",
+    "CacheConfig",
     "DataConfig",
     "DemoTaskConfig",
     "EyepacsTest",

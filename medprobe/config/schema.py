@@ -484,6 +484,19 @@ class DataConfig:
     fingerprint: ImageFingerprint = ImageFingerprint.content
     max_side: int = 1024  # larger images are downsampled to this longest side (pixels)
     scan_workers: int = 4
+    # read images whose path leads outside the dataset root (a symlink out, '../'): refused by
+    # default (medprobe.data.images.check_inside_root); true reads them and records them
+    allow_outside_root: bool = False
+
+
+@schema
+@dataclass
+class CacheConfig:
+    """Feature-cache behaviour (the folder is the top-level ``cache_dir``)."""
+
+    # check every file read against the checksum recorded at finalise, once per file per
+    # process (docs/reliability.md); false trusts the files (a hash costs ~0.3-0.7x a load)
+    verify: bool = True
 
 
 @schema
@@ -530,6 +543,7 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     # Layer probed: an int (0 = stem/embedding output, k = output of block/stage k, -1 = last),

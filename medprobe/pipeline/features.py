@@ -148,7 +148,7 @@ def features(
     if dist.world > 1:
         _check_same_job(dist, manifest, extractor, layers, max_side)
     key = cache_key(spec)
-    cache = FeatureCache(Path(cfg.cache_dir).expanduser())
+    cache = FeatureCache(Path(cfg.cache_dir).expanduser(), verify=cfg.cache.verify)
     on_error = _enum_value(cfg.data.on_error)
     info: dict[str, Any] = {"cache_key": key, "cache_dir": str(cache.root), "spec": spec}
     t0 = time.perf_counter()

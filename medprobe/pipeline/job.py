@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from medprobe.config import Config, to_typed
+from medprobe.config import (
+    Config,
+    CsvTaskConfig,
+    PaperTaskConfig,
+    T2TaskConfig,
+    T8TaskConfig,
+    to_typed,
+)
 from medprobe.data.manifest import Manifest
 from medprobe.distributed import Dist
 from medprobe.errors import ConfigError
@@ -81,6 +88,35 @@ def _writable(out_dir: Path) -> Path:
     return out_dir
 
 
+def _outside_root(cfg: Config, manifest: Manifest) -> list[list[str]]:
+    """Image paths that lead outside the dataset root (through a symlink or ``..``).
+
+    The root is ``task.root`` (else ``data_root``); images a task derives (T2 patches, T8
+    crops) may also live under its ``derived_dir``. Refused unless ``data.allow_outside_root``,
+    which records them (``[path, resolved path]`` each) in results.json ``task_info``.
+
+    Raises:
+        medprobe.errors.DataError: such paths without ``data.allow_outside_root``, one line per
+            file, all at once.
+    """
+    from medprobe.data.images import check_inside_root
+
+    task = cfg.task
+    root = task.root if isinstance(task, (CsvTaskConfig, PaperTaskConfig)) else None
+    root = root or cfg.data_root
+    if not root:  # the shipped demo set
+        return []
+    outside = check_inside_root(manifest.paths, Path(root).expanduser(), allow_outside=True)
+    derived = task.derived_dir if isinstance(task, (T2TaskConfig, T8TaskConfig)) else None
+    if derived:
+        keep = {p for p, _ in check_inside_root([p for p, _ in outside], derived,
+                                                allow_outside=True)}  # fmt: skip
+        outside = [(p, r) for p, r in outside if p in keep]
+    if outside and not cfg.data.allow_outside_root:
+        check_inside_root([p for p, _ in outside], Path(root).expanduser())  # raises, listing all
+    return [[p, r] for p, r in outside]
+
+
 def _layers(cfg: Config, extractor: Extractor) -> tuple[list[LayerId], list[LayerId]]:
     available = extractor.layers()
     cached = resolve_layers(cfg.model.layers, available)
@@ -114,6 +150,7 @@ def build_job(config: DictConfig | Config) -> Job:
     dist, cfg = join_process_group(cfg)
     manifest: Manifest = TASKS.get(cfg.task.kind)(cfg.task, cfg.data_root)
     # every check that needs only the manifest runs before any model is loaded
+    manifest.info["outside_root"] = _outside_root(cfg, manifest)
     probe_rows(manifest, cfg.probe.val_fraction, cfg.train_fraction, cfg.seed)
     extractor: Extractor = EXTRACTORS.get(cfg.model.kind)(cfg.model, cfg.prompt.text)
     cached, probed = _layers(cfg, extractor)
