@@ -324,6 +324,8 @@ class TrackerInfo:
     mode: str | None = None
     dir: str | None = None
     error: str | None = None
+    #: why the run is offline although online was asked (W&B unreachable, a wrong key)
+    note: str | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> TrackerInfo | None:

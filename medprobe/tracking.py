@@ -55,6 +55,9 @@ __all__ = [
 log = logging.getLogger("medprobe")
 
 SUMMARY_FIELDS = ("value", "sd", "ci_low", "ci_high")
+#: seconds an online ``wandb.init`` may take before medprobe keeps the run offline instead
+#: (W&B's own default waits 90 s on a wrong key or no network)
+INIT_TIMEOUT_S = 20.0
 #: Overrides that do not change what a job computes; left out of W&B run names.
 NAME_EXCLUDED = ("output_dir", "cache_dir", "data_root", "progress", "tracker", "hydra")
 
@@ -290,7 +293,7 @@ def tracker_sink(
 
     wdir = Path(tracker.dir).expanduser() if tracker.dir else Path(out_dir)
     wdir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(
+    kwargs: dict[str, Any] = dict(
         project=tracker.project,
         entity=tracker.entity,
         group=identity.group,
@@ -298,16 +301,33 @@ def tracker_sink(
         tags=list(identity.tags),
         id=identity.id,
         dir=str(wdir),
-        mode=mode,  # type: ignore[arg-type]
         resume="allow",
         reinit="finish_previous",
         config=dict(config) if config is not None else None,
-        settings=wandb.Settings(console="off", silent=True),
     )
+    note = None
     try:
-        info = TrackerInfo(
-            id=identity.id, name=identity.name, group=identity.group, mode=mode, dir=run.dir
+        run = wandb.init(
+            mode=mode,  # type: ignore[arg-type]
+            settings=wandb.Settings(console="off", silent=True, init_timeout=INIT_TIMEOUT_S),
+            **kwargs,
         )
+    except Exception as e:
+        if mode != "online":
+            raise
+        # a wrong key or no network: fail fast, keep the run offline in the job folder
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        note = (
+            f"W&B online failed ({type(e).__name__}: {first}); the run is kept offline in "
+            f"{wdir / 'wandb'}: upload it later with `wandb sync {wdir / 'wandb'}/offline-run-*`"
+        )
+        log.warning(note)
+        mode = "offline"
+        run = wandb.init(mode="offline", settings=wandb.Settings(console="off", silent=True),
+                         **kwargs)  # fmt: skip
+    try:
+        info = TrackerInfo(id=identity.id, name=identity.name, group=identity.group, mode=mode,
+                           dir=run.dir, note=note)  # fmt: skip
         yield _WandbSink(run, info)
     finally:
         run.finish()

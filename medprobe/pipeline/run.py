@@ -120,6 +120,8 @@ def track(job: Job, outcome: RunOutcome) -> RunOutcome:
         return outcome
     res = outcome.result
     info = tracking.log_run(settings, res, job.out_dir)
+    if info is not None and (info.note or info.error):
+        print(f"note: {info.note or 'W&B logging failed: ' + str(info.error)}", flush=True)
     if info is not None:
         outcome.results = [replace(res, tracker=info)]
         write_results(job.out_dir, outcome.results[0])
