@@ -27,6 +27,11 @@ never by the extractor or adapter kind: CLIP and PLIP are two bars and two curve
   paired-bootstrap CI of the difference excludes 0.
 - ``layers_<task>.png`` (Fig. S5 style): metric vs integer layer per model (largest fraction,
   smallest seed), bootstrap CI as band; only when a model has two or more integer layers.
+- ``layers_authors_order_<task>.png`` (Fig. S5 reproduction and its correction), for IDEFICS
+  models whose depth is known (:func:`decoder_depth`): the same sweep twice, left in depth order
+  (x = medprobe layer = ``hidden_states`` index), right in the authors' file order (x = their
+  layer index ``i``, the value at ``hidden_states[authors_to_hidden_state(i, N)]``,
+  :mod:`medprobe.paper.layers`). No second extraction: both panels read the same runs.
 - ``fractions_<task>.png`` (Fig. 6 style): metric vs training fraction per model and layer:
   mean over seeds with a band of +-1 SD over seeds when there are several seeds, else the
   bootstrap CI of the single run; only when there are two or more fractions.
@@ -50,7 +55,9 @@ from medprobe.results import Results, find_results
 
 __all__ = [
     "bar_label",
+    "authors_order_curve",
     "bar_runs",
+    "decoder_depth",
     "fraction_curves",
     "layer_curves",
     "load_results",
@@ -58,6 +65,7 @@ __all__ = [
     "plot_bars",
     "plot_fractions",
     "plot_layers",
+    "plot_layers_authors_order",
     "plot_per_class",
     "summary_rows",
     "write_summary",
@@ -400,6 +408,106 @@ def plot_layers(
     return path
 
 
+#: Decoder blocks of the IDEFICS checkpoints the model presets name (model identity -> N).
+IDEFICS_DEPTHS = {"idefics80b": 80, "idefics9b": 32}
+
+
+def decoder_depth(r: Results) -> int | None:
+    """Decoder blocks ``N`` of an IDEFICS run, else ``None`` (no authors' file order exists).
+
+    From ``results.extractor_load["num_hidden_layers"]`` (recorded when the model was loaded),
+    else from the model identity (``idefics80b``: 80, ``idefics9b``: 32). Other extractors
+    (CLIP, EfficientNet) return ``None``.
+    """
+    if r.model_kind != "idefics":
+        return None
+    load = r.extractor_load or {}
+    n = load.get("num_hidden_layers")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        return n
+    return IDEFICS_DEPTHS.get(r.model)
+
+
+def authors_order_curve(
+    pts: Sequence[tuple[int, float, float, float]], n_blocks: int
+) -> list[tuple[int, float, float, float]]:
+    """A layer curve re-indexed as the authors' per-layer sweep read it.
+
+    ``[(layer, value, lo, hi), ...]`` (medprobe layers = ``hidden_states`` indices) ->
+    ``[(i, value, lo, hi), ...]`` sorted by the authors' index ``i``, where ``i =
+    hidden_state_to_authors(layer, n_blocks)`` (:mod:`medprobe.paper.layers`); layer 0 and
+    layers above ``n_blocks`` (never saved by the authors) are dropped.
+
+    Raises:
+        ValueError: ``n_blocks`` is not a positive int.
+    """
+    from medprobe.paper.layers import hidden_state_to_authors
+
+    return sorted(
+        (hidden_state_to_authors(int(layer), n_blocks), v, lo, hi)
+        for layer, v, lo, hi in pts
+        if 1 <= int(layer) <= n_blocks
+    )
+
+
+def plot_layers_authors_order(
+    curves: dict[str, list[tuple[int, float, float, float]]],
+    depths: dict[str, int],
+    metric: str,
+    path: Path,
+    *,
+    title: str = "",
+) -> Path:
+    """One layer sweep drawn twice, side by side (the paper's Fig. S5 and its correction).
+
+    Left: x = medprobe layer (``hidden_states`` index, depth order). Right: x = the authors'
+    layer index ``i`` (``sorted(glob("*.pt"))[i]``, :func:`medprobe.paper.layers.
+    authors_to_hidden_state`), y = the value of the same run at ``hidden_states[
+    authors_to_hidden_state(i, N)]``: what their per-layer plot shows. Layer 0 (never saved by
+    the authors) and layers above ``N`` are left out of the right panel.
+
+    Args:
+        curves: model -> ``[(layer, value, ci_low, ci_high), ...]`` (:func:`layer_curves`).
+        depths: model -> decoder blocks ``N`` (:func:`decoder_depth`; e.g. 80, 32, or the
+            depth of a tiny test model); models without an entry are left out.
+        metric: y-axis label.
+        path: PNG written.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: a depth that is not a positive int.
+    """
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.2), sharey=True)
+    for model, pts in curves.items():
+        if model not in depths:
+            continue
+        n = depths[model]
+        a = np.array(pts, dtype=float)
+        (line,) = left.plot(a[:, 0], a[:, 1], marker="o", label=f"{model} (N={n})")
+        left.fill_between(a[:, 0], a[:, 2], a[:, 3], alpha=0.2, color=line.get_color())
+        mapped = authors_order_curve(pts, n)
+        if mapped:
+            b = np.array(mapped, dtype=float)
+            right.plot(b[:, 0], b[:, 1], marker="o", color=line.get_color(), label=model)
+            right.fill_between(b[:, 0], b[:, 2], b[:, 3], alpha=0.2, color=line.get_color())
+    left.set_xlabel("layer (hidden_states index, depth order)")
+    right.set_xlabel("authors' layer index (sorted(glob('*.pt'))[i])")
+    left.set_ylabel(metric)
+    left.set_title("depth order (medprobe)")
+    right.set_title("authors' file order (paper Fig. S5)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=8, title="band: bootstrap CI", title_fontsize=8)
+    fig.suptitle(title or f"{metric} vs layer: depth order and the authors' file order")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_fractions(
     curves: dict[str, list[tuple[float, float, float, float, int]]], metric: str, path: Path, *,
     title: str = "",
@@ -492,6 +600,12 @@ def make_report(
         if lc:
             files.append(plot_layers(lc, met, out / f"layers_{task}.png",
                                      title=f"{task}: {met} vs layer"))  # fmt: skip
+            depths = {r.model: d for r in results if r.task == task and r.model in lc
+                      and (d := decoder_depth(r)) is not None}  # fmt: skip
+            if depths:
+                files.append(plot_layers_authors_order(
+                    lc, depths, met, out / f"layers_authors_order_{task}.png",
+                    title=f"{task}: {met} vs layer, depth order and the authors' file order"))  # fmt: skip
         fc = fraction_curves(results, task, met)
         if fc:
             files.append(plot_fractions(fc, met, out / f"fractions_{task}.png",

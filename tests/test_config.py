@@ -447,13 +447,14 @@ def test_every_experiment_and_each_swept_value_composes(
                 assert str(getattr(job, key)) == value
             if name == "figS5":  # every layer in one job; IDEFICS caches all of them
                 assert job.layer == "all" and job.model.layers == "all"
-            elif name.startswith("fig") and key == "model":  # each model's default layer
-                assert job.layer == {"idefics80b": 32, "idefics9b": 13}.get(value, -1)
+            elif name.startswith("fig") and key == "model":  # fidelity=paper: the authors'
+                # "layer 32" of the 80B = hidden_states[39]; the 9B keeps ours (13)
+                assert job.layer == {"idefics80b": 39, "idefics9b": 13}.get(value, -1)
 
 
 def test_experiments_set_what_each_figure_needs(compose_cfg: Compose, paths_env: Path) -> None:
     fig5 = to_typed(compose_cfg("experiment=fig5"))
-    assert (fig5.task.name, fig5.model.name, fig5.layer) == ("t7", "idefics80b", 32)
+    assert (fig5.task.name, fig5.model.name, fig5.layer) == ("t7", "idefics80b", 39)
     fig3 = to_typed(compose_cfg("experiment=fig3", "model=plip"))
     assert fig3.prompt.name == "pathology" and fig3.model.hf_id == "vinid/plip"
     assert fig3.data_root == str(paths_env / "data" / "t1")
@@ -521,3 +522,20 @@ def test_multirun_of_an_experiment_runs_its_sweep(
     assert {(r["model"], r["model_id"], r["task"]) for r in runs} == {
         ("clip", str(tmp_path / "clip"), "demo")
     }
+
+
+def test_fidelity_paper_chooses_the_authors_layer_only_under_the_paper_presets(
+    compose_cfg: Compose, paths_env: Path
+) -> None:
+    """model=idefics80b alone keeps medprobe's 32; fidelity=paper (set by every fig* preset)
+    picks hidden_states[39], the authors' "layer 32" (medprobe.paper.layers); the command line
+    and figS5's layer=all still win; models without a paper file are untouched."""
+    from medprobe.paper.layers import authors_to_hidden_state
+
+    assert compose_cfg("model=idefics80b").layer == 32
+    paper = compose_cfg("fidelity=paper", "model=idefics80b")
+    assert paper.layer == authors_to_hidden_state(32, 80) == 39 and paper.model.layers == 39
+    assert compose_cfg("fidelity=paper", "model=idefics9b").layer == 13
+    assert compose_cfg("fidelity=paper", "model=clip").layer == -1
+    assert compose_cfg("experiment=fig3", "model=idefics80b", "layer=20").layer == 20
+    assert compose_cfg("experiment=figS5", "model=idefics80b").layer == "all"

@@ -161,3 +161,42 @@ def test_fraction_curve_band_is_sd_over_seeds() -> None:
     assert (f, n) == (0.1, 3) and mean == pytest.approx(0.74)
     assert (lo, hi) == pytest.approx((0.70, 0.78))  # SD of 0.70, 0.74, 0.78 is 0.04
     assert pts[1] == (1.0, 0.9, 0.88, 0.92, 1)  # one seed: the bootstrap CI
+
+
+def test_layer_sweep_in_depth_order_and_in_the_authors_file_order(tmp_path: Path) -> None:
+    """One IDEFICS-shaped sweep (a tiny 12-block model, layers 0..12, metric rising with depth)
+    -> ``medprobe report`` draws it twice: depth order and the authors' sorted(glob) order."""
+    from medprobe.report import authors_order_curve, decoder_depth, plot_layers_authors_order
+    from medprobe.results import write_results
+
+    def run(layer: int) -> Results:
+        v = 0.5 + layer / 100
+        return make_results(task="t", model="tiny_idefics", model_kind="idefics", layer=layer,
+                            metrics={"auroc_macro": metric(v, ci_low=v - 0.01, ci_high=v + 0.01)},
+                            extractor_load={"loaded": True, "num_hidden_layers": 12})  # fmt: skip
+
+    runs = [run(k) for k in range(13)]
+    assert decoder_depth(runs[0]) == 12
+    # the identity's known depth when the model was not loaded (a cache hit); none for effnet
+    assert decoder_depth(make_results(model="idefics80b", model_kind="idefics")) == 80
+    assert decoder_depth(make_results(model="effnet_lite0")) is None
+    pts = layer_curves(runs, "t", "auroc_macro")["tiny_idefics"]
+    assert [p[0] for p in pts] == list(range(13))
+    # files .0 .1 .10 .11 .2 ... .9 hold hidden_states 1 2 11 12 3 ... 10; layer 0 never saved
+    mapped = authors_order_curve(pts, 12)
+    assert [i for i, *_ in mapped] == list(range(12))
+    assert [round((v - 0.5) * 100) for _, v, _, _ in mapped] == [1, 2, 11, 12, 3, 4, 5, 6, 7,
+                                                                 8, 9, 10]  # fmt: skip
+    # 80B: the authors' layer 32 is hidden_states[39]
+    assert authors_order_curve([(39, 0.9, 0.8, 1.0)], 80) == [(32, 0.9, 0.8, 1.0)]
+    # effnet's 8 stages standing in: the depth is given explicitly
+    eff = [(k, 0.6 + k / 50, 0.5, 0.9) for k in range(9)]
+    png = plot_layers_authors_order({"effnet_lite0": eff}, {"effnet_lite0": 8}, "auroc_macro",
+                                    tmp_path / "eff.png")  # fmt: skip
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for r in runs:
+        write_results(tmp_path / "sweep" / f"layer_{r.layer}", r)
+    rep = make_report([tmp_path / "sweep"], tmp_path / "report")
+    names = {Path(f).name for f in rep["files"]}
+    assert {"layers_t.png", "layers_authors_order_t.png"} <= names
+    assert (tmp_path / "report" / "layers_authors_order_t.png").read_bytes()[:4] == b"\x89PNG"

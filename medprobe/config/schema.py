@@ -49,6 +49,7 @@ __all__ = [
     "ProbeConfig",
     "ProbeDType",
     "PromptConfig",
+    "PromptFormat",
     "Quantization",
     "RandomSplit",
     "SelectionMetric",
@@ -117,6 +118,16 @@ class Pooling(StrEnum):
     last = "last"
     mean_after_image = "mean_after_image"
     image_latents = "image_latents"
+
+
+class PromptFormat(StrEnum):
+    """How IDEFICS wraps a bare question (``medprobe.extractors.idefics.prompt``): ``chat``, the
+    instruct chat turn ``User:<image>Q<end_of_utterance>\nAssistant:`` (medprobe's default), or
+    ``plain``, ``<image>Q`` as the authors' ``activation.py`` fed it (``processor([image,
+    text])``; the paper presets, ``fidelity=paper``). Ignored by models without a prompt."""
+
+    chat = "chat"
+    plain = "plain"
 
 
 class ProbeBackend(StrEnum):
@@ -252,6 +263,8 @@ class ModelConfig:
     device_map: str | None = None
     max_memory: Any = None
     truncate: bool = True
+    # IDEFICS: how a bare prompt question is wrapped (PromptFormat): chat | plain (the paper's)
+    prompt_format: PromptFormat = PromptFormat.chat
 
 
 # ---- tasks: a base with the keys every task has, one subclass per adapter kind

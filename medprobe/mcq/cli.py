@@ -12,6 +12,7 @@ from pathlib import Path
 
 from medprobe.cli.common import ArgumentParser
 from medprobe.mcq.evaluate import evaluate, log_wandb
+from medprobe.mcq.prompt import FORMATS
 from medprobe.mcq.protocol import MODES
 
 PROG = "medprobe mcq"
@@ -32,6 +33,9 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     ap.add_argument("--quantization", default="none", choices=["none", "8bit", "4bit"])
     ap.add_argument("--device-map", default="auto", help="accelerate placement (auto, cpu, ...)")
+    ap.add_argument("--format", default="paper", choices=list(FORMATS),
+                    help="prompt format: paper (the authors' nejm_test.py turns; default) or "
+                    "medprobe (ours: vignette, instruction, numbered answers; docs/mcq.md)")  # fmt: skip
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-boot", type=int, default=1000)
@@ -71,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_new_tokens=args.max_new_tokens,
             seed=args.seed,
             n_boot=args.n_boot,
+            format=args.format,
         )
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -93,6 +93,7 @@ def evaluate(
     seed: int = 0,
     n_boot: int = 1000,
     on_case: Callable[[dict[str, Any]], None] | None = None,
+    format: str = "medprobe",
 ) -> dict[str, Any]:
     """Run the two-shot MCQ evaluation; resumable.
 
@@ -109,6 +110,9 @@ def evaluate(
         extractor: an ``IdeficsExtractor`` (any prompt; its model and processor are used).
         cases_path: the JSONL case file (:func:`~medprobe.mcq.cases.read_cases`).
         modes: some of :data:`~medprobe.mcq.protocol.MODES`, run in this order.
+        format: the prompt format (:data:`~medprobe.mcq.prompt.FORMATS`): ``"paper"`` (the
+            authors' turns; the CLI default) or ``"medprobe"`` (ours); recorded in
+            ``mcq_run.json`` and the summary.
         max_new_tokens: generation budget per answer.
         seed: sampling and bootstrap seed.
         n_boot: bootstrap replicates of the accuracy CIs.
@@ -134,10 +138,11 @@ def evaluate(
         "max_new_tokens": int(max_new_tokens),
         "seed": int(seed),
         "sampling": SAMPLING,
+        "format": format,
     }
     _claim_folder(out, run)
     bos = extractor.processor().tokenizer.bos_token or "<s>"
-    prompts = {c.id: render_prompt(exemplars, c, bos) for c in tests}
+    prompts = {c.id: render_prompt(exemplars, c, bos, format) for c in tests}
     with open(out / "mcq_prompts.jsonl", "w", encoding="utf-8") as f:
         for c in tests:
             rec = {"id": c.id, "prompt": prompts[c.id], "images": prompt_images(exemplars, c)}
@@ -169,6 +174,7 @@ def evaluate(
         "n_test": len(tests),
         "exemplars": [c.id for c in exemplars],
         "model": extractor.hf_id,
+        "format": format,
         "modes": {},
     }
     for mode in modes:

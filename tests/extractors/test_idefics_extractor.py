@@ -125,6 +125,30 @@ def test_rendering_tokenises_exactly_like_the_idefics_processor(
     assert ext.fingerprint()["rendered_prompt"] == GENERAL_RENDERED
 
 
+def test_plain_format_tokenises_like_the_authors_processor_call(
+    tiny_dir: Path, ext: IdeficsExtractor, images: list[Image.Image]
+) -> None:
+    """prompt_format=plain: the ids equal IdeficsProcessor on the authors' [image, text] (their
+    activation.py), with the processor's defaults; the pooled last token is ":" of "Answer:";
+    the fingerprint says plain, the chat fingerprint carries no prompt_format key (its cache
+    keys are unchanged)."""
+    plain = IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32", device="cpu",
+                             truncate=False, prompt_format="plain")  # fmt: skip
+    proc = AutoProcessor.from_pretrained(tiny_dir)
+    for text in PRESETS.values():
+        want = proc(text=[[images[0], text]], return_tensors="pt")
+        got = plain.encode([text])
+        for key in ("input_ids", "attention_mask", "image_attention_mask"):
+            assert torch.equal(got[key], want[key]), key
+        assert proc.tokenizer.decode(got["input_ids"][0, -1:]).strip() == ":"
+        assert proc.tokenizer.decode(got["input_ids"][0]).endswith(f"{FAKE}{text}")
+    fp = plain.fingerprint()
+    assert fp["prompt_format"] == "plain" and fp["rendered_prompt"] == (
+        f"<s>{FAKE}<image>{FAKE}{GENERAL}"
+    )
+    assert "prompt_format" not in ext.fingerprint()
+
+
 def test_text_before_the_image_does_not_see_the_image(
     ext: IdeficsExtractor, pixels: torch.Tensor
 ) -> None:

@@ -107,6 +107,38 @@ def test_rendered_prompt_tokenises_like_the_idefics_processor(
     assert torch.allclose(enc["pixel_values"], ref["pixel_values"], atol=1e-6)
 
 
+def test_paper_format_equals_the_authors_4x_processor_output(
+    ext: IdeficsExtractor, tmp_path: Path
+) -> None:
+    """format="paper" = IdeficsProcessor on the authors' nejm_test.py list ["User:", image,
+    text, "User:", image, text, "User:", image, text] with transformers 4.x's default for the
+    instruct tokenizer, add_end_of_utterance_token=True (an <end_of_utterance> before a text
+    item that follows a text item: the 2nd and 3rd "User:"). 5.x's processor no longer
+    inserts it by default, so the rendering writes it; without it the ids would differ."""
+    from medprobe.mcq.prompt import paper_text
+
+    ex, t = pinned_cases()
+    proc = ext.processor()
+    imgs = [Image.new("RGB", (20 + i, 30), (40 * i, 0, 0)) for i in range(4)]
+    for im, name in zip(imgs, ["a", "b", "c", "d"], strict=True):
+        im.save(tmp_path / f"{name}.png")
+    by_name = dict(zip(["a.png", "b.png", "c.png", "d.png"], imgs, strict=True))
+    ex = [Case(**{**c.__dict__, "images": tuple(str(tmp_path / p) for p in c.images)}) for c in ex]
+    t = Case(**{**t.__dict__, "images": (str(tmp_path / "d.png"),)})
+    authors: list = []
+    for c in [*ex, t]:
+        authors += ["User:", *[by_name[Path(p).name] for p in c.images], paper_text(c, c is not t)]
+    ref = proc(text=[authors], add_end_of_utterance_token=True, return_tensors="pt")
+    prompt = render_prompt(ex, t, format="paper")
+    enc = Scorer(ext).encode(prompt, [p for c in [*ex, t] for p in c.images])
+    assert torch.equal(enc["input_ids"], ref["input_ids"])
+    assert torch.equal(enc["image_attention_mask"], ref["image_attention_mask"].long())
+    eou = proc.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    assert int((enc["input_ids"] == eou).sum()) == 2
+    off = proc(text=[authors], add_end_of_utterance_token=False, return_tensors="pt")
+    assert not torch.equal(off["input_ids"], ref["input_ids"])
+
+
 # -------------------------------------------------------------------------------- scoring
 
 

@@ -129,6 +129,10 @@ class IdeficsExtractor(HFExtractor):
         device: used when ``device_map`` is ``None``: ``"auto"`` -> ``device_map="auto"``,
             otherwise every module on that device.
         truncate: load only the decoder blocks the requested layers need.
+        prompt_format: how a bare question is wrapped: ``"chat"`` (default, the instruct
+            chat turn) or ``"plain"`` (``<s>`` + image + question, the authors' code;
+            :func:`~medprobe.extractors.idefics.prompt.plain_template`). In the fingerprint
+            only when ``"plain"``, so ``"chat"`` keeps the cache keys it always had.
 
     Raises:
         ExtractorError: empty ``hf_id`` or prompt, a malformed template, unknown dtype,
@@ -171,12 +175,13 @@ class IdeficsExtractor(HFExtractor):
         max_memory: Mapping[Any, Any] | None = None,
         device: str = "auto",
         truncate: bool = True,
+        prompt_format: str = "chat",
     ) -> None:
         if not isinstance(hf_id, str) or not hf_id.strip():
             raise ExtractorError(
                 f"idefics: model.hf_id must be a hub id or a local directory, got {hf_id!r}"
             )
-        split_template(prompt)
+        split_template(prompt, str(prompt_format))
         super().__init__(
             hf_id,
             revision=revision,
@@ -188,6 +193,7 @@ class IdeficsExtractor(HFExtractor):
             max_memory=max_memory,
         )
         self.prompt = prompt
+        self.prompt_format = str(prompt_format)
         self.truncate = bool(truncate)
         self._depth: int | None = None
         self._load_info: dict[str, Any] = {"loaded": False}
@@ -236,7 +242,7 @@ class IdeficsExtractor(HFExtractor):
     def rendered_prompt(self, template: str | None = None) -> str:
         """The exact text the model reads (see :func:`render_prompt`)."""
         bos = self.processor().tokenizer.bos_token or "<s>"
-        return render_prompt(self.prompt if template is None else template, bos)
+        return render_prompt(self.prompt if template is None else template, bos, self.prompt_format)
 
     def encode(self, templates: Sequence[str]) -> dict[str, torch.Tensor]:
         """Prompt templates -> left-padded ``input_ids``, ``attention_mask`` ``(B, T)`` int64
@@ -300,14 +306,18 @@ class IdeficsExtractor(HFExtractor):
 
     def feature_settings(self) -> dict[str, Any]:
         """``dtype``, ``quantization`` (:meth:`quantization_settings`), ``pooling``,
-        ``rendered_prompt``, ``preprocessing``."""
-        return {
+        ``rendered_prompt``, ``preprocessing``; ``prompt_format`` only when ``"plain"`` (so the
+        default ``"chat"`` keeps every existing cache key byte-identical)."""
+        settings = {
             "dtype": self.dtype,
             "quantization": self.quantization_settings(),
             "pooling": self.pooling,
             "rendered_prompt": self.rendered_prompt(),
             "preprocessing": self.preprocessing(),
         }
+        if self.prompt_format != "chat":
+            settings["prompt_format"] = self.prompt_format
+        return settings
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that changes the features, as JSON types. Never loads weights.
@@ -645,7 +655,8 @@ def from_config(cfg: Any, prompt: str = "") -> IdeficsExtractor:
     Args:
         cfg: the model config (``medprobe.config.ModelConfig``; attribute access only):
             ``hf_id``, ``revision``, ``dtype``, ``pooling`` (``"default"`` = ``"last"``),
-            ``quantization``, ``device_map``, ``max_memory``, ``device``, ``truncate``.
+            ``quantization``, ``device_map``, ``max_memory``, ``device``, ``truncate``,
+            ``prompt_format``.
             Serves ``model=idefics9b`` and ``model=idefics80b`` (``cfg.kind == "idefics"``).
         prompt: the prompt template (``cfg.prompt.text``), with one ``{image}``.
 
@@ -655,5 +666,8 @@ def from_config(cfg: Any, prompt: str = "") -> IdeficsExtractor:
             unknown dtype / pooling / quantisation.
     """
     return IdeficsExtractor.from_model_config(
-        cfg, prompt=str(prompt or ""), truncate=bool(cfg.truncate)
+        cfg,
+        prompt=str(prompt or ""),
+        truncate=bool(cfg.truncate),
+        prompt_format=str(cfg.prompt_format),
     )

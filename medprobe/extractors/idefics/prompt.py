@@ -2,8 +2,10 @@
 
 ``cfg.prompt.text`` is a template with one ``{image}`` placeholder, e.g.
 ``"User:{image}Question: What's on this image? Answer:<end_of_utterance>\\nAssistant:"``, or a
-bare question (the ``conf/prompt`` presets), which :func:`chat_template` wraps in exactly that
-instruct chat format, image first. The template is split into the interleaved list
+bare question (the ``conf/prompt`` presets), which is wrapped by the prompt format
+(``model.prompt_format``, :data:`PROMPT_FORMATS`): ``chat`` (default) by :func:`chat_template`
+in exactly that instruct chat format, image first; ``plain`` by :func:`plain_template` as
+``{image}`` + the question, the authors' ``processor([image, text])`` (``activation.py``). The template is split into the interleaved list
 ``["User:", <image>, "Question: ...\\nAssistant:"]`` that ``IdeficsProcessor`` takes
 (:func:`interleave`) and rendered with the processor's own rules (:func:`render_prompt`:
 ``<s>`` first, each text piece stripped of spaces, the image as
@@ -21,6 +23,8 @@ IMAGE_SLOT = "{image}"
 IMAGE_TOKEN = "<image>"
 FAKE_TOKEN = "<fake_token_around_image>"
 END_OF_UTTERANCE = "<end_of_utterance>"
+#: ``model.prompt_format`` values: how a bare question is wrapped.
+PROMPT_FORMATS = ("chat", "plain")
 
 
 def chat_template(question: str) -> str:
@@ -33,18 +37,35 @@ def chat_template(question: str) -> str:
     return f"User:{IMAGE_SLOT}{question.strip()}{END_OF_UTTERANCE}\nAssistant:"
 
 
-def split_template(template: str) -> tuple[str, str]:
+def plain_template(question: str) -> str:
+    """A bare question -> ``"{image}" + question``: the authors' extraction input.
+
+    ``activation.py`` (peterhan91/Multimodal-Probes) calls ``processor([image, text])`` with
+    ``text = PROMPT[key]``: ``<s>``, the image, the question; no ``User:``, no
+    ``<end_of_utterance>``, no ``Assistant:``. The last token is the ``:`` of ``Answer:``.
+    """
+    return f"{IMAGE_SLOT}{question.strip()}"
+
+
+def split_template(template: str, prompt_format: str = "chat") -> tuple[str, str]:
     """Split a prompt at its one ``{image}`` placeholder -> ``(before, after)``.
 
     A prompt without ``{image}`` is a bare question (e.g. the presets ``pathology``,
-    ``dermatology``, ...) and is first wrapped by :func:`chat_template`.
+    ``dermatology``, ...) and is first wrapped by :func:`chat_template` (``prompt_format=
+    "chat"``) or :func:`plain_template` (``"plain"``). A template with ``{image}`` is used as
+    written under either format.
 
     Raises:
         ExtractorError: the prompt is empty (``prompt=none``), has several ``{image}``
             placeholders, or writes a literal ``<image>`` / ``<fake_token_around_image>``
             (the processor would read it as a second image slot that no image fills;
-            transformers 5.24 trap).
+            transformers 5.24 trap); an unknown ``prompt_format``.
     """
+    if prompt_format not in PROMPT_FORMATS:
+        raise ExtractorError(
+            f"idefics: model.prompt_format must be one of {', '.join(PROMPT_FORMATS)}, "
+            f"got {prompt_format!r}"
+        )
     if not isinstance(template, str) or not template.strip():
         raise ExtractorError(
             "idefics: the prompt is empty; choose prompt=general (or pathology, dermatology, "
@@ -60,7 +81,7 @@ def split_template(template: str) -> tuple[str, str]:
             )
     n = template.count(IMAGE_SLOT)
     if n == 0:
-        template = chat_template(template)
+        template = plain_template(template) if prompt_format == "plain" else chat_template(template)
     elif n > 1:
         raise ExtractorError(
             f"idefics: one image per sample: the prompt has {n} {IMAGE_SLOT} placeholders: "
@@ -70,7 +91,7 @@ def split_template(template: str) -> tuple[str, str]:
     return before, after
 
 
-def interleave(template: str, image: Any) -> list[Any]:
+def interleave(template: str, image: Any, prompt_format: str = "chat") -> list[Any]:
     """The interleaved ``[text, image, text]`` list ``IdeficsProcessor`` takes for one sample.
 
     Empty text pieces are dropped. ``image`` is passed through (a ``PIL.Image``; never a path
@@ -79,11 +100,11 @@ def interleave(template: str, image: Any) -> list[Any]:
     Raises:
         ExtractorError: see :func:`split_template`.
     """
-    before, after = split_template(template)
+    before, after = split_template(template, prompt_format)
     return [p for p in (before, image, after) if not (isinstance(p, str) and not p)]
 
 
-def render_prompt(template: str, bos_token: str = "<s>") -> str:
+def render_prompt(template: str, bos_token: str = "<s>", prompt_format: str = "chat") -> str:
     """The exact text the model reads for ``template``, by ``IdeficsProcessor``'s rules.
 
     ``bos_token`` + each text piece stripped of spaces, the image as
@@ -94,5 +115,5 @@ def render_prompt(template: str, bos_token: str = "<s>") -> str:
     Raises:
         ExtractorError: see :func:`split_template`.
     """
-    before, after = split_template(template)
+    before, after = split_template(template, prompt_format)
     return f"{bos_token}{before.strip(' ')}{FAKE_TOKEN}{IMAGE_TOKEN}{FAKE_TOKEN}{after.strip(' ')}"
