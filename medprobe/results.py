@@ -13,7 +13,8 @@ objects, never by raw dict keys:
   ``extractor``, ``extractor_load``, ``prompt``, ``config``, ``versions``, ``output_dir``,
   ``overrides``, ``notes``, ``timings_s``, ``tracker``.
 - ``predictions.csv``: one row per test example, :class:`Predictions` (columns ``id``,
-  ``split``, ``label`` (class names, ``|``-joined when multi-label), ``p_<class>`` per class).
+  ``split``, ``label`` (class names, ``|``-joined when multi-label), ``p_<class>`` per class,
+  and ``group`` (patient id) for tasks with patient ids; files without it still read).
 - ``layers.json`` (``layer=all`` jobs): the layer curve, :class:`LayerCurve`.
 
 Identity versus kind: ``task``/``model`` are the identities (the config choices
