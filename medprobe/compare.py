@@ -9,26 +9,35 @@ the *same* resample counts (seed ``bootstrap_seed(task, "test", seed)`` of the f
 pair, never the model; :func:`medprobe.stats.bootstrap_replicates`), so replicate ``b`` of run
 A and replicate ``b`` of run B score the same resampled test set.
 
-Statistics per metric (sources):
+Resampling unit: patients when the runs' ``predictions.csv`` carry a ``group`` column
+(written by the pipeline for tasks with patient ids), else images; both runs of a pair get
+the same patient resamples (docs/statistics.md, section 2).
+
+Statistics per metric (sources; docs/statistics.md, section 3):
 
 - Paired bootstrap difference ``A - B``: point value on the full test set, bootstrap SD and
-  percentile CI of the per-replicate differences (Efron & Tibshirani 1993, ch. 13 and 16).
-- The paper's paired two-tailed t-test over bootstrap replicates
-  (``scipy.stats.ttest_rel(rep_A, rep_B)``; Han et al., Methods, "Statistical analysis").
-  Reported to reproduce the paper's statistics only. It is NOT a test of a population-level
-  difference: the replicates are not independent observations of new test sets, so its
-  p-value shrinks like ``1/sqrt(n_boot)`` as more replicates are drawn (any fixed non-zero
-  difference becomes "significant" with enough replicates). Use the bootstrap CI, DeLong or
-  McNemar for inference.
+  percentile CI of the per-replicate differences (Efron & Tibshirani 1993, ch. 13 and 16), and
+  its two-sided bootstrap p-value (:func:`bootstrap_p`).
 - DeLong's test for correlated AUROCs (DeLong, DeLong & Clarke-Pearson 1988, Biometrics
   44:837), computed with the fast midrank algorithm of Sun & Xu 2014 (IEEE Signal Process.
-  Lett. 21:1389): binary tasks and every one-vs-rest class (``auroc/<class>``). Two-sided
-  p-value from ``z = (AUC_A - AUC_B) / SE``; the CI of the difference is ``diff +- z_q SE``
-  as in pROC's ``roc.test`` (Robin et al. 2011).
-- McNemar's test for accuracy (multiclass, top-1): exact two-sided binomial test on the
-  discordant pairs (``scipy.stats.binomtest(b, b + c, 0.5)``) and the chi-square statistic
-  with continuity correction ``(|b - c| - 1)^2 / (b + c)`` on 1 df (McNemar 1947,
-  Psychometrika 12:153; Edwards 1948).
+  Lett. 21:1389): binary tasks and every one-vs-rest class (``auroc/<class>``); with patient
+  ids the clustered test of Obuchowski 1997 (:func:`medprobe.auroc_ci.delong_test`).
+  Two-sided p-value from ``z = (AUC_A - AUC_B) / SE``; the CI of the difference is
+  ``diff +- z_q SE`` as in pROC's ``roc.test`` (Robin et al. 2011).
+- McNemar's test for accuracy (multiclass, top-1): :func:`medprobe.stats.mcnemar` (exact
+  binomial below 25 discordant pairs, else chi-square with Edwards' correction; ``b == c``
+  gives p = 1).
+- Multiplicity: each row's primary test (DeLong, McNemar, else the bootstrap p) is adjusted
+  within its family, Holm by default or Benjamini-Hochberg (:func:`adjust_rows`); the
+  ``significant`` flag and the console's ``*`` use the adjusted value, and the family is
+  written beside it.
+- The paper's t-test on bootstrap replicates (``ttest_rel`` over the replicate series; Han et
+  al., Methods, "Statistical analysis"), columns ``paper_ttest_*``: a reproduction of the
+  paper's statistic, never inference. Its p-value falls without bound as more replicates are
+  drawn (much faster than ``1/sqrt(n_boot)``): any fixed non-zero difference becomes
+  "significant". ``--paper-ttest independent`` builds the two series from independent
+  resamples, the construction that reproduces the paper's t
+  (:func:`medprobe.stats.paper_ttest_on_bootstrap_replicates`).
 """
 
 from __future__ import annotations
@@ -47,24 +56,36 @@ import numpy as np
 from scipy import stats as sps
 
 from medprobe import metrics
+from medprobe.auroc_ci import delong_test
 from medprobe.errors import ComparisonError, ResultsError
+from medprobe.multiplicity import PVALUE_ADJUSTMENTS, adjust_pvalues
 from medprobe.results import Predictions, Results, read_predictions, read_results
-from medprobe.stats import bootstrap_replicates, bootstrap_seed, summarize
+from medprobe.stats import (
+    REPLICATE_CONSTRUCTIONS,
+    bootstrap_replicates,
+    bootstrap_seed,
+    mcnemar,
+    summarize,
+    ttest_on_replicates,
+)
 
 __all__ = [
     "ComparisonError",
     "ResultsError",
     "Run",
+    "adjust_rows",
     "align",
+    "bootstrap_p",
     "compare_pair",
     "compare_runs",
     "delong",
     "delong_from_placements",
     "delong_placements",
+    "family_of",
     "format_comparison",
     "load_run",
     "mcnemar",
-    "paired_ttest",
+    "pair_groups",
     "write_comparison",
 ]
 
@@ -285,62 +306,6 @@ def delong(
     return delong_from_placements(v_pos, v_neg, ci=ci)
 
 
-# ----------------------------------------------------------------------------- McNemar, t-test
-
-
-def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float | int]:
-    """McNemar's test of paired accuracies.
-
-    Args:
-        correct_a, correct_b: ``(n,)`` bool, whether each model got example ``i`` right.
-
-    Returns:
-        ``{"b", "c", "p_exact", "chi2", "p_chi2"}``: ``b`` = A right and B wrong, ``c`` = A
-        wrong and B right; exact two-sided binomial p on the ``b + c`` discordant pairs
-        (McNemar 1947); chi-square with continuity correction ``(|b - c| - 1)^2 / (b + c)``
-        (Edwards 1948), 1 df. No discordant pairs: ``p = 1``, ``chi2 = 0``.
-    """
-    a = np.asarray(correct_a, dtype=bool)
-    bb = np.asarray(correct_b, dtype=bool)
-    if a.shape != bb.shape or a.ndim != 1:
-        raise ValueError(f"correct_a and correct_b must be (n,); got {a.shape}, {bb.shape}")
-    b = int((a & ~bb).sum())
-    c = int((~a & bb).sum())
-    if b + c == 0:
-        return {"b": 0, "c": 0, "p_exact": 1.0, "chi2": 0.0, "p_chi2": 1.0}
-    p_exact = float(sps.binomtest(b, b + c, 0.5).pvalue)
-    chi2 = max(abs(b - c) - 1, 0) ** 2 / (b + c)
-    return {
-        "b": b,
-        "c": c,
-        "p_exact": p_exact,
-        "chi2": float(chi2),
-        "p_chi2": float(sps.chi2.sf(chi2, 1)),
-    }
-
-
-def paired_ttest(rep_a: np.ndarray, rep_b: np.ndarray) -> dict[str, float | int]:
-    """The paper's paired two-tailed t-test over bootstrap replicates (``ttest_rel``).
-
-    Replicates where either run is nan are dropped. All differences zero: ``t = 0``, ``p = 1``.
-    Caveat (see module docstring): its p-value shrinks with the number of replicates and it
-    does not test a population-level difference; reported only to reproduce the paper.
-
-    Returns:
-        ``{"t", "p", "n"}`` (``n`` = replicate pairs used).
-    """
-    a, b = np.asarray(rep_a, dtype=np.float64), np.asarray(rep_b, dtype=np.float64)
-    ok = ~(np.isnan(a) | np.isnan(b))
-    a, b = a[ok], b[ok]
-    d = a - b
-    if d.size < 2 or (np.all(d == d[0]) and d[0] == 0):
-        return {"t": 0.0, "p": 1.0, "n": int(d.size)}
-    if np.all(d == d[0]):  # constant non-zero difference: zero variance, t is infinite
-        return {"t": math.copysign(math.inf, d[0]), "p": 0.0, "n": int(d.size)}
-    res = sps.ttest_rel(a, b)
-    return {"t": float(res.statistic), "p": float(res.pvalue), "n": int(d.size)}
-
-
 # ----------------------------------------------------------------------------- comparisons
 
 
@@ -356,39 +321,108 @@ def _point_values(run: Run) -> dict[str, float]:
     return out
 
 
+def pair_groups(a: Run, b: Run) -> np.ndarray | None:
+    """The patient ids both runs' rows share (``group`` column of ``predictions.csv``), or None.
+
+    Runs written without the column (tasks without patient ids, or before issue 13) give
+    None, and the images are the resampling unit; one run with ids is enough (ids belong to
+    the examples, not to the model).
+
+    Raises:
+        ComparisonError: the runs are not aligned, or both carry ids that disagree for a row.
+    """
+    if a.ids != b.ids:
+        raise ComparisonError("runs are not aligned by id; call align() first")
+    ga, gb = a.predictions.groups, b.predictions.groups
+    if ga is not None and gb is not None and ga != gb:
+        k = next(i for i, (x, y) in enumerate(zip(ga, gb, strict=True)) if x != y)
+        raise ComparisonError(
+            f"id {a.ids[k]!r} belongs to patient {ga[k]!r} in {a.path} but {gb[k]!r} in {b.path}"
+        )
+    g = ga if ga is not None else gb
+    return None if g is None else np.asarray(g, dtype=str)
+
+
+def bootstrap_p(d: np.ndarray) -> float:
+    """Two-sided percentile-bootstrap p-value of a paired difference: ``min(1, 2 * min(P(d <=
+    0), P(d >= 0)))`` over the valid replicates ``d``, each share counted as ``(k + 1) / (B +
+    1)`` so that p > 0 (Davison & Hinkley 1997, sec. 4.4). It is the test dual to the
+    percentile CI of the difference (the CI at level ``1 - alpha`` excludes 0 about when
+    ``p < alpha``), used for metrics without a closed-form test (macro F1, multi-label macro
+    AUROC). nan when no replicate is valid."""
+    x = np.asarray(d, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return math.nan
+    if np.all(x == 0):
+        return 1.0
+    lo = (np.count_nonzero(x <= 0) + 1) / (x.size + 1)
+    hi = (np.count_nonzero(x >= 0) + 1) / (x.size + 1)
+    return float(min(1.0, 2.0 * min(lo, hi)))
+
+
 def compare_pair(
-    a: Run, b: Run, *, n_boot: int | None = None, ci: float = 0.95
+    a: Run,
+    b: Run,
+    *,
+    n_boot: int | None = None,
+    ci: float = 0.95,
+    paper_ttest: str = "paired",
 ) -> list[dict[str, Any]]:
     """Every statistic for runs ``a`` and ``b`` (already aligned, see :func:`align`).
+
+    Resampling: the same resamples for both runs (seed ``bootstrap_seed(task, "test", seed)``
+    of run ``a``); patients when the runs' ``predictions.csv`` carry a ``group`` column
+    (:func:`pair_groups`), else images. DeLong's test is patient-level (Obuchowski 1997) with
+    patient ids (:func:`medprobe.auroc_ci.delong_test`). p-values here are unadjusted:
+    :func:`compare_runs` adds the adjusted ones (:func:`adjust_rows`).
 
     Args:
         a, b: runs on the same test rows in the same order.
         n_boot: bootstrap replicates (default: run ``a``'s ``bootstrap.n``).
         ci: level of the bootstrap and DeLong CIs.
+        paper_ttest: construction of the paper's t-test on bootstrap replicates,
+            ``"paired"`` (the same resamples) or ``"independent"`` (each run its own
+            resamples, what reproduces the paper's t: see
+            :func:`medprobe.stats.paper_ttest_on_bootstrap_replicates`). Never inference.
 
     Returns:
         One dict per metric (``auroc_macro``, ``f1_macro``, ``accuracy``, ``auroc/<class>``):
         ``run_a``, ``run_b`` (labels), ``dir_a``, ``dir_b``, ``metric``, ``value_a``,
         ``value_b``, ``diff`` (A - B), ``diff_sd``, ``diff_ci_low``, ``diff_ci_high``,
-        ``n_replicates``, ``ttest_t``, ``ttest_p``, and where defined ``delong_z``,
-        ``delong_p``, ``delong_ci_low``, ``delong_ci_high`` (binary / per-class AUROC),
-        ``mcnemar_b``, ``mcnemar_c``, ``mcnemar_p_exact``, ``mcnemar_chi2``, ``mcnemar_p_chi2``
-        (multiclass accuracy); else None.
+        ``n_replicates``, ``diff_p`` (:func:`bootstrap_p`), ``resampling_unit``
+        (``image``/``patient``), ``n_resampling_units``; where defined ``delong_z``,
+        ``delong_p``, ``delong_ci_low``, ``delong_ci_high`` (binary / per-class AUROC) and
+        ``mcnemar_b``, ``mcnemar_c``, ``mcnemar_method``, ``mcnemar_p``, ``mcnemar_p_exact``,
+        ``mcnemar_chi2``, ``mcnemar_p_chi2`` (multiclass accuracy;
+        :func:`medprobe.stats.mcnemar`), else None; ``test`` and ``p``: the row's primary
+        test (``delong``, ``mcnemar``, else ``bootstrap`` with ``diff_p``);
+        ``paper_ttest_t``, ``paper_ttest_p``, ``paper_ttest_construction`` (the paper's
+        t-test on bootstrap replicates, reproduction only).
 
     Raises:
-        ComparisonError: the runs are not aligned.
+        ComparisonError: the runs are not aligned or disagree on patient ids.
+        ValueError: unknown ``paper_ttest``.
     """
-    if a.ids != b.ids:
-        raise ComparisonError("runs are not aligned by id; call align() first")
+    if paper_ttest not in REPLICATE_CONSTRUCTIONS:
+        raise ValueError(
+            f"paper_ttest must be one of {REPLICATE_CONSTRUCTIONS}; got {paper_ttest!r}"
+        )
+    groups = pair_groups(a, b)
     task, seed = a.results.task, a.results.seed
     n_boot = int(n_boot or a.results.bootstrap.n)
     boot_seed = bootstrap_seed(task, "test", seed)
-    reps = [
-        bootstrap_replicates(
-            r.y, r.proba, r.classes, multilabel=r.multilabel, n_boot=n_boot, seed=boot_seed
-        ).metrics
-        for r in (a, b)
-    ]
+
+    def replicates(r: Run, s: int) -> dict[str, np.ndarray]:
+        return bootstrap_replicates(r.y, r.proba, r.classes, multilabel=r.multilabel,
+                                    n_boot=n_boot, seed=s, groups=groups).metrics  # fmt: skip
+
+    reps = [replicates(r, boot_seed) for r in (a, b)]
+    paper = reps
+    if paper_ttest == "independent":
+        paper = [replicates(r, bootstrap_seed(boot_seed, "paper-independent", k))
+                 for r, k in ((a, "a"), (b, "b"))]  # fmt: skip
+    n_units = len(a.ids) if groups is None else int(np.unique(groups).size)
     val_a, val_b = _point_values(a), _point_values(b)
     y_bin = a.y if a.multilabel else metrics.indicator(a.y, len(a.classes))
     binary = not a.multilabel and len(a.classes) == 2
@@ -398,7 +432,7 @@ def compare_pair(
             continue
         d = reps[0][key] - reps[1][key]
         s = summarize(key, val_a[key] - val_b[key], d, ci=ci)
-        tt = paired_ttest(reps[0][key], reps[1][key])
+        tt = ttest_on_replicates(paper[0][key], paper[1][key])
         row: dict[str, Any] = {
             "task": task,
             "run_a": a.label,
@@ -413,8 +447,9 @@ def compare_pair(
             "diff_ci_low": s["ci_low"],
             "diff_ci_high": s["ci_high"],
             "n_replicates": s["n_replicates"],
-            "ttest_t": tt["t"],
-            "ttest_p": tt["p"],
+            "diff_p": bootstrap_p(d),
+            "resampling_unit": "image" if groups is None else "patient",
+            "n_resampling_units": n_units,
             "n_test": len(a.ids),
         }
         dl = None
@@ -423,8 +458,8 @@ def compare_pair(
             j = 1
         if j is not None:
             try:
-                dl = delong(y_bin[:, j], a.proba[:, j], b.proba[:, j], ci=ci)
-            except ValueError:  # fewer than 2 positives or negatives: no DeLong variance
+                dl = delong_test(y_bin[:, j], a.proba[:, j], b.proba[:, j], groups=groups, ci=ci)
+            except ValueError:  # fewer than 2 positive or negative units: no DeLong variance
                 dl = None
         for f in ("z", "p", "ci_low", "ci_high"):
             row[f"delong_{f}"] = dl[f] if dl else None
@@ -433,28 +468,93 @@ def compare_pair(
             ok_a = metrics.predict(a.proba, multilabel=False) == a.y
             ok_b = metrics.predict(b.proba, multilabel=False) == b.y
             mc = mcnemar(ok_a, ok_b)
-        for f in ("b", "c", "p_exact", "chi2", "p_chi2"):
+        for f in ("b", "c", "method", "p", "p_exact", "chi2", "p_chi2"):
             row[f"mcnemar_{f}"] = mc[f] if mc else None
+        if dl:
+            row["test"], row["p"] = "delong", dl["p"]
+        elif mc:
+            row["test"], row["p"] = "mcnemar", mc["p"]
+        else:
+            row["test"], row["p"] = "bootstrap", row["diff_p"]
+        row["paper_ttest_t"] = tt["t"]
+        row["paper_ttest_p"] = tt["p"]
+        row["paper_ttest_construction"] = paper_ttest
         rows.append(row)
     return rows
 
 
-def compare_runs(
-    runs: Sequence[Run], *, n_boot: int | None = None, ci: float = 0.95
+def family_of(row: dict[str, Any]) -> str:
+    """The multiplicity family of a comparison row: every per-class AUROC test of the
+    comparison is one family (classes x model pairs), each summary metric another (its model
+    pairs)."""
+    return "per-class AUROC" if str(row["metric"]).startswith("auroc/") else str(row["metric"])
+
+
+def adjust_rows(
+    rows: Sequence[dict[str, Any]], *, method: str = "holm", alpha: float = 0.05
 ) -> list[dict[str, Any]]:
-    """:func:`compare_pair` for every pair ``(i, j), i < j`` after :func:`align`."""
+    """Add the multiplicity-adjusted p-values to comparison rows (new dicts, same order).
+
+    Families (:func:`family_of`): the per-class AUROC tests of all model pairs together, and
+    each summary metric (``auroc_macro``, ``f1_macro``, ``accuracy``) over all model pairs.
+    Within a family the rows' primary p-values (``p``) are adjusted by
+    :func:`medprobe.multiplicity.adjust_pvalues` (Holm 1979, FWER; or Benjamini-Hochberg
+    1995, FDR); rows without a p-value are not part of the family.
+
+    Adds ``p_adj``, ``p_adjustment`` (method), ``family`` (e.g. ``"holm over 18 per-class
+    AUROC tests (DeLong) of 2 model pairs"``) and ``significant`` (``p_adj < alpha``; None
+    without a p-value).
+
+    Raises:
+        ValueError: unknown method.
+    """
+    out = [dict(r) for r in rows]
+    fams: dict[str, list[int]] = {}
+    for i, r in enumerate(out):
+        fams.setdefault(family_of(r), []).append(i)
+    for fam, idx in fams.items():
+        ps = [out[i]["p"] for i in idx]
+        ps = [None if p is None or (isinstance(p, float) and math.isnan(p)) else p for p in ps]
+        adj = adjust_pvalues(ps, method)
+        tests = sorted({str(out[i]["test"]) for i, p in zip(idx, ps, strict=True) if p is not None})
+        pairs = len({(out[i]["dir_a"], out[i]["dir_b"]) for i in idx})
+        n = sum(p is not None for p in ps)
+        what = f"{fam} test" + ("s" if n != 1 else "")
+        label = (f"{method} over {n} {what} ({', '.join(tests) or 'none'}) of {pairs} model "
+                 f"pair{'s' if pairs != 1 else ''}")  # fmt: skip
+        for i, p, q in zip(idx, ps, adj, strict=True):
+            out[i]["p_adj"] = None if p is None else float(q)
+            out[i]["p_adjustment"] = method
+            out[i]["family"] = label
+            out[i]["significant"] = None if p is None else bool(q < alpha)
+    return out
+
+
+def compare_runs(
+    runs: Sequence[Run],
+    *,
+    n_boot: int | None = None,
+    ci: float = 0.95,
+    adjust: str = "holm",
+    paper_ttest: str = "paired",
+) -> list[dict[str, Any]]:
+    """:func:`compare_pair` for every pair ``(i, j), i < j`` after :func:`align`, with
+    p-values adjusted for multiplicity (:func:`adjust_rows`, ``method=adjust``, ``alpha = 1 -
+    ci``)."""
     aligned = align(runs)
     rows: list[dict[str, Any]] = []
     for a, b in itertools.combinations(aligned, 2):
-        rows += compare_pair(a, b, n_boot=n_boot, ci=ci)
-    return rows
+        rows += compare_pair(a, b, n_boot=n_boot, ci=ci, paper_ttest=paper_ttest)
+    return adjust_rows(rows, method=adjust, alpha=1.0 - ci)
 
 
 COLUMNS = [
     "task", "run_a", "run_b", "metric", "value_a", "value_b", "diff", "diff_sd", "diff_ci_low",
-    "diff_ci_high", "n_replicates", "ttest_t", "ttest_p", "delong_z", "delong_p",
-    "delong_ci_low", "delong_ci_high", "mcnemar_b", "mcnemar_c", "mcnemar_p_exact",
-    "mcnemar_chi2", "mcnemar_p_chi2", "n_test", "dir_a", "dir_b",
+    "diff_ci_high", "n_replicates", "diff_p", "test", "p", "p_adj", "p_adjustment", "family",
+    "significant", "delong_z", "delong_p", "delong_ci_low", "delong_ci_high", "mcnemar_b",
+    "mcnemar_c", "mcnemar_method", "mcnemar_p", "mcnemar_p_exact", "mcnemar_chi2",
+    "mcnemar_p_chi2", "paper_ttest_construction", "paper_ttest_t", "paper_ttest_p",
+    "resampling_unit", "n_resampling_units", "n_test", "dir_a", "dir_b",
 ]  # fmt: skip
 
 
@@ -476,29 +576,44 @@ def write_comparison(rows: Sequence[dict[str, Any]], out_dir: Path) -> tuple[Pat
 
 
 def _fmt_p(p: float | None) -> str:
-    if p is None:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
         return "-"
     return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
 
 
 def format_comparison(rows: Sequence[dict[str, Any]]) -> str:
-    """Console table: one line per pair and metric (difference, CI, p-values)."""
+    """Console table: one line per pair and metric: difference, its paired-bootstrap CI, the
+    DeLong and McNemar p-values, the row's primary p adjusted for multiplicity with ``*``
+    where significant; then the resampling unit, the families and the caveat of the paper's
+    t-test (kept in comparison.csv only)."""
+    method = next((str(r["p_adjustment"]) for r in rows if r.get("p_adjustment")), "holm")
+    adj_head = f"p {method}"
     head = (
-        f"{'A':<24}{'B':<24}{'metric':<22}{'A-B':>8}  {'95% CI':<18}{'t-test p':>9}"
-        f"{'DeLong p':>9}{'McNemar p':>10}"
+        f"{'A':<24}{'B':<24}{'metric':<22}{'A-B':>8}  {'95% CI':<18}"
+        f"{'DeLong p':>9}{'McNemar p':>10}{adj_head:>10}"
     )
     lines = [head]
     for r in rows:
         interval = f"[{r['diff_ci_low']:.4f}, {r['diff_ci_high']:.4f}]"
+        mark = " *" if r.get("significant") else ""
         lines.append(
             f"{r['run_a']:<24}{r['run_b']:<24}{r['metric']:<22}{r['diff']:>8.4f}  "
             f"{interval:<18}"
-            f"{_fmt_p(r['ttest_p']):>9}{_fmt_p(r['delong_p']):>9}"
-            f"{_fmt_p(r['mcnemar_p_exact']):>10}"
+            f"{_fmt_p(r['delong_p']):>9}{_fmt_p(r['mcnemar_p']):>10}"
+            f"{_fmt_p(r.get('p_adj')):>10}{mark}"
         )
+    units = sorted({f"{r['resampling_unit']} ({r['n_resampling_units']})" for r in rows})
+    lines.append(f"resampling unit: {', '.join(units)}; both runs of a pair on the same resamples")
     lines.append(
-        "note: the t-test over bootstrap replicates reproduces the paper's statistic; its p "
-        "shrinks as n_boot grows and is not a test of a population difference"
+        f"p {method}: the row's test (DeLong for AUROC, McNemar for accuracy, else the paired "
+        f"bootstrap) adjusted by {method} within its family; * = adjusted p below 0.05. Families:"
+    )
+    lines += [
+        f"  {f}" for f in dict.fromkeys(str(r.get("family")) for r in rows if r.get("family"))
+    ]
+    lines.append(
+        "the paper's t-test on bootstrap replicates (paper_ttest_* in comparison.csv) is a "
+        "reproduction, not inference: its p falls without bound as n_boot grows"
     )
     return "\n".join(lines)
 
@@ -516,17 +631,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = ArgumentParser(
         prog="medprobe compare",
         description="Paired comparison of medprobe runs on the same test set: paired "
-        "bootstrap CI of the difference, DeLong (AUROC), McNemar (accuracy).",
+        "bootstrap CI of the difference, DeLong (AUROC), McNemar (accuracy), p-values adjusted "
+        "for multiplicity; patients are the resampling unit when the runs have patient ids.",
     )
     ap.add_argument("runs", nargs="+", type=Path,
                     help="required: two or more run folders (results.json inside)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path("."), help="where comparison.* go")
     ap.add_argument("--n-boot", type=int, default=None, help="replicates (default: run A's)")
     ap.add_argument("--ci", type=float, default=0.95, help="CI level of the differences")
+    ap.add_argument("--adjust", choices=PVALUE_ADJUSTMENTS, default="holm",
+                    help="multiplicity adjustment: holm (FWER, default) or bh (FDR)")  # fmt: skip
+    ap.add_argument("--paper-ttest", choices=REPLICATE_CONSTRUCTIONS, default="paired",
+                    help="replicate series of the paper's t-test on bootstrap replicates "
+                    "(reproduction only): paired resamples, or independent ones as the paper")  # fmt: skip
     args = ap.parse_args(argv)
     if len(args.runs) < 2:
         raise ComparisonError("medprobe compare needs at least two run folders")
-    rows = compare_runs([load_run(p) for p in args.runs], n_boot=args.n_boot, ci=args.ci)
+    rows = compare_runs([load_run(p) for p in args.runs], n_boot=args.n_boot, ci=args.ci,
+                        adjust=args.adjust, paper_ttest=args.paper_ttest)  # fmt: skip
     print(format_comparison(rows))
     pj, pc = write_comparison(rows, args.out)
     print(f"wrote {pj} and {pc}")

@@ -173,12 +173,13 @@ def auroc_macro(y: np.ndarray, proba: np.ndarray, *, multilabel: bool) -> float:
 def f1_macro(
     y: np.ndarray, proba: np.ndarray, *, multilabel: bool, threshold: float = 0.5
 ) -> float:
-    """Macro F1 over the classes present in ``y``: ``sklearn.metrics.f1_score(labels=present,
+    """Macro F1 over the classes not absent from ``y``: ``sklearn.metrics.f1_score(labels=kept,
     average="macro", zero_division=0)``.
 
-    A class (or finding) with no positive in ``y`` is left out, as it is from macro AUROC,
-    so both macros average over the same classes and the table's "excluded, absent in test"
-    line holds for every macro. Its false positives still count: they are false
+    Absent (the rule of macro AUROC and :func:`medprobe.stats.evaluate`'s
+    ``absent_classes``): a class (or finding) with no positive in ``y``; for multi-label also
+    a finding positive on every row (no negative, so no AUROC). Both macros average over the
+    same classes and the table's "excluded" line holds for every macro. Its false positives still count: they are false
     negatives of the true classes (multiclass) or lower nothing else (multi-label).
 
     Returns:
@@ -190,7 +191,8 @@ def f1_macro(
     yc, p = check_predictions(y, proba, multilabel=multilabel)
     pred = predict(p, multilabel=multilabel, threshold=threshold)
     y_bin = yc.astype(bool) if multilabel else indicator(yc, p.shape[1])
-    labels = np.flatnonzero(y_bin.sum(axis=0) > 0)
+    s = y_bin.sum(axis=0)
+    labels = np.flatnonzero((s > 0) & ((s < len(y_bin)) | (not multilabel)))
     return float(f1_score(yc, pred, labels=labels, average="macro", zero_division=0))
 
 

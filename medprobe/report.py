@@ -8,23 +8,27 @@ Written to ``REPORT_DIR``:
 
 - ``summary.csv``: one row per run and metric (``auroc_macro``, ``f1_macro``, ``accuracy``,
   ``auroc/<class>``): task, task_kind, model, model_kind, layer, train_fraction, seed, metric,
-  value, sd, ci_low, ci_high, n_replicates, run_dir. ``summary.md``: the same for each task's
-  primary metric, one section per task.
+  value, boot_mean, sd, ci_low, ci_high, ci_method, n_replicates, resampling_unit, run_dir.
+  ``summary.md``: for each task's primary metric, one section per task: value, 95% CI and the
+  bootstrap mean +- SD the paper plots (Fig. 3-6), so a side-by-side with the paper is one
+  table.
 
 Runs are grouped by identity (``results.task``, ``results.model``; :mod:`medprobe.results`),
 never by the extractor or adapter kind: CLIP and PLIP are two bars and two curves, and
 ``task=csv`` runs on two data roots are two tasks. Every results file is read through
 :mod:`medprobe.results`.
 - ``comparison.csv`` / ``comparison.json``: paired comparisons (:mod:`medprobe.compare`) of the
-  runs shown in the bar figures, per task.
+  runs shown in the bar figures, per task, with p-values adjusted for multiplicity (Holm by
+  default, ``--adjust bh``) within each family: per task, the per-class AUROC tests of all
+  model pairs, and each summary metric over the model pairs (the ``family`` column says it).
 - ``bars_<task>.png`` (paper Fig. 3-5 style): one bar per model with its bootstrap CI as error
-  bar; brackets between models marked ``*`` when the 95% paired-bootstrap CI of the difference
-  excludes 0, else ``n.s.``. The run shown per model is the one at the largest training
+  bar; brackets between models marked ``*`` when the row's test (DeLong for AUROC, McNemar for
+  accuracy, else the paired bootstrap) is significant after the adjustment, else ``n.s.``. The run shown per model is the one at the largest training
   fraction and smallest seed whose layer has the best *validation* score (``probe.val_score``;
   the test set never picks the layer).
 - ``per_class_<task>.png`` (Fig. 5 style, tasks with more than two classes): grouped bars of
   per-class AUROC per model (the bar runs) with CIs; with two models, ``*`` marks classes whose
-  paired-bootstrap CI of the difference excludes 0.
+  DeLong test is significant after the adjustment over the per-class family.
 - ``layers_<task>.png`` (Fig. S5 style): metric vs integer layer per model (largest fraction,
   smallest seed), bootstrap CI as band; only when a model has two or more integer layers.
 - ``layers_authors_order_<task>.png`` (Fig. S5 reproduction and its correction), for IDEFICS
@@ -73,7 +77,8 @@ __all__ = [
 
 SUMMARY_COLUMNS = [
     "task", "task_kind", "model", "model_kind", "layer", "train_fraction", "seed", "metric",
-    "value", "sd", "ci_low", "ci_high", "n_replicates", "run_dir",
+    "value", "boot_mean", "sd", "ci_low", "ci_high", "ci_method", "n_replicates",
+    "resampling_unit", "run_dir",
 ]  # fmt: skip
 _MAIN_METRICS = ("auroc_macro", "f1_macro", "accuracy")
 
@@ -138,10 +143,13 @@ def summary_rows(results: Sequence[Results]) -> list[dict[str, Any]]:
                     "seed": r.seed,
                     "metric": k,
                     "value": v.value,
+                    "boot_mean": v.boot_mean,
                     "sd": v.sd,
                     "ci_low": v.ci_low,
                     "ci_high": v.ci_high,
+                    "ci_method": v.ci_method,
                     "n_replicates": v.n_replicates,
+                    "resampling_unit": met.resampling_unit,
                     "run_dir": _dir(r),
                 }
             )
@@ -168,15 +176,17 @@ def write_summary(results: Sequence[Results], out_dir: Path) -> tuple[Path, Path
         lines += [
             f"## {task}: {primary[task]}",
             "",
-            f"| model | layer | train fraction | seed | {primary[task]} | SD | {ci}% CI |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            f"| model | layer | train fraction | seed | {primary[task]} | {ci}% CI | CI method "
+            "| bootstrap mean ± SD | resampling unit |",
+            "|---|---:|---:|---:|---:|---|---|---|---|",
         ]
         for row in rows:
             if row["task"] == task and row["metric"] == primary[task]:
                 lines.append(
                     f"| {row['model']} | {row['layer']} | {row['train_fraction']:g} | "
-                    f"{row['seed']} | {_f(row['value'])} | {_f(row['sd'])} | "
-                    f"[{_f(row['ci_low'])}, {_f(row['ci_high'])}] |"
+                    f"{row['seed']} | {_f(row['value'])} | "
+                    f"[{_f(row['ci_low'])}, {_f(row['ci_high'])}] | {row['ci_method']} | "
+                    f"{_f(row['boot_mean'])} ± {_f(row['sd'])} | {row['resampling_unit']} |"
                 )
         lines.append("")
     pm.write_text("\n".join(lines))
@@ -296,8 +306,8 @@ def plot_bars(
         runs: one run per bar (see :func:`bar_runs`); labelled by model identity and layer
             (:func:`bar_label`).
         comparisons: rows of :func:`medprobe.compare.compare_runs` on those runs; the rows for
-            ``metric`` give the brackets (``*``: paired-bootstrap CI of the difference excludes
-            0; ``n.s.`` otherwise).
+            ``metric`` give the brackets (``*``: ``significant``, the adjusted p-value of the
+            row's test below alpha; ``n.s.`` otherwise).
         metric: results.json metric key.
         path: PNG to write.
     """
@@ -322,7 +332,7 @@ def plot_bars(
         i, j = sorted((label_of[c["dir_a"]], label_of[c["dir_b"]]))
         y = top + step * (1 + 1.6 * level)
         level += 1
-        sig = c["diff_ci_low"] > 0 or c["diff_ci_high"] < 0
+        sig = bool(c.get("significant"))
         ax.plot([i, i, j, j], [y - step * 0.3, y, y, y - step * 0.3], color="black", lw=1)
         ax.text((i + j) / 2, y, "*" if sig else "n.s.", ha="center", va="bottom",
                 fontsize=12 if sig else 9)  # fmt: skip
@@ -345,9 +355,10 @@ def plot_per_class(
 ) -> Path:
     """Grouped bars of per-class AUROC (``auroc/<class>``) per model with CIs (Fig. 5 style).
 
-    With exactly two models, a class is marked ``*`` when the 95% paired-bootstrap CI of its
-    AUROC difference excludes 0 (rows of ``comparisons``); with more models no marks are drawn
-    (see ``comparison.csv`` for every pair).
+    With exactly two models, a class is marked ``*`` when its test (DeLong) is significant
+    after the multiplicity adjustment over the per-class family (``significant`` of the rows
+    of ``comparisons``); with more models no marks are drawn (see ``comparison.csv`` for every
+    pair).
     """
     plt = _plt()
     classes = list(runs[0].metrics.per_class())
@@ -367,7 +378,7 @@ def plot_per_class(
         for c in comparisons:
             if {c["dir_a"], c["dir_b"]} == dirs and c["metric"].startswith("auroc/"):
                 name = c["metric"].split("/", 1)[1]
-                if name in classes and (c["diff_ci_low"] > 0 or c["diff_ci_high"] < 0):
+                if name in classes and c.get("significant"):
                     k = classes.index(name)
                     top = max(r.metrics[c["metric"]].ci_high for r in runs)
                     ax.text(k, top + 0.01, "*", ha="center", va="bottom", fontsize=12)
@@ -546,6 +557,7 @@ def make_report(
     *,
     metric: str | None = None,
     n_boot: int | None = None,
+    adjust: str = "holm",
 ) -> dict[str, Any]:
     """Tables, comparisons and figures for every run below ``dirs`` (see module docstring).
 
@@ -555,6 +567,8 @@ def make_report(
         metric: metric for figures and comparisons' brackets (default: each task's
             ``primary_metric``).
         n_boot: replicates of the paired comparisons (default: each run's ``bootstrap.n``).
+        adjust: multiplicity adjustment of the comparisons' p-values, ``holm`` or ``bh``
+            (:func:`medprobe.compare.adjust_rows`; families per task).
 
     Returns:
         ``{"files": [written paths], "comparisons": [rows], "results": [Results],
@@ -586,7 +600,9 @@ def make_report(
         task_cmp: list[dict[str, Any]] = []
         if len(sel) >= 2:
             try:
-                task_cmp = compare_runs([load_run(_dir(r)) for r in sel], n_boot=n_boot)
+                task_cmp = compare_runs(
+                    [load_run(_dir(r)) for r in sel], n_boot=n_boot, adjust=adjust
+                )
             except ComparisonError as e:  # e.g. models run on different test splits
                 warnings.append(f"{task}: no paired comparison ({e})")
             comparisons += task_cmp
@@ -658,8 +674,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--metric", default=None, choices=[m.value for m in TaskMetric],
                     help="figure metric (default: each task's primary metric)")  # fmt: skip
     ap.add_argument("--n-boot", type=int, default=None, help="replicates of the comparisons")
+    ap.add_argument("--adjust", choices=("holm", "bh"), default="holm",
+                    help="multiplicity adjustment of the comparisons: holm (default) or bh")  # fmt: skip
     args = ap.parse_args(argv)
-    rep = make_report(args.dirs, args.out, metric=args.metric, n_boot=args.n_boot)
+    rep = make_report(args.dirs, args.out, metric=args.metric, n_boot=args.n_boot,
+                      adjust=args.adjust)  # fmt: skip
     print(f"{len(rep['results'])} run(s) read")
     for w in rep["warnings"]:
         print(f"warning: {w}", file=sys.stderr)

@@ -13,7 +13,8 @@ objects, never by raw dict keys:
   ``extractor``, ``extractor_load``, ``prompt``, ``config``, ``versions``, ``output_dir``,
   ``overrides``, ``notes``, ``timings_s``, ``tracker``.
 - ``predictions.csv``: one row per test example, :class:`Predictions` (columns ``id``,
-  ``split``, ``label`` (class names, ``|``-joined when multi-label), ``p_<class>`` per class).
+  ``split``, ``label`` (class names, ``|``-joined when multi-label), ``p_<class>`` per class,
+  and ``group`` (patient id) for tasks with patient ids; files without it still read).
 - ``layers.json`` (``layer=all`` jobs): the layer curve, :class:`LayerCurve`.
 
 Identity versus kind: ``task``/``model`` are the identities (the config choices
@@ -250,7 +251,13 @@ class Counts:
     """Rows the probe was fitted on (``fit``), validated on (``val``) and tested on
     (``test``); examples per split and class (``per_split[split][class]``); unreadable
     images left out; feature width; whether the layer's features are the same for every
-    fitted image (``constant_features``)."""
+    fitted image (``constant_features``).
+
+    The label budget: ``labelled`` = ``fit + val``, every labelled row the run used (to fit
+    the probe or to choose C); ``fraction_of`` says what ``train_fraction`` was a fraction
+    of: ``pool`` (fit and validation rows, the default since issue 13) or ``fit`` (the fit
+    rows only, validation rows in full). Files written before issue 13 are read with
+    ``labelled = fit + val`` and ``fraction_of = "fit"`` (what those runs did)."""
 
     fit: int
     val: int
@@ -259,6 +266,12 @@ class Counts:
     skipped_images: int
     feature_dim: int
     constant_features: bool
+    labelled: int = -1
+    fraction_of: str = "pool"
+
+    def __post_init__(self) -> None:
+        if self.labelled < 0:
+            object.__setattr__(self, "labelled", self.fit + self.val)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Counts:
@@ -270,6 +283,8 @@ class Counts:
             skipped_images=int(d["skipped_images"]),
             feature_dim=int(d["feature_dim"]),
             constant_features=bool(d["constant_features"]),
+            labelled=int(d.get("labelled", int(d["fit"]) + int(d["val"]))),
+            fraction_of=str(d.get("fraction_of", "fit")),
         )
 
 
@@ -631,6 +646,9 @@ class Predictions:
             significant digits).
         classes: ``K`` class names.
         multilabel: layout of ``y``.
+        groups: ``(n,)`` patient (or lesion) id of each row (the ``group`` column, written
+            when the task has patient ids), or None: compare resamples patients when the
+            runs have them (docs/statistics.md).
     """
 
     ids: list[str]
@@ -639,6 +657,7 @@ class Predictions:
     proba: np.ndarray
     classes: list[str]
     multilabel: bool
+    groups: list[str] | None = None
 
     def label_names(self, i: int) -> str:
         """Row ``i``'s label as written: a class name, ``|``-joined names if multi-label."""
@@ -655,25 +674,31 @@ class Predictions:
             self.proba[order],
             list(self.classes),
             self.multilabel,
+            None if self.groups is None else [self.groups[i] for i in order],
         )
 
 
 def write_predictions(out_dir: Path, preds: Predictions) -> Path:
     """Write ``<out_dir>/predictions.csv``: ``id, split, label, p_<class>...`` (6 significant
-    digits); return its path."""
+    digits), then ``group`` when ``preds.groups`` is set; return its path."""
     path = Path(out_dir) / PREDICTIONS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = ["group"] if preds.groups is not None else []
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["id", "split", "label", *[f"p_{c}" for c in preds.classes]])
+        w.writerow(["id", "split", "label", *[f"p_{c}" for c in preds.classes], *extra])
         for i, p in enumerate(preds.proba):
+            g = [preds.groups[i]] if preds.groups is not None else []
             w.writerow([preds.ids[i], preds.split[i], preds.label_names(i),
-                        *[f"{v:.6g}" for v in p]])  # fmt: skip
+                        *[f"{v:.6g}" for v in p], *g])  # fmt: skip
     return path
 
 
 def read_predictions(run_dir: str | Path, classes: Sequence[str], multilabel: bool) -> Predictions:
     """Read ``<run_dir>/predictions.csv`` for a run with ``classes`` (from its results).
+
+    The optional ``group`` column (patient ids) becomes ``groups``; files without it (every
+    file before issue 13, and tasks without patient ids) give ``groups=None``.
 
     Raises:
         ResultsError: no file, a missing ``p_<class>`` column, an unknown label or a repeated
@@ -706,7 +731,8 @@ def read_predictions(run_dir: str | Path, classes: Sequence[str], multilabel: bo
             y = np.array([index[r["label"]] for r in rows], dtype=np.int64)
     except KeyError as e:
         raise ResultsError(f"{path}: label {e.args[0]!r} not in {classes}") from None
-    return Predictions(ids, [r["split"] for r in rows], y, proba, classes, multilabel)
+    groups = [r["group"] for r in rows] if rows and "group" in rows[0] else None
+    return Predictions(ids, [r["split"] for r in rows], y, proba, classes, multilabel, groups)
 
 
 # ----------------------------------------------------------------------------- console
@@ -721,21 +747,23 @@ def run_notes(results: Results, y_test: np.ndarray) -> list[str]:
 
     Returns:
         lines for: unreadable images left out, a probe fit that did not converge, classes
-        with 1-4 test positives (CI unreliable), constant features, fewer than 200 bootstrap
+        with 1 to ``stats.FEW_POSITIVES - 1`` (9) test positives (CI unreliable:
+        docs/statistics.md, section 4), constant features, fewer than 200 bootstrap
         replicates.
     """
+    from medprobe.stats import FEW_POSITIVES, few_positives
+
     notes = []
     if results.counts.skipped_images:
         notes.append(f"{results.counts.skipped_images} unreadable image(s) left out "
                      "(data.on_error=skip; listed in results.json cache.skipped_images)")  # fmt: skip
     if not results.probe.converged:
         notes.append("the probe did not converge for some C (raise probe.max_iter)")
-    k = len(results.classes)
-    pos = (np.asarray(y_test).sum(axis=0) if results.multilabel
-           else np.bincount(np.asarray(y_test), minlength=k))  # fmt: skip
-    few = [f"{c} ({int(n)})" for c, n in zip(results.classes, pos, strict=True) if 0 < n < 5]
+    few = [f"{c} ({n})" for c, n in few_positives(y_test, results.classes,
+                                                  multilabel=results.multilabel)]  # fmt: skip
     if few:
-        notes.append("fewer than 5 test positives, CI unreliable: " + ", ".join(few))
+        notes.append(f"fewer than {FEW_POSITIVES} test positives, CI unreliable: "
+                     + ", ".join(few))  # fmt: skip
     if results.counts.constant_features:
         notes.append("this layer's features are identical for every image (e.g. CLIP layer 0's "
                      "CLS token is the class embedding): the probe can only predict the prior")  # fmt: skip
@@ -745,7 +773,9 @@ def run_notes(results: Results, y_test: np.ndarray) -> list[str]:
 
 
 def format_table(results: Results) -> str:
-    """Readable console table: per-class AUROC then summary metrics, value [CI], notes."""
+    """Readable console table: per-class AUROC then summary metrics: value, CI (its method),
+    bootstrap mean +- SD (the paper's Fig. 3-6 numbers), then the notes. The header names the
+    resampling unit (images, or patients with their count)."""
     met = results.metrics
     level = int(round(100 * results.bootstrap.ci))
     c = results.counts
@@ -754,16 +784,22 @@ def format_table(results: Results) -> str:
         f"train_fraction {results.train_fraction} | seed {results.seed} | "
         f"rows: fit {c.fit}, val {c.val}, test {c.test}"
     )
+    unit = met.resampling_unit + (
+        f", {met.n_resampling_units} units" if met.n_resampling_units is not None else ""
+    )
     lines = [
         head,
-        f"{'metric':<28}{'value':>8}  {level}% CI (bootstrap n={results.bootstrap.n})",
+        f"{'metric':<28}{'value':>8}  {f'{level}% CI':<18}  {'method':<20}"
+        f"boot mean +- SD (bootstrap n={results.bootstrap.n}, resampling unit: {unit})",
     ]
     keys = [k for k in met if k.startswith("auroc/")] + [
         k for k in ("auroc_macro", "f1_macro", "accuracy") if k in met
     ]
     for k in keys:
         v = met[k]
-        lines.append(f"{k:<28}{v.value:>8.4f}  [{v.ci_low:.4f}, {v.ci_high:.4f}]")
+        interval = f"[{v.ci_low:.4f}, {v.ci_high:.4f}]"
+        lines.append(f"{k:<28}{v.value:>8.4f}  {interval:<18}  {v.ci_method:<20}"
+                     f"{v.boot_mean:.4f} +- {v.sd:.4f}")  # fmt: skip
     if met.absent_classes:
         why = "no positives or no negatives" if results.multilabel else "absent"
         lines.append(f"excluded, {why} in test: {', '.join(met.absent_classes)}")

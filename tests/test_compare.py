@@ -26,7 +26,6 @@ from medprobe.compare import (
     delong_placements,
     load_run,
     mcnemar,
-    paired_ttest,
 )
 from medprobe.results import write_results
 
@@ -109,12 +108,16 @@ def test_mcnemar_by_hand() -> None:
 
 
 def test_paired_ttest_is_ttest_rel_and_identical_gives_p1() -> None:
+    """The paper's t-test arithmetic lives in stats (compare's paired_ttest is gone)."""
+    from medprobe.stats import ttest_on_replicates
+
     rng = np.random.default_rng(1)
     a, b = rng.random(200), rng.random(200)
-    r = paired_ttest(a, b)
+    r = ttest_on_replicates(a, b)
     ref = sps.ttest_rel(a, b)
     assert r["t"] == pytest.approx(ref.statistic) and r["p"] == pytest.approx(ref.pvalue)
-    assert paired_ttest(a, a) == {"t": 0.0, "p": 1.0, "n": 200}
+    same = ttest_on_replicates(a, a)
+    assert (same["t"], same["p"], same["n"]) == (0.0, 1.0, 200)
 
 
 def _write_run(d: Path, ids: list[str], labels: list[str], proba: np.ndarray, **kw) -> Path:
@@ -150,10 +153,11 @@ def test_identical_runs_give_zero_and_p1_even_when_shuffled(tmp_path: Path) -> N
     }
     for r in rows:
         assert r["diff"] == 0.0 and r["diff_ci_low"] == 0.0 and r["diff_ci_high"] == 0.0
-        assert r["ttest_p"] == 1.0
+        assert r["paper_ttest_p"] == 1.0
+        assert r["p_adj"] in (None, 1.0) and not r["significant"]
         assert r["delong_p"] in (None, 1.0)
     acc = next(r for r in rows if r["metric"] == "accuracy")
-    assert acc["mcnemar_p_exact"] == 1.0 and acc["mcnemar_b"] == 0
+    assert acc["mcnemar_p_exact"] == 1.0 and acc["mcnemar_b"] == 0 and acc["mcnemar_p"] == 1.0
 
 
 def test_paired_bootstrap_uses_the_same_resamples(tmp_path: Path) -> None:
@@ -250,7 +254,9 @@ def test_binary_task_gets_delong_on_macro_auroc(tmp_path: Path) -> None:
 
 
 def test_ttest_constant_nonzero_difference() -> None:
-    r = paired_ttest(np.full(10, 0.8), np.full(10, 0.7))
+    from medprobe.stats import ttest_on_replicates
+
+    r = ttest_on_replicates(np.full(10, 0.8), np.full(10, 0.7))
     assert r["t"] == math.inf and r["p"] == 0.0
 
 

@@ -85,7 +85,10 @@ def test_report_cli_writes_tables_figures_and_comparison(sweep: Path) -> None:
             assert float(row[f]) == m[f]
     md = (out / "summary.md").read_text()
     r0 = results[sweep / "clip"]["metrics"]["auroc_macro"]
-    assert f"| clip | 2 | 1 | 0 | {r0['value']:.4f} | {r0['sd']:.4f} |" in md
+    assert (
+        f"| clip | 2 | 1 | 0 | {r0['value']:.4f} | [{r0['ci_low']:.4f}, {r0['ci_high']:.4f}] | "
+        f"{r0['ci_method']} | {r0['boot_mean']:.4f} ± {r0['sd']:.4f} | patient |"
+    ) in md
 
     # the bar comparison is effnet (layer picked on validation) vs clip, on the same 20 ids
     cmp_rows = json.loads((out / "comparison.json").read_text())
@@ -96,6 +99,9 @@ def test_report_cli_writes_tables_figures_and_comparison(sweep: Path) -> None:
     assert macro[0]["diff"] == pytest.approx(a - b, abs=1e-5)  # predictions.csv has 6 digits
     acc = next(c for c in cmp_rows if c["metric"] == "accuracy")
     assert acc["mcnemar_p_exact"] is not None and 0 < acc["mcnemar_p_exact"] <= 1
+    # T8 has patient ids: the runs' predictions.csv carry them and compare resamples patients
+    assert {c["resampling_unit"] for c in cmp_rows} == {"patient"}
+    assert acc["family"] == "holm over 1 accuracy test (mcnemar) of 1 model pair"
 
 
 def test_selections_and_curves(sweep: Path) -> None:

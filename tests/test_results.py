@@ -68,7 +68,12 @@ def test_version_1_file_is_read_with_kinds_equal_to_names() -> None:
     assert res.schema_version == SCHEMA_VERSION
     assert (res.task, res.task_kind, res.model, res.model_kind) == (
         "demo", "demo", "effnet_lite0", "effnet_lite0")  # fmt: skip
-    assert res.to_json()["metrics"] == raw["metrics"]
+    # every value of the old file survives; keys added since (boot_mean, ci_method,
+    # resampling_unit) are written with their documented defaults
+    out = res.to_json()["metrics"]
+    for k, v in raw["metrics"].items():
+        assert out[k] == v if not isinstance(v, dict) else {f: out[k][f] for f in v} == v
+    assert out["resampling_unit"] == "image" and out["auroc_macro"]["ci_method"] == "percentile"
     assert res.primary.value == raw["metrics"]["auroc_macro"]["value"] == 0.9884710201385106
     assert res.counts.per_split["test"]["TUM"] == 24 and res.tracker is None
     # the oldest files lack the kinds and keys added later: read with the documented values
@@ -159,11 +164,11 @@ def test_notes_flag_constant_features_few_positives_and_skips() -> None:
     notes = run_notes(res, np.array([0, 1, 1]))
     assert notes[0].startswith("2 unreadable image(s) left out")
     assert "did not converge" in notes[1]
-    assert notes[2] == "fewer than 5 test positives, CI unreliable: a (1), b (2)"
+    assert notes[2] == "fewer than 10 test positives, CI unreliable: a (1), b (2)"
     assert "identical for every image" in notes[3]
     assert notes[4] == "only 100 bootstrap replicates; CI bounds are rough"
     multi = run_notes(replace(res, multilabel=True), np.array([[1, 0], [1, 0], [0, 0]]))
-    assert multi[2] == "fewer than 5 test positives, CI unreliable: a (2)"
+    assert multi[2] == "fewer than 10 test positives, CI unreliable: a (2)"
 
 
 def test_table_says_why_a_class_has_no_auroc() -> None:
@@ -178,8 +183,13 @@ def test_table_says_why_a_class_has_no_auroc() -> None:
         table[0]
         == "t7 | clip | layer 12 | train_fraction 1.0 | seed 0 | rows: fit 10, val 5, test 8"
     )
-    assert table[1] == f"{'metric':<28}{'value':>8}  95% CI (bootstrap n=200)"
-    assert table[2] == f"{'auroc_macro':<28}  0.7000  [0.6000, 0.8000]"
+    assert table[1] == (
+        f"{'metric':<28}{'value':>8}  {'95% CI':<18}  {'method':<20}"
+        "boot mean +- SD (bootstrap n=200, resampling unit: image)"
+    )
+    assert table[2] == (
+        f"{'auroc_macro':<28}  0.7000  [0.6000, 0.8000]    {'percentile':<20}0.7000 +- 0.0100"
+    )
     assert table[-1] == "excluded, no positives or no negatives in test: effusion"
     single = format_table(replace(base, multilabel=False)).splitlines()[-1]
     assert single == "excluded, absent in test: effusion"

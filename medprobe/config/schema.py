@@ -29,6 +29,7 @@ from omegaconf import MISSING
 
 __all__ = [
     "TASK_SCHEMAS",
+    "AurocCI",
     "BootstrapConfig",
     "ClassWeight",
     "ClusterConfig",
@@ -39,6 +40,7 @@ __all__ = [
     "DataConfig",
     "DemoTaskConfig",
     "EyepacsTest",
+    "FractionOf",
     "ImageFingerprint",
     "ModelConfig",
     "OnBadRow",
@@ -52,6 +54,7 @@ __all__ = [
     "PromptFormat",
     "Quantization",
     "RandomSplit",
+    "ResamplingUnit",
     "SelectionMetric",
     "SuspectedGlaucoma",
     "T1TaskConfig",
@@ -158,6 +161,36 @@ class SelectionMetric(StrEnum):
     f1_macro = "f1_macro"
     accuracy = "accuracy"
     neg_log_loss = "neg_log_loss"
+
+
+class ResamplingUnit(StrEnum):
+    """What the bootstrap resamples (``bootstrap.unit``): ``auto`` = patients where the task
+    has patient (or lesion) ids, else images; ``image``; ``patient`` (an error on a task without
+    ids). docs/statistics.md, section 2."""
+
+    auto = "auto"
+    image = "image"
+    patient = "patient"
+
+
+class AurocCI(StrEnum):
+    """Interval of the AUROC entries (``bootstrap.auroc_ci``; ``medprobe.auroc_ci``):
+    ``delong_logit`` (default: nominal coverage from 5 positives on, docs/statistics.md
+    section 4), ``percentile``, ``bca``, ``hanley_mcneil_score``."""
+
+    percentile = "percentile"
+    bca = "bca"
+    delong_logit = "delong_logit"
+    hanley_mcneil_score = "hanley_mcneil_score"
+
+
+class FractionOf(StrEnum):
+    """What ``train_fraction`` is a fraction of (``probe.fraction_of``): ``pool`` = the
+    labelled pool, fit and validation rows alike (the label budget); ``fit`` = the fit rows
+    only, validation rows in full (medprobe before issue 13)."""
+
+    pool = "pool"
+    fit = "fit"
 
 
 class TaskMetric(StrEnum):
@@ -469,7 +502,12 @@ class ProbeConfig:
     class_weight: ClassWeight | None = None
     max_iter: int = 1000
     val_fraction: float = 0.2
-    selection_metric: SelectionMetric = SelectionMetric.auroc_macro
+    # null = the task's primary metric (task.metric), resolved by the pipeline and recorded in
+    # results.json probe.selection_metric
+    selection_metric: SelectionMetric | None = None
+    # train_fraction is a fraction of the labelled pool (fit + validation rows) or of the fit
+    # rows only (validation rows in full, the behaviour before issue 13)
+    fraction_of: FractionOf = FractionOf.pool
     # Solver of the same objective; device (auto = cuda if available, else cpu; cpu | cuda |
     # cuda:N) and dtype apply to the torch backend only.
     backend: ProbeBackend = ProbeBackend.sklearn
@@ -517,6 +555,10 @@ class CacheConfig:
 class BootstrapConfig:
     n: int = 1000
     ci: float = 0.95
+    # auto = patients where the task has patient ids (T3-T8, task=csv with patient_id), else
+    # images (T1, T2, demo); docs/statistics.md
+    unit: ResamplingUnit = ResamplingUnit.auto
+    auroc_ci: AurocCI = AurocCI.delong_logit
 
 
 @schema

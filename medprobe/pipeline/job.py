@@ -29,7 +29,7 @@ from medprobe.distributed import Dist
 from medprobe.errors import ConfigError
 from medprobe.extractors.base import Extractor, LayerId, resolve_layers
 from medprobe.pipeline.features import join_process_group
-from medprobe.pipeline.rows import probe_rows
+from medprobe.pipeline.rows import bootstrap_groups, probe_rows
 from medprobe.registry import EXTRACTORS, TASKS
 
 
@@ -151,7 +151,14 @@ def build_job(config: DictConfig | Config) -> Job:
     manifest: Manifest = TASKS.get(cfg.task.kind)(cfg.task, cfg.data_root)
     # every check that needs only the manifest runs before any model is loaded
     manifest.info["outside_root"] = _outside_root(cfg, manifest)
-    probe_rows(manifest, cfg.probe.val_fraction, cfg.train_fraction, cfg.seed)
+    probe_rows(
+        manifest,
+        cfg.probe.val_fraction,
+        cfg.train_fraction,
+        cfg.seed,
+        fraction_of=str(cfg.probe.fraction_of),
+    )
+    bootstrap_groups(manifest, str(cfg.bootstrap.unit))
     extractor: Extractor = EXTRACTORS.get(cfg.model.kind)(cfg.model, cfg.prompt.text)
     cached, probed = _layers(cfg, extractor)
     out_dir = Path(cfg.output_dir).expanduser() if cfg.output_dir else default_output_dir(cfg)

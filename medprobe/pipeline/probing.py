@@ -8,10 +8,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from medprobe.config.schema import Config, ProbeConfig, SelectionMetric
 from medprobe.extractors.base import LayerId
 from medprobe.pipeline.features import Features
 from medprobe.pipeline.job import Job, config_dict
-from medprobe.pipeline.rows import probe_rows
+from medprobe.pipeline.rows import bootstrap_groups, probe_rows
 from medprobe.registry import PROBES
 from medprobe.results import (
     Bootstrap,
@@ -37,9 +38,14 @@ def probe_layer(job: Job, feats: Features, layer: LayerId) -> LayerOutcome:
     """Fit the probe on ``layer``'s features and evaluate it on the test rows.
 
     The probe (``probe.*``; :mod:`medprobe.probe`) is fitted on the fit rows, C chosen on the
-    validation rows; the test rows are scored once. Metrics with bootstrap SD and CI come from
-    :func:`medprobe.stats.evaluate`, replicates seeded by (task, "test", seed) so that two
-    models on the same test set are paired.
+    validation rows by ``probe.selection_metric`` (null: the task's primary metric,
+    ``task.metric``; the resolved one is recorded); the test rows are scored once. The rows
+    follow the label budget (``train_fraction`` of the labelled pool or of the fit rows,
+    ``probe.fraction_of``; :func:`medprobe.pipeline.rows.probe_rows`). Metrics with bootstrap
+    SD and CI come from :func:`medprobe.stats.evaluate`, replicates seeded by (task, "test",
+    seed) so that two models on the same test set are paired; the resampling unit is
+    ``bootstrap.unit`` (auto: patients where the task has patient ids), the AUROC interval
+    ``bootstrap.auroc_ci``.
 
     Raises:
         medprobe.errors.ConfigError: a split on which the metrics would be made up.
@@ -50,12 +56,17 @@ def probe_layer(job: Job, feats: Features, layer: LayerId) -> LayerOutcome:
 
     cfg, m = job.cfg, feats.manifest
     t0 = time.perf_counter()
-    rows = probe_rows(m, cfg.probe.val_fraction, cfg.train_fraction, cfg.seed)
+    fraction_of = str(cfg.probe.fraction_of)
+    rows = probe_rows(m, cfg.probe.val_fraction, cfg.train_fraction, cfg.seed,
+                      fraction_of=fraction_of)  # fmt: skip
+    groups = bootstrap_groups(m, str(cfg.bootstrap.unit))
     feats.cache.check_finite(feats.key, layer, np.concatenate([rows.fit, rows.val, rows.test]))
     X = feats.layer(layer)
+    probe_cfg = resolved_probe_config(cfg)
     probe = PROBES.get(cfg.probe.name)(
-        cfg.probe, n_classes=len(m.classes), multilabel=m.multilabel, seed=cfg.seed
-    )
+        probe_cfg, n_classes=len(m.classes), multilabel=m.multilabel, seed=cfg.seed,
+        progress=cfg.progress,
+    )  # fmt: skip
     probe.fit(X[rows.fit], m.labels[rows.fit], X[rows.val], m.labels[rows.val])
     proba = probe.predict_proba(X[rows.test])
     t_probe = time.perf_counter() - t0
@@ -71,15 +82,19 @@ def probe_layer(job: Job, feats: Features, layer: LayerId) -> LayerOutcome:
         seed=stats.bootstrap_seed(*seeded_by),
         ci=cfg.bootstrap.ci,
         progress=cfg.progress,
+        groups=None if groups is None else groups[rows.test],
+        auroc_ci=str(cfg.bootstrap.auroc_ci),
     )
     t_boot = time.perf_counter() - t0
 
     test = rows.test
     predictions = Predictions([m.ids[r] for r in test], [str(m.split[r]) for r in test],
-                              m.labels[test], proba, list(m.classes), m.multilabel)  # fmt: skip
+                              m.labels[test], proba, list(m.classes), m.multilabel,
+                              None if groups is None else [str(g) for g in groups[test]])  # fmt: skip
     spec = feats.info["spec"]
     config = config_dict(cfg)
     config["layer"] = layer  # resolved: what this result probed (-1 and all are not layers)
+    config["probe"]["selection_metric"] = str(probe_cfg.selection_metric)  # resolved
     res = Results(
         task=cfg.task.name,
         task_kind=cfg.task.kind,
@@ -97,7 +112,7 @@ def probe_layer(job: Job, feats: Features, layer: LayerId) -> LayerOutcome:
             backend=str(cfg.probe.backend),
             C=probe.C_,
             val_score=probe.val_score_,
-            selection_metric=str(cfg.probe.selection_metric),
+            selection_metric=str(probe_cfg.selection_metric),
             selection=probe.selection_,
             converged=probe.converged_,
             validation_rows=rows.val_source,
@@ -110,6 +125,8 @@ def probe_layer(job: Job, feats: Features, layer: LayerId) -> LayerOutcome:
             skipped_images=len(feats.info["skipped_images"]),
             feature_dim=int(X.shape[1]),
             constant_features=bool(np.ptp(X[rows.fit], axis=0).max() == 0),
+            labelled=len(rows.fit) + len(rows.val),
+            fraction_of=fraction_of,
         ),
         classes=list(m.classes),
         multilabel=m.multilabel,
@@ -133,6 +150,16 @@ def probe_layer(job: Job, feats: Features, layer: LayerId) -> LayerOutcome:
     res = replace(res, notes=run_notes(res, m.labels[test]),
                   timings_s={k: round(v, 3) for k, v in timings.items()})  # fmt: skip
     return LayerOutcome(res, predictions)
+
+
+def resolved_probe_config(cfg: Config) -> ProbeConfig:
+    """``cfg.probe`` with ``selection_metric`` resolved: null means the task's primary metric
+    (``task.metric``: macro F1 for T1/T2, macro AUROC elsewhere), so C is chosen by the
+    metric the task reports (issue 13, item 5)."""
+    chosen = cfg.probe.selection_metric
+    if chosen is None:
+        chosen = SelectionMetric(str(cfg.task.metric))
+    return replace(cfg.probe, selection_metric=chosen)
 
 
 def versions() -> dict[str, str]:

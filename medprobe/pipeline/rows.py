@@ -15,8 +15,8 @@ class ProbeRows:
     """Row indices (int64, sorted) into a manifest.
 
     Attributes:
-        fit: rows the probe is fitted on (the training split, or its ``train_fraction``
-            subsample, minus carved validation rows).
+        fit: rows the probe is fitted on (the training split minus carved validation rows,
+            subsampled by ``train_fraction``: see :func:`probe_rows`).
         val: rows C is chosen on (the task's val split, or carved from train, patient-level).
         test: the test split; never used to choose anything.
         val_source: where ``val`` came from, for results.json.
@@ -28,34 +28,63 @@ class ProbeRows:
     val_source: str
 
 
-def probe_rows(m: Manifest, val_fraction: float, train_fraction: float, seed: int) -> ProbeRows:
+def probe_rows(
+    m: Manifest,
+    val_fraction: float,
+    train_fraction: float,
+    seed: int,
+    *,
+    fraction_of: str = "pool",
+) -> ProbeRows:
     """(fit, val, test) rows; val carved from train (patient-level) when the task has none.
+
+    The label budget (issue 13): with ``fraction_of="pool"`` (default) ``train_fraction`` is a
+    fraction of the labelled pool, the fit AND validation rows, so a ``train_fraction=0.1``
+    run uses about 10% of the labelled rows in total: a task with a val split keeps a
+    stratified ``train_fraction`` of its train rows and of its val rows; a task without one
+    keeps a stratified ``train_fraction`` of its train rows and carves the validation rows
+    from those. ``fraction_of="fit"`` is the behaviour before issue 13: validation rows in
+    full (the task's val split, or carved from all train rows), only the fit rows subsampled.
+    Subsamples are :func:`medprobe.data.splits.subsample_train` (every class keeps at least
+    one row; nested across fractions for one seed).
 
     Args:
         m: the manifest.
         val_fraction: share of train carved for validation when the task has no val split
             (``probe.val_fraction``).
-        train_fraction: stratified, seeded share of the fit rows kept (``train_fraction``).
+        train_fraction: stratified, seeded share kept (``train_fraction``), in (0, 1].
         seed: seeds the carving and the subsample.
+        fraction_of: ``"pool"`` or ``"fit"`` (``probe.fraction_of``).
 
     Raises:
-        ConfigError: no train or no test rows, or a split on which the metrics would be made up
-            (:func:`check_class_coverage`).
+        ConfigError: no train or no test rows, an unknown ``fraction_of``, or a split on which
+            the metrics would be made up (:func:`check_class_coverage`).
     """
     from medprobe.data.splits import carve_validation, subsample_train
 
+    fraction_of = str(fraction_of)
+    if fraction_of not in ("pool", "fit"):
+        raise ConfigError(f"probe.fraction_of must be pool or fit; got {fraction_of!r}")
     train = np.flatnonzero(m.split == "train")
     test = np.flatnonzero(m.split == "test")
     val = np.flatnonzero(m.split == "val")
     if len(train) == 0 or len(test) == 0:
         raise ConfigError(f"task {m.task}: needs train and test rows (got {m.counts()})")
+    f = float(train_fraction)
+    pool = fraction_of == "pool" and f < 1.0
+    if pool:
+        train = subsample_train(m.labels, train, f, int(seed))
+        if len(val):
+            val = subsample_train(m.labels, val, f, int(seed))
     if len(val):
         fit, source = train, "task val split"
     else:
         fit, val = carve_validation(m.labels, m.groups, train, float(val_fraction), int(seed))
         source = f"carved from train (probe.val_fraction={val_fraction})"
-    if float(train_fraction) < 1.0:
-        fit = subsample_train(m.labels, fit, float(train_fraction), int(seed))
+    if pool:
+        source += f", train_fraction={f:g} of the labelled pool"
+    elif f < 1.0:
+        fit = subsample_train(m.labels, fit, f, int(seed))
     check_class_coverage(m, fit, test)
     return ProbeRows(np.sort(fit), np.sort(val), test, source)
 
@@ -89,3 +118,34 @@ def check_class_coverage(m: Manifest, fit: np.ndarray, test: np.ndarray) -> None
             "the probe's training rows, so the probe cannot score them; fix the split or the "
             "labels"
         )
+
+
+def bootstrap_groups(m: Manifest, unit: str) -> np.ndarray | None:
+    """The resampling groups of ``bootstrap.unit`` for this manifest (all rows), or None.
+
+    ``auto``: the manifest's patient ids where it has them (T3-T8, ``task=csv`` with
+    ``patient_id``), else None (images: T1, T2, demo). ``image``: None. ``patient``: the ids;
+    an error where the task has none. Empty ids (``""``, unknown patient) are each their own
+    group: :func:`medprobe.auroc_ci.group_index` treats equal strings as one patient, so they
+    become ``"(no patient id) <example id>"``.
+
+    Raises:
+        ConfigError: ``unit=patient`` on a task without patient ids, or an unknown unit.
+    """
+    unit = str(unit)
+    if unit not in ("auto", "image", "patient"):
+        raise ConfigError(f"bootstrap.unit must be auto, image or patient; got {unit!r}")
+    if unit == "image" or (unit == "auto" and m.groups is None):
+        return None
+    if m.groups is None:
+        raise ConfigError(
+            f"bootstrap.unit=patient but task {m.task} has no patient ids; use "
+            "bootstrap.unit=auto or image"
+        )
+    g = np.asarray(m.groups).astype(str)
+    unknown = g == ""
+    if unknown.any():
+        g = g.astype(object)
+        g[unknown] = [f"(no patient id) {m.ids[i]}" for i in np.flatnonzero(unknown)]
+        g = g.astype(str)
+    return g

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from sklearn.preprocessing import StandardScaler
+from tqdm import tqdm
 
 from medprobe.config.schema import DEFAULT_C_GRID
 from medprobe.errors import ProbeError
@@ -67,6 +68,7 @@ class LogisticProbe:
             float32 features.
         tol: lbfgs stopping tolerance on the largest absolute gradient entry of the
             sample-weight-averaged objective (scikit-learn's ``tol``; its default 1e-4).
+        progress: a tqdm bar over the C grid while fitting.
 
     The string settings may be ``str`` or ``enum.StrEnum`` values.
 
@@ -93,6 +95,7 @@ class LogisticProbe:
     device: str = "auto"
     dtype: str = "float32"
     tol: float = 1e-4
+    progress: bool = False
     C_: float = field(init=False, default=float("nan"))
     val_score_: float = field(init=False, default=float("nan"))
     selection_: list[dict[str, float]] = field(init=False, default_factory=list)
@@ -158,8 +161,9 @@ class LogisticProbe:
     ) -> LogisticProbe:
         """Choose C on (X_val, y_val), keep the probe fitted on (X, y) with that C.
 
-        The C grid is walked in increasing order (each C warm-started from the previous one
-        where the backend can: see :mod:`medprobe.probe.solver`); the chosen C is the first
+        The C grid is walked in increasing order, each C fitted cold to the solver's
+        tolerance (:mod:`medprobe.probe.solver`), so every C's score is the same whatever
+        grid it is part of; with ``progress`` a tqdm bar counts the Cs. The chosen C is the first
         maximum of the validation score (a later C must beat it by
         more than :data:`TIE_TOLERANCE`, so ties go to the smaller C).
 
@@ -178,7 +182,9 @@ class LogisticProbe:
         best: tuple[float, float, Fitted] | None = None
         with closing(SOLVERS[str(self.backend)](self._settings(), X, y, X_val)) as solver:
             self.scaler_ = solver.scaler
-            for C in sorted(float(c) for c in self.C_grid):
+            grid = sorted(float(c) for c in self.C_grid)
+            for C in tqdm(grid, desc="probe C grid", unit="C", disable=not self.progress,
+                          leave=False):  # fmt: skip
                 step = solver.fit(C)
                 self.converged_ = self.converged_ and step.converged
                 self.n_iter_max_ = max(self.n_iter_max_, step.n_iter)
@@ -231,10 +237,20 @@ class LogisticProbe:
         return self._fitted(TorchFit).layout
 
 
-def from_config(cfg: Any, *, n_classes: int, multilabel: bool, seed: int) -> LogisticProbe:
+def from_config(
+    cfg: Any,
+    *,
+    n_classes: int,
+    multilabel: bool,
+    seed: int,
+    progress: bool = False,
+    task_metric: str = "auroc_macro",
+) -> LogisticProbe:
     """Build from the ``probe`` config node (attribute access only: ``C_grid``,
     ``class_weight``, ``max_iter``, ``selection_metric``, ``backend``, ``device``, ``dtype``;
-    enum values may be ``str`` or ``StrEnum``).
+    enum values may be ``str`` or ``StrEnum``). ``selection_metric`` null means the task's
+    primary metric, ``task_metric`` (the pipeline resolves it before:
+    :func:`medprobe.pipeline.probing.resolved_probe_config`); ``progress``: tqdm over the C grid.
 
     Raises:
         ValueError: an unknown ``selection_metric``, ``backend``, ``device`` or ``dtype``.
@@ -245,9 +261,10 @@ def from_config(cfg: Any, *, n_classes: int, multilabel: bool, seed: int) -> Log
         C_grid=[float(c) for c in cfg.C_grid],
         class_weight=None if cfg.class_weight is None else str(cfg.class_weight),
         max_iter=int(cfg.max_iter),
-        selection_metric=str(cfg.selection_metric),
+        selection_metric=str(task_metric if cfg.selection_metric is None else cfg.selection_metric),
         seed=seed,
         backend=str(cfg.backend),
         device=str(cfg.device),
         dtype=str(cfg.dtype),
+        progress=bool(progress),
     )

@@ -1,16 +1,16 @@
 """The scikit-learn backend: ``LogisticRegression`` (lbfgs, scipy's L-BFGS-B) on float32 rows.
 
 Standardisation: ``StandardScaler`` fitted on the float32 training rows (float64 statistics,
-float32 data). Multi-class and binary problems warm-start along the increasing C path (the
-objective is strictly convex, so the optimum is the same, reached in far fewer iterations);
-multi-label problems are one ``OneVsRestClassifier`` per C (cold start, as sklearn has no warm
-start through it). BLAS threads are limited by :func:`~medprobe.probe.solver.blas_threads`
+float32 data). Every C is fitted cold (from zero weights): a warm start from the previous C
+can already satisfy lbfgs' gradient tolerance at a large C (issue 13: C=100 took 0
+iterations and copied C=10's validation score on the knee set), which made large-C scores
+depend on the order the grid was walked. Cold fits make each C's probe a function of C
+alone. Multi-label problems are one ``OneVsRestClassifier`` per C. BLAS threads are limited by :func:`~medprobe.probe.solver.blas_threads`
 while the path is open and while predicting.
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +70,6 @@ class SklearnSolver:
         del Xf
         self._Xv: np.ndarray | None = self.scaler.transform(np.asarray(X_val, dtype=np.float32))
         self._y = y
-        self._prev: Any | None = None
         self._limits: Any | None = threadpool_limits(
             limits=blas_threads(*self._X.shape), user_api="blas"
         )
@@ -87,22 +86,12 @@ class SklearnSolver:
                     random_state=s.seed,
                 )
             )
-        clf = (
-            copy.deepcopy(self._prev)
-            if self._prev is not None
-            else LogisticRegression(
-                max_iter=s.max_iter,
-                tol=s.tol,
-                class_weight=s.class_weight,
-                random_state=s.seed,
-                warm_start=True,
-            )
+        return LogisticRegression(
+            C=C, max_iter=s.max_iter, tol=s.tol, class_weight=s.class_weight, random_state=s.seed
         )
-        clf.set_params(C=C)
-        return clf
 
     def fit(self, C: float) -> Step:
-        """Fit at ``C``; multi-class and binary fits start from the previous C's solution."""
+        """Fit at ``C`` from zero weights (cold: the result does not depend on earlier Cs)."""
         assert self._X is not None and self._Xv is not None, "fit after close"
         s = self.settings
         clf = self._estimator(C)
@@ -112,8 +101,6 @@ class SklearnSolver:
         converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
         ests = getattr(clf, "estimators_", [clf])  # constant columns have no n_iter_
         n_iter = max((int(np.max(e.n_iter_)) for e in ests if hasattr(e, "n_iter_")), default=0)
-        if not s.multilabel:
-            self._prev = clf
         return Step(
             val_proba=_full_proba(clf, self._Xv, s.n_classes, s.multilabel),
             fitted=SklearnFit(self.scaler, clf, s.n_classes, s.multilabel),
@@ -124,7 +111,7 @@ class SklearnSolver:
 
     def close(self) -> None:
         """Drop the standardised copies and restore the BLAS thread limits."""
-        self._X = self._Xv = self._prev = None
+        self._X = self._Xv = None
         if self._limits is not None:
             self._limits.restore_original_limits()
             self._limits = None

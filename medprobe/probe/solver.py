@@ -1,8 +1,8 @@
 """What a solver backend of :class:`medprobe.probe.logistic.LogisticProbe` provides.
 
 The probe owns the C-selection loop (one loop for every backend); a backend owns the rest:
-standardising the training and validation rows, fitting one C (warm-started from the previous
-C of the increasing path), validation probabilities, and the fitted probe's ``predict_proba``.
+standardising the training and validation rows, fitting one C (cold, from zero weights: the
+fit at one C must not depend on the Cs fitted before it, issue 13), validation probabilities, and the fitted probe's ``predict_proba``.
 
 A backend is a class ``Solver(settings, X, y, X_val)`` (see :data:`SolverFactory`): the
 constructor prepares the problem (the training statistics, device buffers, thread limits);
@@ -86,7 +86,8 @@ class Solver(Protocol):
     scaler: StandardScaler
 
     def fit(self, C: float) -> Step:
-        """Fit at ``C`` (> 0), warm-started from the previous call's solution."""
+        """Fit at ``C`` (> 0) to the solver's tolerance for this C's own objective,
+        independently of earlier calls (cold start)."""
         ...
 
     def close(self) -> None:

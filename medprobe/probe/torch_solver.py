@@ -2,7 +2,7 @@
 
 The problem is laid out as scikit-learn lays it out (:func:`torch_targets`), the rows are
 standardised on the device (:func:`~medprobe.probe.torch_lbfgs.standardise_to_device`), each C
-warm-starts from the previous one, and each C's (K', D) weights are copied to the host in
+is fitted cold from zero weights (order-independent path, issue 13), and each C's (K', D) weights are copied to the host in
 float64; the fitted probe predicts on the CPU. Closing the solver frees the device and
 restores torch's float32 matmul precision.
 """
@@ -165,7 +165,6 @@ class TorchLBFGSSolver:
         self._X: torch.Tensor | None = None
         self._Xv: torch.Tensor | None = None
         self._target: torch.Tensor | None = None
-        self._init: tuple[torch.Tensor, torch.Tensor] | None = None
         try:
             torch.set_float32_matmul_precision("highest")  # no TF32: it would move the optimum
             self._X, self.scaler = standardise_to_device(X, self._device, dtype)
@@ -177,7 +176,9 @@ class TorchLBFGSSolver:
             raise
 
     def fit(self, C: float) -> Step:
-        """Fit at ``C`` from the previous C's solution; copy the weights to the host."""
+        """Fit at ``C`` from zero weights (cold, so the result does not depend on the Cs fitted
+        before: a warm start can meet the gradient tolerance at once at large C, issue 13);
+        copy the weights to the host."""
         import torch
 
         assert self._X is not None and self._Xv is not None and self._target is not None
@@ -190,9 +191,8 @@ class TorchLBFGSSolver:
             return Step(self.layout.proba(logits, s.n_classes), fitted, 0, True, None)
         res = fit_logistic_lbfgs(
             self._X, self._target, C, multinomial=self._multinomial, n_classes=self._n_out,
-            sample_weight=self._sw, init=self._init, max_iter=s.max_iter, tol=s.tol,
+            sample_weight=self._sw, init=None, max_iter=s.max_iter, tol=s.tol,
         )  # fmt: skip
-        self._init = (res.coef, res.intercept)
         fitted.coef = res.coef.to("cpu", torch.float64, copy=True).numpy()
         fitted.intercept = res.intercept.to("cpu", torch.float64, copy=True).numpy()
         logits = device_logits(self._Xv, res.coef, res.intercept)
@@ -211,7 +211,7 @@ class TorchLBFGSSolver:
         """Free the device buffers and restore the float32 matmul precision."""
         import torch
 
-        self._X = self._Xv = self._target = self._init = None
+        self._X = self._Xv = self._target = None
         if self._precision is not None:
             torch.set_float32_matmul_precision(self._precision)
             self._precision = None
