@@ -43,7 +43,9 @@ __all__ = [
     "RunIdentity",
     "Sink",
     "TrackerSettings",
+    "layer_curve_config",
     "layer_curve_identity",
+    "layer_curve_summary",
     "log_layer_curve",
     "log_run",
     "resolve_mode",
@@ -412,12 +414,42 @@ def log_run(tracker: TrackerSettings, results: Results, out_dir: Path) -> Tracke
         return _failed(e)
 
 
+def layer_curve_config(curve: LayerCurve) -> dict[str, Any]:
+    """The W&B config of a ``layer=all`` job's run: the keys dashboards group and filter by,
+    as a single job's run has them (``model.name``/``kind``, ``task.name``/``kind``/``metric``,
+    ``layer`` = ``"all"``, ``train_fraction``, ``seed``)."""
+    return {
+        "model": {"name": curve.model, "kind": curve.model_kind},
+        "task": {"name": curve.task, "kind": curve.task_kind, "metric": curve.metric},
+        "layer": "all",
+        "train_fraction": curve.train_fraction,
+        "seed": curve.seed,
+    }
+
+
+def layer_curve_summary(curve: LayerCurve) -> dict[str, Any]:
+    """The W&B summary of a ``layer=all`` job's run: ``layers/best_layer_by_validation`` and,
+    for that layer (chosen on validation, never on test), the same keys a single job logs for
+    the curve's metric: ``test/<metric>`` with ``_sd``, ``_ci_low``, ``_ci_high``, and
+    ``probe/val_score``."""
+    best = str(curve.best_layer_by_validation)
+    out: dict[str, Any] = {"layers/best_layer_by_validation": best}
+    for p in curve.layers:
+        if str(p.layer) == best:
+            for f in SUMMARY_FIELDS:
+                key = f"test/{curve.metric}" if f == "value" else f"test/{curve.metric}_{f}"
+                out[key] = getattr(p, f)
+            out["probe/val_score"] = p.val_score
+            break
+    return out
+
+
 def log_layer_curve(
     tracker: TrackerSettings, curve: LayerCurve, out_dir: Path
 ) -> TrackerInfo | None:
     """Log a ``layer=all`` job's curve as one W&B run: table ``layers/<metric>`` (layer,
-    value, sd, ci_low, ci_high, val_score), its line chart ``layers/<metric>_chart`` and summary
-    ``layers/best_layer_by_validation``.
+    value, sd, ci_low, ci_high, val_score), its line chart ``layers/<metric>_chart``, config
+    :func:`layer_curve_config` and summary :func:`layer_curve_summary`.
 
     Returns:
         as :func:`log_run`.
@@ -426,13 +458,12 @@ def log_layer_curve(
     rows = [[str(p.layer), p.value, p.sd, p.ci_low, p.ci_high, p.val_score] for p in curve.layers]
     key = f"layers/{curve.metric}"
     try:
-        with tracker_sink(tracker, layer_curve_identity(tracker, curve), out_dir) as sink:
+        with tracker_sink(tracker, layer_curve_identity(tracker, curve), out_dir,
+                          config=layer_curve_config(curve)) as sink:  # fmt: skip
             sink.log_table(key, cols, rows)
             sink.log_line(f"{key}_chart", cols, rows, x="layer", y="value",
                           title=f"{key} by layer")  # fmt: skip
-            sink.log_summary(
-                {"layers/best_layer_by_validation": str(curve.best_layer_by_validation)}
-            )
+            sink.log_summary(layer_curve_summary(curve))
         return sink.info
     except Exception as e:
         return _failed(e)

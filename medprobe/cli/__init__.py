@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "report": ("medprobe.report:main", (), "tables and figures from run and sweep folders"),
     "mcq": ("medprobe.mcq:main", (), "few-shot multiple-choice answering of NEJM-style cases"),
     "cache": ("medprobe.cli.cache:main", (), "list, verify and prune the feature cache"),
+    "dashboard": ("medprobe.dashboard:main", (), "save a W&B workspace and report comparing runs"),
     "plan": (
         "medprobe.extractors.idefics.plan:main",
         (),
