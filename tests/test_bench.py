@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import REPO, isolated_env
+from helpers import REPO, isolated_env
 
 BENCH = REPO / "benchmarks"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import isolated_env, run_medprobe
+from helpers import isolated_env, run_medprobe
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, isolated_env
+from helpers import REPO, isolated_env
 from results_factory import make_results
 from scipy import stats as sps
 

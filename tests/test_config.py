@@ -508,7 +508,7 @@ def test_multirun_of_an_experiment_runs_its_sweep(
     the command line narrowing it to the tiny CLIP; each job probes its three layers."""
     import json
 
-    from conftest import run_medprobe
+    from helpers import run_medprobe
     from tiny_models import save_tiny_clip
 
     monkeypatch.setenv("MEDPROBE_CLIP", str(save_tiny_clip(tmp_path / "clip")))

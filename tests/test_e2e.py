@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_medprobe
+from helpers import REPO, run_medprobe
 from hydra import compose, initialize_config_dir
 
 from medprobe.config import conf_dir, register_configs

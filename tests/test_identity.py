@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import run_medprobe
+from helpers import run_medprobe
 from hydra import compose, initialize_config_dir
 
 from medprobe import report, tracking

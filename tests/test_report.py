@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, isolated_env, run_medprobe
+from helpers import REPO, isolated_env, run_medprobe
 from results_factory import make_results, metric
 
 from medprobe.report import bar_runs, fraction_curves, layer_curves, load_results, make_report

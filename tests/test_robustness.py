@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_medprobe
+from helpers import run_medprobe
 from hydra import compose, initialize_config_dir
 from PIL import Image
 

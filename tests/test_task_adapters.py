@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REPO, isolated_env
+from helpers import REPO, isolated_env
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 from PIL import Image

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_data_dir
+from helpers import shared_data_dir
 from PIL import Image
 from tiny_models import save_tiny_clip
 from transformers import CLIPModel

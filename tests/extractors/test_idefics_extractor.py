@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import isolated_env
+from helpers import isolated_env
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from test_idefics_prompt import GENERAL, GENERAL_RENDERED, PATHOLOGY, PRESETS

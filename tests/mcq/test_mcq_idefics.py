@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, isolated_env
+from helpers import REPO, isolated_env
 from mcq_helpers import EOU, FAKE, pinned_cases
 from PIL import Image
 from tiny_models import save_tiny_idefics
