@@ -4,12 +4,10 @@ composed config (``compose``) and tiny random models saved once per session. Pla
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import compose_config, isolated_env, shared_data_dir
-from omegaconf import DictConfig
+from helpers import Compose, compose_config, isolated_env, shared_data_dir
 from tiny_models import save_tiny_clip, save_tiny_idefics
 
 
@@ -30,7 +28,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def compose() -> Callable[..., DictConfig]:
+def compose() -> Compose:
     """``compose(*overrides, hydra=False)``: conf/config.yaml composed as Hydra does
     (:func:`helpers.compose_config`)."""
     return compose_config

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,10 @@ needs_shared_data = pytest.mark.skipif(
     SHARED_DATA is None,
     reason="real sample data absent: neither ../shared/data nor $MEDPROBE_SHARED_DATA exists",
 )
+
+
+#: The type of the ``compose`` fixture (tests/conftest.py), i.e. of :func:`compose_config`.
+Compose = Callable[..., DictConfig]
 
 
 def compose_config(*overrides: str, hydra: bool = False) -> DictConfig:

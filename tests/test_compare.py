@@ -30,7 +30,9 @@ from medprobe.compare import (
 )
 from medprobe.results import write_results
 
-ASAH = json.loads((Path(__file__).parent / "data" / "proc_asah_delong_placements.json").read_text())
+ASAH = json.loads(
+    (Path(__file__).parent / "fixtures" / "proc_asah_delong_placements.json").read_text()
+)
 
 
 def _placements(a: str, b: str) -> tuple[np.ndarray, np.ndarray]:

@@ -21,16 +21,14 @@ def _medprobe(tmp: Path, *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+def sweep(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, tiny_clip: Path) -> Path:
     """``<tmp>/effnet`` (layers 4, 8 x fractions 0.5, 1.0) and ``<tmp>/clip`` (one run)."""
-    from tiny_models import save_tiny_clip
-
     tmp = tmp_path_factory.mktemp("sweep")
     common = ["task=csv", f"data_root={shared_data / 'T8_knee_kl'}", "tracker=none",
               "bootstrap.n=200", "progress=false"]  # fmt: skip
     _medprobe(tmp, "--multirun", *common, "layer=4,8", "train_fraction=0.5,1.0",
               f"output_dir={tmp / 'effnet'}")  # fmt: skip
-    clip = save_tiny_clip(tmp / "tiny_clip")
+    clip = tiny_clip
     _medprobe(tmp, *common, "model=clip", f"model.hf_id={clip}", "layer=2",
               f"output_dir={tmp / 'clip'}")  # fmt: skip
     return tmp

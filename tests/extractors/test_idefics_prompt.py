@@ -7,9 +7,8 @@ model in test_idefics_extractor.py.)
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import Compose
 
-from medprobe.config import conf_dir, register_configs
 from medprobe.errors import ExtractorError
 from medprobe.extractors.idefics.prompt import (
     chat_template,
@@ -35,17 +34,12 @@ GENERAL_RENDERED = (
 GENERAL = PRESETS["general"]
 PATHOLOGY = PRESETS["pathology"]
 
-register_configs()
 
-
-def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
-
-def test_prompt_presets_are_pinned_and_render_as_the_paper_question_in_chat_format() -> None:
+def test_prompt_presets_are_pinned_and_render_as_the_paper_question_in_chat_format(
+    compose: Compose,
+) -> None:
     for name, text in PRESETS.items():
-        cfg = _compose("model=idefics80b", f"prompt={name}")
+        cfg = compose("model=idefics80b", f"prompt={name}")
         assert (cfg.prompt.name, cfg.prompt.text) == (name, text)
         assert render_prompt(cfg.prompt.text) == (
             f"<s>User:{FAKE}<image>{FAKE}{text}<end_of_utterance>\nAssistant:"

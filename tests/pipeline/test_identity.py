@@ -37,15 +37,17 @@ class Runs:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Runs:
+def runs(
+    tmp_path_factory: pytest.TempPathFactory,
+    shared_data: Path,
+    tiny_clip: Path,
+    tiny_clip_seed1: Path,
+) -> Runs:
     """Three processes: per model one sweep (job 0: fraction 0.5, job 1: fraction 1.0; each
     job probes every layer and logs its layer curve to an offline W&B run), and one run on a
     second data root."""
-    from tiny_models import save_tiny_clip
-
     tmp = tmp_path_factory.mktemp("identity")
-    weights = {"clip": save_tiny_clip(tmp / "tiny_clip", seed=0),
-               "plip": save_tiny_clip(tmp / "tiny_plip", seed=1)}  # fmt: skip
+    weights = {"clip": tiny_clip, "plip": tiny_clip_seed1}
     sweeps = {}
     for name, w in weights.items():
         sweeps[name] = tmp / f"sweep_{name}"

@@ -25,8 +25,6 @@ import pytest
 import medprobe.cache as cache_mod
 from medprobe.cache import CacheError, FeatureCache, cache_key
 
-REPO = Path(__file__).resolve().parents[1]
-
 N, BS = 30, 8  # four batches, the last one short (6 rows)
 LAYERS = [1, 5, "pooled"]
 DIMS = {1: 12, 5: 20, "pooled": 4}
