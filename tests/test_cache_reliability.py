@@ -1,4 +1,5 @@
-"""Reliability promises of the feature cache (issue 14; docs/reliability.md lists each one).
+"""Reliability promises of the feature cache, medprobe/cache.py (issue 14; docs/reliability.md
+lists each one).
 
 Integrity (14.1), finalise crash safety (14.6), disk full and I/O errors (14.7), non-finite
 cached values (14.8) and a cache shared by a lab (14.12). Each test first reproduces the fault

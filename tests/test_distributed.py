@@ -1,4 +1,5 @@
-"""Data-parallel extraction (medprobe.distributed + runner): shards, placement, two processes."""
+"""Data-parallel extraction (medprobe.distributed + medprobe.pipeline.features): shards,
+placement, two processes."""
 
 from __future__ import annotations
 

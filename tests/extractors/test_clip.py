@@ -25,7 +25,7 @@ TILE = Path("T1_crc") / "tiles" / "ADI-TCGA-EENSRDNW.png"
 
 
 def _model_config(**fields: object) -> ModelConfig:
-    """``model=clip``'s config node with ``fields`` overridden (what the runner passes)."""
+    """``model=clip``'s config node with ``fields`` overridden (what the pipeline passes)."""
     return ModelConfig(**{"name": "clip", "kind": "clip", **fields})  # type: ignore[arg-type]
 
 

@@ -1,4 +1,7 @@
-"""End to end: ``python -m medprobe`` as a user runs it, on real images, offline."""
+"""End to end: ``python -m medprobe`` as a user runs it, on real images, offline.
+
+In tests/pipeline/: each run goes through medprobe.pipeline.run (job -> features -> probing ->
+write -> track)."""
 
 from __future__ import annotations
 

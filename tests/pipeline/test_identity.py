@@ -1,5 +1,8 @@
 """Model and task identity, not extractor or adapter kind, name everything downstream.
 
+In tests/pipeline/: the pipeline records identity and kind (results, output folders, W&B
+runs); report and compare read them back.
+
 Two models over one extractor kind (``model=clip`` and ``model=plip``, both built by the
 ``clip`` extractor; here two tiny random CLIPs with different weights) on real knee X-rays
 (``task=csv``): the report draws two bars, two layer curves and two fraction curves (never one

@@ -1,4 +1,7 @@
-"""User mistakes and hostile inputs: one clear error, never a silent wrong number."""
+"""User mistakes and hostile inputs: one clear error, never a silent wrong number.
+
+In tests/pipeline/: the mistakes are caught on the way through the pipeline (config
+validation, label CSVs, class coverage of the rows, the feature cache, the output folder)."""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from medprobe.pipeline.rows import check_class_coverage
 )
 def test_bad_values_fail_before_any_work(compose: Compose, override: str, message: str) -> None:
     """Ranges a type cannot express; a value outside a closed set (``probe.class_weight=foo``)
-    fails earlier, at compose time (tests/test_config.py)."""
+    fails earlier, at compose time (tests/config/test_config.py)."""
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate(compose(*override.split()))
 

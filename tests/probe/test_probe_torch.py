@@ -7,7 +7,7 @@ then stop on scipy's / our 64-epsilon change-in-objective rule with a gradient n
 they agree to about gradient / smallest curvature, not to machine precision); objective values
 1e-12; the full probe (float32 features, scikit-learn keeps float32 coefficients) predict_proba
 atol 1e-6 [2e-7]; float32 torch at the default tol 1e-4 against scikit-learn at 1e-4: 5e-3, as
-tests/test_probe.py allows for two approximate solutions.
+tests/probe/test_probe_logistic.py allows for two approximate solutions.
 """
 
 from __future__ import annotations
