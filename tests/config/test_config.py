@@ -502,5 +502,5 @@ def test_multirun_of_an_experiment_runs_its_sweep(
         (f, layer) for f in (0.5, 1.0) for layer in (0, 1, 2)
     ]
     assert {(r["model"], r["model_id"], r["task"]) for r in runs} == {
-        ("clip", str(tmp_path / "clip"), "demo")
+        ("clip", str(tiny_clip), "demo")  # the model MEDPROBE_CLIP names
     }
