@@ -1,4 +1,6 @@
-"""The ``make bench`` suite: values and keys it returns and writes (never its timings)."""
+"""The ``make bench`` suite: values and keys it returns and writes (never its timings).
+
+Top level: it tests benchmarks/, which is not part of the medprobe package."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import REPO, isolated_env
+from helpers import REPO, isolated_env
 
 BENCH = REPO / "benchmarks"
 

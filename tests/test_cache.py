@@ -13,11 +13,10 @@ from pathlib import Path
 import filelock
 import numpy as np
 import pytest
+from helpers import REPO
 
 from medprobe.cache import CacheError, FeatureCache, cache_key, sort_layers
 from medprobe.extractors.base import layer_filename
-
-REPO = Path(__file__).resolve().parents[1]
 
 # Deterministic synthetic data, shared verbatim by this module and its child processes.
 GEN_SRC = textwrap.dedent(

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import isolated_env, run_medprobe
-from hydra import compose, initialize_config_dir
+from helpers import Compose, compose_config, isolated_env, run_medprobe
 from omegaconf import OmegaConf
 
 from medprobe.cache import FeatureCache
-from medprobe.config import ConfigError, conf_dir, register_configs, validate
+from medprobe.config import ConfigError, validate
 
 pytest.importorskip(
     "hydra_plugins.hydra_submitit_launcher",
@@ -30,12 +29,6 @@ pytest.importorskip(
 SLURM_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 LOCAL_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
 WAITING = "waiting for another job extracting the same features"
-
-
-def _compose(*overrides: str, hydra: bool = False):
-    register_configs()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 # ----------------------------------------------------------------------------- config
@@ -74,9 +67,9 @@ def test_slurm_launcher_takes_the_cluster_keys(tmp_path: Path) -> None:
     assert launcher["submitit_folder"] == f"{sweep}/.submitit/%j"
 
 
-def test_slurm_tasks_per_node_makes_each_job_data_parallel() -> None:
-    cfg = _compose("cluster=slurm", "cluster.gpus_per_node=4", "cluster.tasks_per_node=4",
-                   hydra=True)  # fmt: skip
+def test_slurm_tasks_per_node_makes_each_job_data_parallel(compose: Compose) -> None:
+    cfg = compose("cluster=slurm", "cluster.gpus_per_node=4", "cluster.tasks_per_node=4",
+                  hydra=True)  # fmt: skip
     assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (4, 4)
 
 
@@ -85,15 +78,15 @@ def test_help_lists_the_cluster_group(tmp_path: Path) -> None:
     assert "cluster: local, none, slurm" in p.stdout.splitlines()
 
 
-def test_cluster_none_leaves_the_launcher_alone() -> None:
-    cfg = _compose(hydra=True)
+def test_cluster_none_leaves_the_launcher_alone(compose: Compose) -> None:
+    cfg = compose(hydra=True)
     assert cfg.cluster.name == "none"
     assert cfg.hydra.launcher._target_.endswith("core_plugins.basic_launcher.BasicLauncher")
     validate(cfg)  # the schema defaults pass
 
 
-def test_local_launcher_takes_the_cluster_keys(tmp_path: Path) -> None:
-    cfg = _compose(
+def test_local_launcher_takes_the_cluster_keys(compose: Compose, tmp_path: Path) -> None:
+    cfg = compose(
         "cluster=local",
         "cluster.timeout_min=30",
         "cluster.gpus_per_node=0",
@@ -108,7 +101,7 @@ def test_local_launcher_takes_the_cluster_keys(tmp_path: Path) -> None:
 
 
 def test_slurm_sweep_writes_the_expected_sbatch_array(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    compose: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real SlurmLauncher and submitit, down to ``sbatch``: a fake one on PATH keeps the
     script it is given (no SLURM here), so the resources reach the job array as asked."""
@@ -126,7 +119,7 @@ def test_slurm_sweep_writes_the_expected_sbatch_array(
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
     sweep = tmp_path / "sweep"
-    cfg = _compose(
+    cfg = compose(
         "cluster=slurm",
         "cluster.partition=gpu",
         "cluster.gpus_per_node=2",
@@ -198,9 +191,11 @@ def test_slurm_sweep_writes_the_expected_sbatch_array(
         ("cluster.account='a b'", "cluster.account must be null or a name without spaces"),
     ],
 )
-def test_bad_cluster_values_are_one_line_config_errors(override: str, message: str) -> None:
+def test_bad_cluster_values_are_one_line_config_errors(
+    compose: Compose, override: str, message: str
+) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate(_compose("cluster=slurm", override))
+        validate(compose("cluster=slurm", override))
 
 
 @pytest.mark.parametrize(
@@ -234,7 +229,7 @@ def test_refused_before_anything_is_submitted(
 
 
 def test_slurm_sweeps_stop_every_task_of_a_job_when_one_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    compose: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from medprobe.cluster import ClusterCheck
 
@@ -243,10 +238,10 @@ def test_slurm_sweeps_stop_every_task_of_a_job_when_one_fails(
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("SLURM_KILL_BAD_EXIT", "")  # restored (removed) after the test
     monkeypatch.delenv("SLURM_KILL_BAD_EXIT")
-    ClusterCheck().on_multirun_start(_compose("cluster=local", hydra=True))
+    ClusterCheck().on_multirun_start(compose("cluster=local", hydra=True))
     assert "SLURM_KILL_BAD_EXIT" not in os.environ
-    ClusterCheck().on_multirun_start(_compose("cluster=slurm", "cluster.tasks_per_node=2",
-                                              hydra=True))  # fmt: skip
+    ClusterCheck().on_multirun_start(compose("cluster=slurm", "cluster.tasks_per_node=2",
+                                             hydra=True))  # fmt: skip
     assert os.environ["SLURM_KILL_BAD_EXIT"] == "1"  # exported by sbatch to the job's srun
 
 
@@ -285,7 +280,7 @@ def _entry_key(monkeypatch: pytest.MonkeyPatch, *overrides: str) -> str:
     with monkeypatch.context() as m:
         m.setattr(FeatureCache, "lock", lock)
         with pytest.raises(_Key) as e:
-            run(_compose(*overrides))
+            run(compose_config(*overrides))
     return str(e.value)
 
 

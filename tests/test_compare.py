@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, isolated_env
+from helpers import REPO, isolated_env
 from results_factory import make_results
 from scipy import stats as sps
 
@@ -29,7 +29,9 @@ from medprobe.compare import (
 )
 from medprobe.results import write_results
 
-ASAH = json.loads((Path(__file__).parent / "data" / "proc_asah_delong_placements.json").read_text())
+ASAH = json.loads(
+    (Path(__file__).parent / "fixtures" / "proc_asah_delong_placements.json").read_text()
+)
 
 
 def _placements(a: str, b: str) -> tuple[np.ndarray, np.ndarray]:

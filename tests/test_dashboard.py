@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import isolated_env, run_medprobe
+from helpers import isolated_env, run_medprobe
 
 from medprobe import dashboard, tracking
 from medprobe.results import find_results, read_layer_curve

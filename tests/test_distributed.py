@@ -1,4 +1,5 @@
-"""Data-parallel extraction (medprobe.distributed + runner): shards, placement, two processes."""
+"""Data-parallel extraction (medprobe.distributed + medprobe.pipeline.features): shards,
+placement, two processes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, isolated_env
+from helpers import REPO, isolated_env
 
 from medprobe.cli.run import helper_process_overrides as _helper_process_overrides
 from medprobe.distributed import rank_placement, shard_ranges, shard_rows

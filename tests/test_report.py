@@ -4,57 +4,34 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, isolated_env, run_medprobe
+from helpers import REPO, run_medprobe
 from results_factory import make_results, metric
 
 from medprobe.report import bar_runs, fraction_curves, layer_curves, load_results, make_report
 from medprobe.results import Results
 
 
-def _medprobe(tmp: Path, *args: str) -> None:
-    run_medprobe(tmp, *args)
-
-
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+def sweep(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, tiny_clip: Path) -> Path:
     """``<tmp>/effnet`` (layers 4, 8 x fractions 0.5, 1.0) and ``<tmp>/clip`` (one run)."""
-    from tiny_models import save_tiny_clip
-
     tmp = tmp_path_factory.mktemp("sweep")
     common = ["task=csv", f"data_root={shared_data / 'T8_knee_kl'}", "tracker=none",
               "bootstrap.n=200", "progress=false"]  # fmt: skip
-    _medprobe(tmp, "--multirun", *common, "layer=4,8", "train_fraction=0.5,1.0",
-              f"output_dir={tmp / 'effnet'}")  # fmt: skip
-    clip = save_tiny_clip(tmp / "tiny_clip")
-    _medprobe(tmp, *common, "model=clip", f"model.hf_id={clip}", "layer=2",
-              f"output_dir={tmp / 'clip'}")  # fmt: skip
+    run_medprobe(tmp, "--multirun", *common, "layer=4,8", "train_fraction=0.5,1.0",
+                 f"output_dir={tmp / 'effnet'}")  # fmt: skip
+    run_medprobe(tmp, *common, "model=clip", f"model.hf_id={tiny_clip}", "layer=2",
+                 f"output_dir={tmp / 'clip'}")  # fmt: skip
     return tmp
 
 
 def test_report_cli_writes_tables_figures_and_comparison(sweep: Path) -> None:
     out = sweep / "report"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medprobe",
-            "report",
-            str(sweep / "effnet"),
-            str(sweep / "clip"),
-            "--out",
-            str(out),
-        ],  # fmt: skip
-        env=isolated_env(sweep),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_medprobe(
+        sweep, "report", str(sweep / "effnet"), str(sweep / "clip"), "--out", str(out)
     )
-    assert proc.returncode == 0, proc.stderr
     assert "5 run(s) read" in proc.stdout
     names = {p.name for p in out.iterdir()}
     assert names == {
@@ -137,8 +114,8 @@ def test_layer_all_probes_every_cached_layer_in_one_job(sweep: Path, shared_data
     import glob
 
     out = sweep / "all"
-    _medprobe(sweep, "task=csv", f"data_root={shared_data / 'T8_knee_kl'}",
-              "layer=all", "bootstrap.n=50", "progress=false", f"output_dir={out}")  # fmt: skip
+    run_medprobe(sweep, "task=csv", f"data_root={shared_data / 'T8_knee_kl'}",
+                 "layer=all", "bootstrap.n=50", "progress=false", f"output_dir={out}")  # fmt: skip
     curve = json.loads((out / "layers.json").read_text())
     assert [r["layer"] for r in curve["layers"]] == list(range(9))
     for row in curve["layers"]:

@@ -30,7 +30,7 @@ from medprobe.results import (
     write_results,
 )
 
-V1_DEMO = Path(__file__).parent / "data" / "results_v1_demo.json"
+V1_DEMO = Path(__file__).parent / "fixtures" / "results_v1_demo.json"
 TOP_LEVEL = [
     "schema_version", "task", "task_kind", "model", "model_kind", "model_id", "layer",
     "train_fraction", "seed", "primary_metric", "metrics", "bootstrap", "probe", "counts",

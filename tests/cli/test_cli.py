@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import isolated_env, run_medprobe
+from helpers import isolated_env, run_medprobe
 
 from medprobe.cli import COMMANDS
 from medprobe.cli.run import _one_line

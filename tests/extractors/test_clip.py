@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_data_dir
+from helpers import shared_data_dir
 from PIL import Image
-from tiny_models import save_tiny_clip
 from transformers import CLIPModel
 
 from medprobe.config import ModelConfig
@@ -26,23 +25,18 @@ TILE = Path("T1_crc") / "tiles" / "ADI-TCGA-EENSRDNW.png"
 
 
 def _model_config(**fields: object) -> ModelConfig:
-    """``model=clip``'s config node with ``fields`` overridden (what the runner passes)."""
+    """``model=clip``'s config node with ``fields`` overridden (what the pipeline passes)."""
     return ModelConfig(**{"name": "clip", "kind": "clip", **fields})  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_clip(tmp_path_factory.mktemp("tiny_clip") / "m0", seed=0)
+def reference(tiny_clip: Path) -> CLIPModel:
+    return CLIPModel.from_pretrained(tiny_clip).eval()
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_dir: Path) -> CLIPModel:
-    return CLIPModel.from_pretrained(tiny_dir).eval()
-
-
-@pytest.fixture(scope="module")
-def ext(tiny_dir: Path) -> CLIPExtractor:
-    return CLIPExtractor(str(tiny_dir), device="cpu")
+def ext(tiny_clip: Path) -> CLIPExtractor:
+    return CLIPExtractor(str(tiny_clip), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +46,13 @@ def pixels() -> torch.Tensor:
 
 
 def test_layers_and_fingerprint_without_weights(
-    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("weights must not be loaded")
 
     monkeypatch.setattr(CLIPModel, "from_pretrained", boom)
-    e = CLIPExtractor(str(tiny_dir), device="cpu")
+    e = CLIPExtractor(str(tiny_clip), device="cpu")
     assert e.layers() == [0, 1, 2, "pooled", "embeds"]
     fp = e.fingerprint()
     assert e._model is None
@@ -104,9 +98,9 @@ def test_features_equal_direct_transformers_calls(
 
 
 def test_mean_pooling_and_negative_layer(
-    tiny_dir: Path, reference: CLIPModel, pixels: torch.Tensor
+    tiny_clip: Path, reference: CLIPModel, pixels: torch.Tensor
 ) -> None:
-    e = CLIPExtractor(str(tiny_dir), device="cpu", pooling="mean")
+    e = CLIPExtractor(str(tiny_clip), device="cpu", pooling="mean")
     feats = e.extract(pixels, [-1, 1, "pooled"])
     assert list(feats) == [1, 2, "pooled"]  # keys are resolved layers, forward order
     with torch.inference_mode():
@@ -126,7 +120,7 @@ def test_sample_alone_equals_in_batch(ext: CLIPExtractor, pixels: torch.Tensor) 
             np.testing.assert_allclose(arr[0], batch[layer][i], atol=1e-5, rtol=0)
 
 
-def test_preprocess_real_image_matches_processor(ext: CLIPExtractor, tiny_dir: Path) -> None:
+def test_preprocess_real_image_matches_processor(ext: CLIPExtractor, tiny_clip: Path) -> None:
     path = shared_data_dir() / TILE
     if not path.is_file():
         pytest.skip(f"shared data not found: {path}")
@@ -137,7 +131,7 @@ def test_preprocess_real_image_matches_processor(ext: CLIPExtractor, tiny_dir: P
     x = ext.preprocess(img)
     assert isinstance(x, torch.Tensor) and x.dtype == torch.float32
     assert tuple(x.shape) == (3, 32, 32)
-    direct = CLIPImageProcessor.from_pretrained(tiny_dir)(images=img, return_tensors="pt")
+    direct = CLIPImageProcessor.from_pretrained(tiny_clip)(images=img, return_tensors="pt")
     np.testing.assert_array_equal(x.numpy(), direct["pixel_values"][0].numpy())
     # normalised with CLIP mean/std: not in [0, 1]
     assert x.min() < 0 < x.max()
@@ -148,23 +142,25 @@ def test_preprocess_real_image_matches_processor(ext: CLIPExtractor, tiny_dir: P
     np.testing.assert_array_equal(clone.preprocess(img).numpy(), x.numpy())
 
 
-def test_fingerprint_stable_and_sensitive(tiny_dir: Path, tmp_path: Path) -> None:
-    a = CLIPExtractor(str(tiny_dir)).fingerprint()
-    assert a == CLIPExtractor(str(tiny_dir)).fingerprint()
-    other = save_tiny_clip(tmp_path / "m1", seed=1)
+def test_fingerprint_stable_and_sensitive(
+    tiny_clip: Path, tiny_clip_seed1: Path, tmp_path: Path
+) -> None:
+    a = CLIPExtractor(str(tiny_clip)).fingerprint()
+    assert a == CLIPExtractor(str(tiny_clip)).fingerprint()
+    other = tiny_clip_seed1
     b = CLIPExtractor(str(other)).fingerprint()
     assert b["weights"]["model.safetensors"] != a["weights"]["model.safetensors"]
     assert b["weights"]["config.json"] == a["weights"]["config.json"]
-    assert CLIPExtractor(str(tiny_dir), dtype="bfloat16").fingerprint() != a
-    assert CLIPExtractor(str(tiny_dir), pooling="mean").fingerprint() != a
+    assert CLIPExtractor(str(tiny_clip), dtype="bfloat16").fingerprint() != a
+    assert CLIPExtractor(str(tiny_clip), pooling="mean").fingerprint() != a
     # same weights bytes in a copy -> same weight hashes
-    copy = Path(shutil.copytree(tiny_dir, tmp_path / "copy"))
+    copy = Path(shutil.copytree(tiny_clip, tmp_path / "copy"))
     assert CLIPExtractor(str(copy)).fingerprint()["weights"] == a["weights"]
     # "default" pooling is "cls", also through from_config
     cfg = ModelConfig(
         name="plip",
         kind="clip",
-        hf_id=str(tiny_dir),
+        hf_id=str(tiny_clip),
         revision=None,
         device="auto",
         pooling="default",
@@ -173,10 +169,10 @@ def test_fingerprint_stable_and_sensitive(tiny_dir: Path, tmp_path: Path) -> Non
 
 
 def test_bfloat16_close_to_float32(
-    ext: CLIPExtractor, tiny_dir: Path, pixels: torch.Tensor
+    ext: CLIPExtractor, tiny_clip: Path, pixels: torch.Tensor
 ) -> None:
     ref = ext.extract(pixels, ["pooled", "embeds"])
-    e = CLIPExtractor(str(tiny_dir), dtype="bfloat16", device="cpu")
+    e = CLIPExtractor(str(tiny_clip), dtype="bfloat16", device="cpu")
     got = e.extract(pixels, ["pooled", "embeds"])
     assert e.load().dtype == torch.bfloat16
     for layer in ref:
@@ -185,13 +181,13 @@ def test_bfloat16_close_to_float32(
 
 
 def test_hub_id_from_offline_cache(
-    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pixels: torch.Tensor
+    tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pixels: torch.Tensor
 ) -> None:
     import huggingface_hub.constants as hub_constants
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--acme--tiny-clip"
-    shutil.copytree(tiny_dir, repo / "snapshots" / commit)
+    shutil.copytree(tiny_clip, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -200,7 +196,7 @@ def test_hub_id_from_offline_cache(
     assert e.layers() == [0, 1, 2, "pooled", "embeds"]
     fp = e.fingerprint()
     assert fp["source"] == "hub" and fp["resolved_revision"] == commit and "weights" not in fp
-    local = CLIPExtractor(str(tiny_dir), device="cpu").extract(pixels, ["embeds"])
+    local = CLIPExtractor(str(tiny_clip), device="cpu").extract(pixels, ["embeds"])
     np.testing.assert_array_equal(e.extract(pixels, ["embeds"])["embeds"], local["embeds"])
     # offline and not cached: a one-line error naming the id, nothing is downloaded
     for call in (CLIPExtractor("acme/absent").layers, CLIPExtractor("acme/absent").fingerprint):

@@ -14,29 +14,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from tiny_models import save_tiny_clip
+from helpers import Compose
 from transformers import CLIPVisionModel
 
-from medprobe.config import DType, ModelConfig, conf_dir, register_configs
+from medprobe.config import DType, ModelConfig
 from medprobe.errors import ExtractorError
 from medprobe.extractors.base import Extractor, LayerId, resolve_layers
 from medprobe.extractors.clip import CLIPExtractor
 from medprobe.extractors.hf import HFExtractor, looks_like_path, parse_max_memory
 from medprobe.extractors.idefics import IdeficsExtractor
 from medprobe.registry import EXTRACTORS
-
-register_configs()
-
-
-def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_clip(tmp_path_factory.mktemp("tiny_clip_hf") / "m0", seed=0)
 
 
 class VisionTower(HFExtractor):
@@ -102,10 +89,10 @@ def test_a_new_model_needs_only_its_own_parts(tiny_clip: Path, tmp_path: Path) -
         VisionTower(str(tmp_path)).layers()
 
 
-def test_model_config_nodes_are_read_by_attribute(tiny_clip: Path) -> None:
+def test_model_config_nodes_are_read_by_attribute(compose: Compose, tiny_clip: Path) -> None:
     """The composed node (model=plip: identity plip, kind clip) and the typed dataclass build
     the same extractor; the dtype enum arrives as its value."""
-    node = _compose("model=plip", f"model.hf_id={tiny_clip}").model
+    node = compose("model=plip", f"model.hf_id={tiny_clip}").model
     assert (node.name, node.kind) == ("plip", "clip")
     typed = ModelConfig(name="plip", kind="clip", hf_id=str(tiny_clip), dtype=DType.bfloat16)
     a = EXTRACTORS.get(node.kind)(node, "")
@@ -120,7 +107,7 @@ def test_model_config_nodes_are_read_by_attribute(tiny_clip: Path) -> None:
         "device": "auto",
         "pooling": "default",
     }  # effnet/IDEFICS-only keys (quantization, device_map, ...) are not read for CLIP
-    node = _compose(
+    node = compose(
         "model=idefics80b", "model.quantization=4bit", "model.max_memory={0:70GiB,cpu:100GiB}"
     ).model
     kwargs = IdeficsExtractor.config_kwargs(node)

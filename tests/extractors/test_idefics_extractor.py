@@ -24,14 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import isolated_env
-from hydra import compose, initialize_config_dir
+from helpers import Compose, isolated_env
 from PIL import Image
 from test_idefics_prompt import GENERAL, GENERAL_RENDERED, PATHOLOGY, PRESETS
-from tiny_models import save_tiny_idefics
 from transformers import AutoConfig, AutoProcessor, IdeficsForVisionText2Text
 
-from medprobe.config import conf_dir, register_configs
 from medprobe.errors import ExtractorError
 from medprobe.extractors.idefics import (
     CODE_VERSION,
@@ -48,22 +45,12 @@ N_LAYERS, INTERVAL, WIDTH = 8, 2, 64
 # bitsandbytes (imported for the 4-bit path) uses torch.jit.script_method, deprecated in torch 2.13
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
 
-register_configs()
-
-
-def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_idefics(tmp_path_factory.mktemp("tiny_idefics") / "m0", seed=0)
-
-
-@pytest.fixture(scope="module")
-def ext(tiny_dir: Path) -> IdeficsExtractor:
-    return IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32", device="cpu", truncate=False)
+def ext(tiny_idefics: Path) -> IdeficsExtractor:
+    return IdeficsExtractor(
+        str(tiny_idefics), GENERAL, dtype="float32", device="cpu", truncate=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +67,15 @@ def pixels(ext: IdeficsExtractor, images: list[Image.Image]) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_dir: Path) -> IdeficsForVisionText2Text:
+def reference(tiny_idefics: Path) -> IdeficsForVisionText2Text:
     """The full tiny model with block N's output un-normed (``tie_last_hidden_states=False``)."""
-    cfg = AutoConfig.from_pretrained(tiny_dir)
+    cfg = AutoConfig.from_pretrained(tiny_idefics)
     cfg.tie_last_hidden_states = False
-    return IdeficsForVisionText2Text.from_pretrained(tiny_dir, config=cfg).eval()
+    return IdeficsForVisionText2Text.from_pretrained(tiny_idefics, config=cfg).eval()
 
 
-def _processor_inputs(tiny_dir: Path, templates: list[str], imgs: list[Image.Image]) -> dict:
-    proc = AutoProcessor.from_pretrained(tiny_dir)
+def _processor_inputs(tiny_idefics: Path, templates: list[str], imgs: list[Image.Image]) -> dict:
+    proc = AutoProcessor.from_pretrained(tiny_idefics)
     proc.tokenizer.padding_side = "left"
     return proc(
         text=[interleave(t, im) for t, im in zip(templates, imgs, strict=True)],
@@ -101,12 +88,12 @@ def _processor_inputs(tiny_dir: Path, templates: list[str], imgs: list[Image.Ima
 
 
 def test_rendering_tokenises_exactly_like_the_idefics_processor(
-    tiny_dir: Path, ext: IdeficsExtractor, images: list[Image.Image]
+    tiny_idefics: Path, ext: IdeficsExtractor, images: list[Image.Image]
 ) -> None:
-    proc = AutoProcessor.from_pretrained(tiny_dir)
+    proc = AutoProcessor.from_pretrained(tiny_idefics)
     eou = proc.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
     for text in PRESETS.values():
-        want = _processor_inputs(tiny_dir, [text], images[:1])
+        want = _processor_inputs(tiny_idefics, [text], images[:1])
         got = ext.encode([text])
         for key in ("input_ids", "attention_mask", "image_attention_mask"):
             assert torch.equal(got[key], want[key]), key
@@ -116,7 +103,7 @@ def test_rendering_tokenises_exactly_like_the_idefics_processor(
         assert torch.equal(alt["input_ids"], want["input_ids"])
     # a batch of different prompts: left padded exactly as the processor pads it
     both = [GENERAL, PATHOLOGY]
-    want = _processor_inputs(tiny_dir, both, images[:2])
+    want = _processor_inputs(tiny_idefics, both, images[:2])
     got = ext.encode(both)
     for key in ("input_ids", "attention_mask", "image_attention_mask"):
         assert torch.equal(got[key], want[key]), key
@@ -173,14 +160,14 @@ def test_text_before_the_image_does_not_see_the_image(
 def test_features_equal_direct_transformers_calls(
     ext: IdeficsExtractor,
     reference: IdeficsForVisionText2Text,
-    tiny_dir: Path,
+    tiny_idefics: Path,
     images: list[Image.Image],
     pixels: torch.Tensor,
 ) -> None:
     assert ext.layers() == [*range(N_LAYERS + 1), "final_norm"]
     feats = ext.extract(pixels, [-1, 0, 4, "final_norm"])
     assert list(feats) == [0, 4, N_LAYERS, "final_norm"]
-    inputs = _processor_inputs(tiny_dir, [GENERAL] * 3, images)
+    inputs = _processor_inputs(tiny_idefics, [GENERAL] * 3, images)
     assert torch.equal(inputs["pixel_values"][:, 0], pixels)  # preprocess == the processor
     with torch.inference_mode():
         out = reference.model(**inputs, output_hidden_states=True, use_cache=False)
@@ -197,14 +184,14 @@ def test_features_equal_direct_transformers_calls(
 
 
 def test_mean_after_image_and_image_latents_pooling(
-    tiny_dir: Path,
+    tiny_idefics: Path,
     reference: IdeficsForVisionText2Text,
     images: list[Image.Image],
     pixels: torch.Tensor,
 ) -> None:
-    mean = IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32", pooling="mean_after_image")
+    mean = IdeficsExtractor(str(tiny_idefics), GENERAL, dtype="float32", pooling="mean_after_image")
     feats = mean.extract(pixels, [2, 5])
-    inputs = _processor_inputs(tiny_dir, [GENERAL] * 3, images)
+    inputs = _processor_inputs(tiny_idefics, [GENERAL] * 3, images)
     ids = inputs["input_ids"][0]
     start = int((ids == mean.processor().tokenizer.convert_tokens_to_ids("<image>")).nonzero()) + 2
     with torch.inference_mode():
@@ -215,7 +202,7 @@ def test_mean_after_image_and_image_latents_pooling(
     for layer in (2, 5):
         want = out.hidden_states[layer][:, start:].mean(dim=1).numpy()  # the question's tokens
         np.testing.assert_allclose(feats[layer], want, atol=1e-5, rtol=0)
-    lat_ext = IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32", pooling="image_latents")
+    lat_ext = IdeficsExtractor(str(tiny_idefics), GENERAL, dtype="float32", pooling="image_latents")
     assert lat_ext.layers() == ["image_latents"]
     got = lat_ext.extract(pixels, "all")["image_latents"]
     np.testing.assert_allclose(got, lat.mean(dim=1).numpy(), atol=1e-5, rtol=0)
@@ -248,7 +235,7 @@ def test_sample_alone_equals_sample_in_a_left_padded_batch(
 
 
 def test_truncated_load_equals_full_model_and_records_parameters(
-    tiny_dir: Path, ext: IdeficsExtractor, pixels: torch.Tensor
+    tiny_idefics: Path, ext: IdeficsExtractor, pixels: torch.Tensor
 ) -> None:
     assert kept_depth([3], N_LAYERS, INTERVAL) == 4
     assert kept_depth([0], N_LAYERS, INTERVAL) == 2  # layer 0 is read at block 1's input
@@ -256,13 +243,13 @@ def test_truncated_load_equals_full_model_and_records_parameters(
     assert kept_depth([7, "final_norm"], N_LAYERS, INTERVAL) == N_LAYERS
     assert kept_depth(["image_latents"], N_LAYERS, INTERVAL) == 0
     assert kept_depth([32], 80, 4) == 32 and kept_depth([13], 32, 4) == 16
-    trunc = IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32", device="cpu")
+    trunc = IdeficsExtractor(str(tiny_idefics), GENERAL, dtype="float32", device="cpu")
     full = ext.extract(pixels, [0, 1, 3])
     got = trunc.extract(pixels, [0, 1, 3])
     for layer in (0, 1, 3):
         np.testing.assert_array_equal(got[layer], full[layer])  # bit for bit, no final norm
     info = trunc.load_info()
-    cfg = AutoConfig.from_pretrained(tiny_dir)
+    cfg = AutoConfig.from_pretrained(tiny_idefics)
     assert info["loaded"] and info["truncated"] and info["kept_depth"] == 4
     assert info["num_hidden_layers"] == N_LAYERS and info["cross_layer_interval"] == INTERVAL
     assert info["params_loaded"] == count_parameters(cfg, 4)["total"]
@@ -297,13 +284,13 @@ def test_loading_check_explains_every_skipped_checkpoint_weight() -> None:
 
 
 def test_4bit_on_cpu_is_placed_not_moved_and_close_to_float32(
-    tiny_dir: Path, ext: IdeficsExtractor, pixels: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+    tiny_idefics: Path, ext: IdeficsExtractor, pixels: torch.Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_move(self: object, *a: object, **k: object) -> None:
         raise AssertionError("a quantised model must not be moved with .to()")
 
     monkeypatch.setattr(IdeficsForVisionText2Text, "to", no_move)
-    q = IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32", quantization="4bit")
+    q = IdeficsExtractor(str(tiny_idefics), GENERAL, dtype="float32", quantization="4bit")
     got = q.extract(pixels, [2, 4])
     ref = ext.extract(pixels, [2, 4])
     for layer in (2, 4):
@@ -315,7 +302,8 @@ def test_4bit_on_cpu_is_placed_not_moved_and_close_to_float32(
     info = q.load_info()
     assert info["quantization"] == "4bit" and info["kept_depth"] == 4
     assert (
-        info["params_loaded"] == count_parameters(AutoConfig.from_pretrained(tiny_dir), 4)["total"]
+        info["params_loaded"]
+        == count_parameters(AutoConfig.from_pretrained(tiny_idefics), 4)["total"]
     )
     fp = q.fingerprint()
     assert fp["quantization"]["bnb_4bit_quant_type"] == "nf4"
@@ -326,13 +314,13 @@ def test_4bit_on_cpu_is_placed_not_moved_and_close_to_float32(
 
 
 def test_fingerprint_without_weights_and_what_changes_it(
-    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_idefics: Path, tiny_idefics_seed1: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("weights must not be loaded")
 
     monkeypatch.setattr(IdeficsForVisionText2Text, "from_pretrained", boom)
-    a = IdeficsExtractor(str(tiny_dir), GENERAL)
+    a = IdeficsExtractor(str(tiny_idefics), GENERAL)
     fp = a.fingerprint()
     json.dumps(fp)
     assert (fp["extractor"], fp["code_version"], fp["source"]) == ("idefics", CODE_VERSION, "local")
@@ -343,27 +331,27 @@ def test_fingerprint_without_weights_and_what_changes_it(
     assert fp["preprocessing"]["size"] == {"height": 32, "width": 32}
     assert fp["preprocessing"]["image_mean"] == [0.48145466, 0.4578275, 0.40821073]
     same = [
-        IdeficsExtractor(str(tiny_dir), GENERAL, truncate=False, device="cpu"),
+        IdeficsExtractor(str(tiny_idefics), GENERAL, truncate=False, device="cpu"),
         IdeficsExtractor(
-            str(tiny_dir), "User:{image}" + GENERAL + "<end_of_utterance>\nAssistant:"
+            str(tiny_idefics), "User:{image}" + GENERAL + "<end_of_utterance>\nAssistant:"
         ),
     ]
     assert all(e.fingerprint() == fp for e in same)  # placement, truncation: same features
     differ = [
-        IdeficsExtractor(str(tiny_dir), PATHOLOGY),
-        IdeficsExtractor(str(tiny_dir), GENERAL, pooling="mean_after_image"),
-        IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32"),
-        IdeficsExtractor(str(tiny_dir), GENERAL, quantization="8bit"),
+        IdeficsExtractor(str(tiny_idefics), PATHOLOGY),
+        IdeficsExtractor(str(tiny_idefics), GENERAL, pooling="mean_after_image"),
+        IdeficsExtractor(str(tiny_idefics), GENERAL, dtype="float32"),
+        IdeficsExtractor(str(tiny_idefics), GENERAL, quantization="8bit"),
     ]
     assert all(e.fingerprint() != fp for e in differ)
-    other = save_tiny_idefics(tmp_path / "m1", seed=1)
+    other = tiny_idefics_seed1
     fo = IdeficsExtractor(str(other), GENERAL).fingerprint()
     assert fo["files"]["model.safetensors"] != fp["files"]["model.safetensors"]
     assert fo["files"]["tokenizer.json"] == fp["files"]["tokenizer.json"]
 
 
 def test_hub_id_from_the_offline_cache(
-    tiny_dir: Path,
+    tiny_idefics: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     ext: IdeficsExtractor,
@@ -375,7 +363,7 @@ def test_hub_id_from_the_offline_cache(
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--acme--tiny-idefics"
-    shutil.copytree(tiny_dir, repo / "snapshots" / commit)
+    shutil.copytree(tiny_idefics, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -391,9 +379,13 @@ def test_hub_id_from_the_offline_cache(
 
 
 def test_errors_are_clear(
-    tiny_dir: Path, ext: IdeficsExtractor, pixels: torch.Tensor, tmp_path: Path
+    compose: Compose,
+    tiny_idefics: Path,
+    ext: IdeficsExtractor,
+    pixels: torch.Tensor,
+    tmp_path: Path,
 ) -> None:
-    cfg = _compose("model=idefics9b", f"model.hf_id={tiny_dir}", "model.dtype=float32").model
+    cfg = compose("model=idefics9b", f"model.hf_id={tiny_idefics}", "model.dtype=float32").model
     with pytest.raises(ExtractorError, match="choose prompt=general"):
         from_config(cfg, "")  # the default prompt=none
     with pytest.raises(ExtractorError, match="2 {image} placeholders"):
@@ -401,39 +393,39 @@ def test_errors_are_clear(
     with pytest.raises(ExtractorError, match="literal <image>"):
         from_config(cfg, "User:<image>What?")
     with pytest.raises(ExtractorError, match="valid poolings"):
-        IdeficsExtractor(str(tiny_dir), GENERAL, pooling="cls")
+        IdeficsExtractor(str(tiny_idefics), GENERAL, pooling="cls")
     with pytest.raises(ExtractorError, match="valid: \\['none', '8bit', '4bit'\\]"):
-        IdeficsExtractor(str(tiny_dir), GENERAL, quantization="int4")
+        IdeficsExtractor(str(tiny_idefics), GENERAL, quantization="int4")
     with pytest.raises(ExtractorError, match="local model directory not found"):
-        from_config(_compose("model=idefics9b", f"model.hf_id={tmp_path / 'nope'}").model, GENERAL)
+        from_config(compose("model=idefics9b", f"model.hf_id={tmp_path / 'nope'}").model, GENERAL)
     with pytest.raises(ExtractorError, match="valid layers"):
         ext.extract(pixels, [N_LAYERS + 1])
     with pytest.raises(ExtractorError, match=r"<image> tokens per sample \[1, 1, 1\] != images"):
         ext.extract(torch.stack([pixels, pixels], dim=1), [1])
     # an 80B-sized config refuses float16 before anything is loaded
     big = tmp_path / "big"
-    cfg80 = copy.deepcopy(AutoConfig.from_pretrained(tiny_dir))
+    cfg80 = copy.deepcopy(AutoConfig.from_pretrained(tiny_idefics))
     cfg80.hidden_size, cfg80.num_hidden_layers = 8192, 80
     cfg80.save_pretrained(big)
     with pytest.raises(ExtractorError, match="float16 is refused for IDEFICS-80B"):
         IdeficsExtractor(str(big), GENERAL, dtype="float16").layers()
     assert IdeficsExtractor(str(big), GENERAL).layers()[-2:] == [80, "final_norm"]
     # every batch: a layer that goes non-finite is named
-    broken = IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32")
+    broken = IdeficsExtractor(str(tiny_idefics), GENERAL, dtype="float32")
     broken.load([3]).model.layers[2].mlp.down_proj.weight.data.fill_(float("nan"))
     with pytest.raises(ExtractorError, match=r"layer 3: non-finite"):
         broken.extract(pixels, [1, 3])
 
 
 def test_preprocess_real_image_and_pickling(
-    ext: IdeficsExtractor, tiny_dir: Path, shared_data: Path
+    ext: IdeficsExtractor, tiny_idefics: Path, shared_data: Path
 ) -> None:
     with Image.open(shared_data / "T8_knee_kl" / "test" / "0" / "9290697R.png") as im:
         img = im.copy()
     assert img.mode == "L"
     x = ext.preprocess(img)
     assert x.dtype == torch.float32 and tuple(x.shape) == (3, 32, 32)
-    proc = AutoProcessor.from_pretrained(tiny_dir)
+    proc = AutoProcessor.from_pretrained(tiny_idefics)
     direct = proc(text=[interleave(GENERAL, img.convert("RGB"))], return_tensors="pt")
     np.testing.assert_array_equal(x.numpy(), direct["pixel_values"][0, 0].numpy())
     ext.extract(x[None], [1])
@@ -445,8 +437,8 @@ def test_preprocess_real_image_and_pickling(
 # ------------------------------------------------------------------------ configs, plan
 
 
-def test_model_configs_compose_with_the_paper_settings() -> None:
-    cfg = _compose("model=idefics80b", "task=demo", "prompt=general")
+def test_model_configs_compose_with_the_paper_settings(compose: Compose) -> None:
+    cfg = compose("model=idefics80b", "task=demo", "prompt=general")
     assert (cfg.model.name, cfg.model.kind, cfg.model.hf_id) == (
         "idefics80b",
         "idefics",
@@ -460,17 +452,17 @@ def test_model_configs_compose_with_the_paper_settings() -> None:
         True,
     )
     assert cfg.prompt.text == GENERAL
-    cfg = _compose("model=idefics80b", "layer=16", "model.quantization=4bit")
+    cfg = compose("model=idefics80b", "layer=16", "model.quantization=4bit")
     assert cfg.layer == 16 and cfg.model.layers == 16 and cfg.model.quantization == "4bit"
-    cfg = _compose("model=idefics9b")
+    cfg = compose("model=idefics9b")
     assert cfg.model.hf_id == "HuggingFaceM4/idefics-9b-instruct" and cfg.layer == 13
     assert cfg.prompt.name == "pathology"  # the demo task's default prompt (its defaults list)
     assert EXTRACTORS.get("idefics") is from_config
-    cfg = _compose("model=idefics9b", "prompt=none")
+    cfg = compose("model=idefics9b", "prompt=none")
     with pytest.raises(ExtractorError, match="choose prompt=general"):
         EXTRACTORS.get(cfg.model.kind)(cfg.model, str(cfg.prompt.text))
     ext = from_config(
-        _compose(
+        compose(
             "model=idefics80b", "prompt=pathology", "model.max_memory={0:70GiB,cpu:100GiB}"
         ).model,
         PATHOLOGY,
@@ -478,18 +470,18 @@ def test_model_configs_compose_with_the_paper_settings() -> None:
     assert ext.dtype == "bfloat16" and ext.max_memory_limits() == {0: "70GiB", "cpu": "100GiB"}
     assert ext.effective_device_map() == "auto"
     # the other models are untouched by the new fields
-    assert _compose("model=clip").model.quantization == "none"
+    assert compose("model=clip").model.quantization == "none"
 
 
 # --------------------------------------------------------------------------- end to end
 
 
 def test_python_m_medprobe_with_a_tiny_idefics_on_real_images(
-    tmp_path: Path, shared_data: Path, tiny_dir: Path
+    tmp_path: Path, shared_data: Path, tiny_idefics: Path
 ) -> None:
     proc = subprocess.run(
         [
-            sys.executable, "-m", "medprobe", "model=idefics9b", f"model.hf_id={tiny_dir}",
+            sys.executable, "-m", "medprobe", "model=idefics9b", f"model.hf_id={tiny_idefics}",
             "model.dtype=float32", "model.batch_size=16", "layer=3", "prompt=general",
             "task=csv", f"data_root={shared_data / 'T8_knee_kl'}", "bootstrap.n=100",
             "tracker=none", "progress=false", "output_dir=out",

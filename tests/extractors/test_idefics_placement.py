@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import save_tiny_idefics
 from transformers import AutoConfig
 
 from medprobe.errors import ExtractorError
@@ -50,11 +49,6 @@ def _span(xs: list[int]) -> str:
 
 def _by_device(plan: dict) -> dict:
     return {r["device"]: r for r in plan["devices"]}
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_idefics(tmp_path_factory.mktemp("tiny_idefics_plan") / "m0", seed=0)
 
 
 # ------------------------------------------------------------------- published checkpoints
@@ -192,26 +186,28 @@ def test_bad_plan_input_is_refused_clearly() -> None:
 # ------------------------------------------------------------- the loader does what's planned
 
 
-def test_tiny_load_follows_the_plan_and_offload_keeps_states_exact(tiny_dir: Path) -> None:
+def test_tiny_load_follows_the_plan_and_offload_keeps_states_exact(tiny_idefics: Path) -> None:
     """Truncated at layer 3 (4 of 8 blocks), cpu limited to ~60 % of the weights: the rest
     goes to disk. The plan's map is the load's ``hf_device_map``, the placement recorded in
     ``load_info`` is the plan's, and the states equal an unplanned load bit for bit; the plan's
     explicit map passed as ``device_map`` gives the same."""
-    cfg = AutoConfig.from_pretrained(tiny_dir)
+    cfg = AutoConfig.from_pretrained(tiny_idefics)
     total = weight_bytes(count_parameters(cfg, 4), itemsize=4)
     limits = {"cpu": int(0.6 * total)}
-    plan = device_plan(tiny_dir, 3, dtype="float32", max_memory=limits)
+    plan = device_plan(tiny_idefics, 3, dtype="float32", max_memory=limits)
     assert plan["depth"] == 4 and plan["total_bytes"] == total
     assert plan["offloaded"] == ["cpu", "disk"] and plan["spills"]
     assert _blocks(plan) == list(range(4)) and _blocks(plan, "cross_attn_blocks") == [0, 1]
     assert _by_device(plan)["cpu"]["weight_bytes"] <= limits["cpu"]
 
     pixels = torch.randn(2, 3, 32, 32)
-    plain = IdeficsExtractor(str(tiny_dir), "Q?", dtype="float32", device="cpu")
+    plain = IdeficsExtractor(str(tiny_idefics), "Q?", dtype="float32", device="cpu")
     planned = IdeficsExtractor(
-        str(tiny_dir), "Q?", dtype="float32", device_map="auto", max_memory=limits
+        str(tiny_idefics), "Q?", dtype="float32", device_map="auto", max_memory=limits
     )
-    explicit = IdeficsExtractor(str(tiny_dir), "Q?", dtype="float32", device_map=plan["modules"])
+    explicit = IdeficsExtractor(
+        str(tiny_idefics), "Q?", dtype="float32", device_map=plan["modules"]
+    )
     ref = plain.extract(pixels, [1, 3])
     for ext in (planned, explicit):
         got = ext.extract(pixels, [1, 3])
@@ -232,10 +228,12 @@ def test_tiny_load_follows_the_plan_and_offload_keeps_states_exact(tiny_dir: Pat
     }
 
 
-def test_tiny_quantised_plan_counts_what_bitsandbytes_converts(tiny_dir: Path) -> None:
-    cfg = AutoConfig.from_pretrained(tiny_dir)
+def test_tiny_quantised_plan_counts_what_bitsandbytes_converts(tiny_idefics: Path) -> None:
+    cfg = AutoConfig.from_pretrained(tiny_idefics)
     counts = count_parameters(cfg, 4)
     for q in ("8bit", "4bit"):
-        plan = device_plan(tiny_dir, 3, dtype="float32", quantization=q, max_memory={"cpu": "1GB"})
+        plan = device_plan(
+            tiny_idefics, 3, dtype="float32", quantization=q, max_memory={"cpu": "1GB"}
+        )
         assert plan["total_bytes"] == weight_bytes(counts, q, itemsize=4)
         assert plan["modules"] == {"": "cpu"} and plan["fits"] and plan["error"] is None

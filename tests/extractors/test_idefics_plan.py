@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_medprobe
+from helpers import REPO, run_medprobe
 
 from medprobe.errors import ConfigError, ExtractorError, MedprobeError
 from medprobe.extractors.idefics import main

@@ -7,9 +7,8 @@ model in test_idefics_extractor.py.)
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import Compose
 
-from medprobe.config import conf_dir, register_configs
 from medprobe.errors import ExtractorError
 from medprobe.extractors.idefics.prompt import (
     chat_template,
@@ -38,17 +37,12 @@ GENERAL_RENDERED = (
 GENERAL = PRESETS["general"]
 PATHOLOGY = PRESETS["pathology"]
 
-register_configs()
 
-
-def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
-
-def test_prompt_presets_are_pinned_and_render_as_the_paper_question_in_chat_format() -> None:
+def test_prompt_presets_are_pinned_and_render_as_the_paper_question_in_chat_format(
+    compose: Compose,
+) -> None:
     for name, text in PRESETS.items():
-        cfg = _compose("model=idefics80b", f"prompt={name}")
+        cfg = compose("model=idefics80b", f"prompt={name}")
         assert (cfg.prompt.name, cfg.prompt.text) == (name, text)
         assert render_prompt(cfg.prompt.text) == (
             f"<s>User:{FAKE}<image>{FAKE}{text}<end_of_utterance>\nAssistant:"
@@ -71,20 +65,20 @@ GENERAL_PLAIN = (
 )
 
 
-def test_plain_format_is_the_authors_processor_input_for_every_preset() -> None:
+def test_plain_format_is_the_authors_processor_input_for_every_preset(compose: Compose) -> None:
     """fidelity=paper sets prompt_format=plain for both IDEFICS models: <s>, the image, the
     question; no User:, no <end_of_utterance>, no Assistant:."""
     assert render_prompt(GENERAL, prompt_format="plain") == GENERAL_PLAIN
     assert plain_template(GENERAL) == "{image}" + GENERAL
     for model in ("idefics80b", "idefics9b"):
         for name, text in PRESETS.items():
-            cfg = _compose("fidelity=paper", f"model={model}", f"prompt={name}")
+            cfg = compose("fidelity=paper", f"model={model}", f"prompt={name}")
             assert cfg.model.prompt_format == "plain"
             assert render_prompt(cfg.prompt.text, prompt_format=cfg.model.prompt_format) == (
                 f"<s>{FAKE}<image>{FAKE}{text}"
             )
     # medprobe's default stays the chat turn
-    assert _compose("model=idefics80b").model.prompt_format == "chat"
+    assert compose("model=idefics80b").model.prompt_format == "chat"
     # a full template is used as written under either format
     tpl = "User:{image}Q?<end_of_utterance>\nAssistant:"
     assert render_prompt(tpl, prompt_format="plain") == render_prompt(tpl)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, isolated_env
+from helpers import REPO, isolated_env
 
 from medprobe.errors import ConfigError, McqError
 from medprobe.mcq import build_parser, evaluate, main

@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, isolated_env
+from helpers import REPO, isolated_env
 from mcq_helpers import EOU, FAKE, pinned_cases
 from PIL import Image
-from tiny_models import save_tiny_idefics
 from transformers import IdeficsForVisionText2Text
 
 from medprobe.extractors.idefics import IdeficsExtractor
@@ -55,26 +54,21 @@ def _builder():
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_idefics(tmp_path_factory.mktemp("tiny_idefics_mcq") / "m", seed=0)
-
-
-@pytest.fixture(scope="module")
 def cases_file(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     out = tmp_path_factory.mktemp("mcq_cases") / "cases.jsonl"
     _builder().build_cases(shared_data, out, n=8, seed=0)
     return out
 
 
-def _ext(tiny_dir: Path) -> IdeficsExtractor:
+def _ext(tiny_idefics: Path) -> IdeficsExtractor:
     return IdeficsExtractor(
-        str(tiny_dir), "Question?", dtype="float32", device="cpu", truncate=False
+        str(tiny_idefics), "Question?", dtype="float32", device="cpu", truncate=False
     )
 
 
 @pytest.fixture(scope="module")
-def ext(tiny_dir: Path) -> IdeficsExtractor:
-    return _ext(tiny_dir)
+def ext(tiny_idefics: Path) -> IdeficsExtractor:
+    return _ext(tiny_idefics)
 
 
 # ----------------------------------------------------------------------- prompt encoding
@@ -159,9 +153,9 @@ class _ScriptedHead(torch.nn.Module):
 
 
 def test_generation_bans_image_tokens_decodes_new_tokens_and_stops(
-    tiny_dir: Path, cases_file: Path
+    tiny_idefics: Path, cases_file: Path
 ) -> None:
-    ext = _ext(tiny_dir)
+    ext = _ext(tiny_idefics)
     scorer = Scorer(ext, max_new_tokens=8)
     tok = ext.processor().tokenizer
     model = scorer.model()
@@ -180,7 +174,7 @@ def test_generation_bans_image_tokens_decodes_new_tokens_and_stops(
 
 
 def test_loglik_matches_direct_forward_and_is_deterministic(
-    ext: IdeficsExtractor, tiny_dir: Path, cases_file: Path
+    ext: IdeficsExtractor, tiny_idefics: Path, cases_file: Path
 ) -> None:
     scorer = Scorer(ext)
     ex, tests = split_exemplars(read_cases(cases_file))
@@ -189,7 +183,7 @@ def test_loglik_matches_direct_forward_and_is_deterministic(
     rec = score_case(scorer, "loglik", ex, case, prompt)
     again = score_case(scorer, "loglik", ex, case, prompt)
     assert rec == again
-    ref = IdeficsForVisionText2Text.from_pretrained(tiny_dir).eval()
+    ref = IdeficsForVisionText2Text.from_pretrained(tiny_idefics).eval()
     tok = ext.processor().tokenizer
     enc = scorer.encode(prompt, [p for c in [*ex, case] for p in c.images])
     p0 = enc["input_ids"].shape[1]
@@ -217,10 +211,10 @@ def test_loglik_matches_direct_forward_and_is_deterministic(
 
 
 def test_cli_runs_all_three_modes_on_the_built_case_file(
-    tiny_dir: Path, cases_file: Path, tmp_path: Path
+    tiny_idefics: Path, cases_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "medprobe.mcq", "--model", str(tiny_dir), "--cases",
+    cmd = [sys.executable, "-m", "medprobe.mcq", "--model", str(tiny_idefics), "--cases",
            str(cases_file), "--mode", "all", "--out", str(out), "--dtype", "float32",
            "--device-map", "cpu", "--n-boot", "200", "--tracker", "wandb"]  # fmt: skip
     r = subprocess.run(cmd, env=isolated_env(tmp_path), capture_output=True, text=True, cwd=REPO)

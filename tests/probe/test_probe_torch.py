@@ -7,7 +7,7 @@ then stop on scipy's / our 64-epsilon change-in-objective rule with a gradient n
 they agree to about gradient / smallest curvature, not to machine precision); objective values
 1e-12; the full probe (float32 features, scikit-learn keeps float32 coefficients) predict_proba
 atol 1e-6 [2e-7]; float32 torch at the default tol 1e-4 against scikit-learn at 1e-4: 5e-3, as
-tests/test_probe.py allows for two approximate solutions.
+tests/probe/test_probe_logistic.py allows for two approximate solutions.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import Compose
 from scipy.special import log_softmax
 from sklearn.datasets import make_classification, make_multilabel_classification
 from sklearn.linear_model import LogisticRegression
@@ -302,46 +303,36 @@ def test_bad_backend_device_dtype_are_one_line_errors() -> None:
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _compose(*overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    from medprobe.config import conf_dir, register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
-
-def test_config_keys_default_to_sklearn_and_are_validated() -> None:
+def test_config_keys_default_to_sklearn_and_are_validated(compose: Compose) -> None:
     from hydra.errors import ConfigCompositionException
 
     from medprobe.config import ConfigError, validate
     from medprobe.probe import from_config
 
-    cfg = _compose()
+    cfg = compose()
     assert (cfg.probe.backend, cfg.probe.device, cfg.probe.dtype) == ("sklearn", "auto", "float32")
     validate(cfg)
     probe = from_config(cfg.probe, n_classes=3, multilabel=False, seed=0)
     assert (probe.backend, probe.device, probe.dtype) == ("sklearn", "auto", "float32")
-    cfg = _compose("probe.backend=torch", "probe.device=cpu", "probe.dtype=float64")
+    cfg = compose("probe.backend=torch", "probe.device=cpu", "probe.dtype=float64")
     validate(cfg)
     probe = from_config(cfg.probe, n_classes=3, multilabel=False, seed=0)
     assert (probe.backend, probe.device, probe.dtype) == ("torch", "cpu", "float64")
     with pytest.raises(ConfigError) as e:  # an open set (cuda:N): checked after compose
-        validate(_compose("probe.device=gpu"))
+        validate(compose("probe.device=gpu"))
     assert str(e.value) == "probe.device must be auto, cpu, cuda or cuda:N, got 'gpu'"
     closed = {"probe.backend=jax": "[sklearn, torch]", "probe.dtype=float16": "[float32, float64]"}
     for override, valid in closed.items():  # closed sets: refused at compose time
         with pytest.raises(ConfigCompositionException) as c:
-            _compose(override)
+            compose(override)
         assert f"Invalid value '{override.split('=')[1]}', expected one of {valid}" in str(
             c.value.__cause__
         )
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError) as e:
-            validate(_compose("probe.backend=torch", "probe.device=cuda:1"))
+            validate(compose("probe.backend=torch", "probe.device=cuda:1"))
         assert str(e.value) == "probe.device=cuda:1 but no CUDA device is available here"
-        validate(_compose("probe.device=cuda"))  # unused by the sklearn backend
+        validate(compose("probe.device=cuda"))  # unused by the sklearn backend
 
 
 @pytest.mark.gpu

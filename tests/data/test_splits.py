@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, needs_shared_data
+from helpers import SHARED_DATA, needs_shared_data
 
 from medprobe.data.splits import (
     assign_splits,

@@ -1,4 +1,7 @@
-"""User mistakes and hostile inputs: one clear error, never a silent wrong number."""
+"""User mistakes and hostile inputs: one clear error, never a silent wrong number.
+
+In tests/pipeline/: the mistakes are caught on the way through the pipeline (config
+validation, label CSVs, class coverage of the rows, the feature cache, the output folder)."""
 
 from __future__ import annotations
 
@@ -8,24 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_medprobe
-from hydra import compose, initialize_config_dir
+from helpers import Compose, run_medprobe
 from PIL import Image
 
 from medprobe.cache import CacheError, FeatureCache
-from medprobe.config import ConfigError, conf_dir, register_configs, validate
+from medprobe.config import ConfigError, validate
 from medprobe.data.manifest import Manifest, ManifestError
 from medprobe.data.tasks.csv_task import read_label_csv
 from medprobe.extractors.base import ExtractorError, resolve_layers
 from medprobe.pipeline.features import features
-from medprobe.pipeline.rows import check_class_coverage as _check_class_coverage
-
-register_configs()
-
-
-def _cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+from medprobe.pipeline.rows import check_class_coverage
 
 
 @pytest.mark.parametrize(
@@ -41,11 +36,11 @@ def _cfg(*overrides: str):
         ("layer=null", "layer must be a layer id"),
     ],
 )
-def test_bad_values_fail_before_any_work(override: str, message: str) -> None:
+def test_bad_values_fail_before_any_work(compose: Compose, override: str, message: str) -> None:
     """Ranges a type cannot express; a value outside a closed set (``probe.class_weight=foo``)
-    fails earlier, at compose time (tests/test_config.py)."""
+    fails earlier, at compose time (tests/config/test_config.py)."""
     with pytest.raises(ConfigError, match=re.escape(message)):
-        validate(_cfg(*override.split()))
+        validate(compose(*override.split()))
 
 
 def test_booleans_are_not_layers() -> None:
@@ -77,10 +72,10 @@ def test_class_without_training_rows_is_refused_not_scored_0_5() -> None:
     m = _manifest([0, 1, 0, 1, 0, 1, 2], ["train"] * 4 + ["test"] * 3, ["a", "b", "c"])
     fit, test = np.arange(4), np.arange(4, 7)
     with pytest.raises(ConfigError, match="'c' occur in the test split but not in the probe's"):
-        _check_class_coverage(m, fit, test)
+        check_class_coverage(m, fit, test)
     single = _manifest([0, 1, 0, 1, 0, 0], ["train"] * 4 + ["test"] * 2, ["a", "b"])
     with pytest.raises(ConfigError, match=r"single class \['a'\]"):
-        _check_class_coverage(single, np.arange(4), np.arange(4, 6))
+        check_class_coverage(single, np.arange(4), np.arange(4, 6))
 
 
 def test_same_size_rewrite_with_old_mtime_misses_the_cache(tmp_path: Path) -> None:
@@ -118,11 +113,11 @@ class _MeanColour:
 
 
 def test_complete_entry_is_read_without_the_lock(
-    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+    compose: Compose, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = shared_data / "T8_knee_kl"
     m = read_label_csv(root / "labels.csv", root=root)
-    cfg = _cfg(f"cache_dir={tmp_path / 'cache'}", "progress=false", "model.num_workers=0")
+    cfg = compose(f"cache_dir={tmp_path / 'cache'}", "progress=false", "model.num_workers=0")
     cache, key, info = features(cfg, m, _MeanColour(), [0])
     assert info["cache_hit"] is False and cache.load(key, 0).shape == (100, 3)
 
@@ -132,7 +127,7 @@ def test_complete_entry_is_read_without_the_lock(
     monkeypatch.setattr(FeatureCache, "lock", read_only)
     cache2, key2, info2 = features(cfg, m, _MeanColour(), [0])  # a shared read-only cache
     assert info2["cache_hit"] is True and key2 == key
-    other = _cfg(f"cache_dir={tmp_path / 'other'}", "progress=false", "model.num_workers=0")
+    other = compose(f"cache_dir={tmp_path / 'other'}", "progress=false", "model.num_workers=0")
     with pytest.raises(CacheError, match="cannot write"):
         features(other, m, _MeanColour(), [0])
 

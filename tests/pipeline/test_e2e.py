@@ -1,4 +1,7 @@
-"""End to end: ``python -m medprobe`` as a user runs it, on real images, offline."""
+"""End to end: ``python -m medprobe`` as a user runs it, on real images, offline.
+
+In tests/pipeline/: each run goes through medprobe.pipeline.run (job -> features -> probing ->
+write -> track)."""
 
 from __future__ import annotations
 
@@ -10,10 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_medprobe
-from hydra import compose, initialize_config_dir
+from helpers import REPO, Compose, run_medprobe
 
-from medprobe.config import conf_dir, register_configs
 from medprobe.pipeline.run import run
 from medprobe.results import Results, TrackerInfo
 
@@ -135,10 +136,10 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
     )
 
 
-def test_clip_end_to_end_with_tiny_model(tmp_path: Path, shared_data: Path) -> None:
-    from tiny_models import save_tiny_clip
-
-    model_dir = save_tiny_clip(tmp_path / "tiny_clip")
+def test_clip_end_to_end_with_tiny_model(
+    tmp_path: Path, shared_data: Path, tiny_clip: Path
+) -> None:
+    model_dir = tiny_clip
     medprobe(
         tmp_path,
         "model=clip",
@@ -155,13 +156,9 @@ def test_clip_end_to_end_with_tiny_model(tmp_path: Path, shared_data: Path) -> N
     assert 0.0 <= r["metrics"]["auroc_macro"]["value"] <= 1.0
 
 
-def _cfg(*overrides: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
-
-def test_c_is_never_chosen_with_test_labels(tmp_path: Path, shared_data: Path) -> None:
+def test_c_is_never_chosen_with_test_labels(
+    compose: Compose, tmp_path: Path, shared_data: Path
+) -> None:
     """Permuting the test labels changes test metrics but not the chosen C or its val scores."""
     src = shared_data / "T8_knee_kl"
     with open(src / "labels.csv") as f:
@@ -187,9 +184,11 @@ def test_c_is_never_chosen_with_test_labels(tmp_path: Path, shared_data: Path) -
 
     common = ["task=csv", f"task.root={src}", "tracker=none", "bootstrap.n=50", "progress=false",
               f"cache_dir={tmp_path / 'cache'}", "layer=7"]  # fmt: skip
-    a = run(_cfg(*common, f"task.csv={write('orig', None)}", f"output_dir={tmp_path / 'a'}")).result
+    a = run(
+        compose(*common, f"task.csv={write('orig', None)}", f"output_dir={tmp_path / 'a'}")
+    ).result
     b = run(
-        _cfg(*common, f"task.csv={write('perm', list(perm))}", f"output_dir={tmp_path / 'b'}")
+        compose(*common, f"task.csv={write('perm', list(perm))}", f"output_dir={tmp_path / 'b'}")
     ).result
     assert isinstance(a, Results) and isinstance(b, Results)
     assert b.cache.cache_hit is True
@@ -204,7 +203,7 @@ def test_repo_is_importable_from_tests() -> None:
 
 
 def test_wandb_failure_keeps_results_on_disk(
-    tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+    compose: Compose, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import wandb
 
@@ -213,8 +212,8 @@ def test_wandb_failure_keeps_results_on_disk(
 
     monkeypatch.setattr(wandb, "init", broken)
     out = tmp_path / "out"
-    r = run(_cfg("task=csv", f"data_root={shared_data / 'T8_knee_kl'}", "bootstrap.n=50",
-                 "progress=false", f"cache_dir={tmp_path / 'cache'}", f"output_dir={out}")).result  # fmt: skip
+    r = run(compose("task=csv", f"data_root={shared_data / 'T8_knee_kl'}", "bootstrap.n=50",
+                    "progress=false", f"cache_dir={tmp_path / 'cache'}", f"output_dir={out}")).result  # fmt: skip
     assert isinstance(r, Results)
     assert r.tracker == TrackerInfo(error="ConnectionError: W&B is down")
     on_disk = json.loads((out / "results.json").read_text())

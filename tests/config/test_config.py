@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers import REPO, Compose
 from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from medprobe.config import (
     POOLINGS,
@@ -54,21 +53,6 @@ TASK_FILES = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 PAPER_MODELS = ["idefics80b", "idefics9b", "clip", "plip"]
 
-Compose = Callable[..., DictConfig]
-
-
-@pytest.fixture
-def compose_cfg() -> Compose:
-    """``compose_cfg(*overrides, hydra=False)``: conf/config.yaml composed as Hydra does."""
-
-    def _compose(*overrides: str, hydra: bool = False) -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose(
-                config_name="config", overrides=list(overrides), return_hydra_config=hydra
-            )
-
-    return _compose
-
 
 @pytest.fixture
 def paths_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
@@ -78,10 +62,10 @@ def paths_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def composition_error(compose_cfg: Compose, *overrides: str) -> str:
+def composition_error(compose: Compose, *overrides: str) -> str:
     """The text Hydra prints for a failed compose: its message and the OmegaConf cause."""
     with pytest.raises(ConfigCompositionException) as e:
-        compose_cfg(*overrides)
+        compose(*overrides)
     return f"{e.value}\n{e.value.__cause__}"
 
 
@@ -108,7 +92,7 @@ def assert_typed(obj: Any, path: str = "cfg") -> int:
 
 
 def test_conf_dir_is_the_repo_conf() -> None:
-    assert CONF == Path(__file__).resolve().parents[1] / "conf"
+    assert CONF == REPO / "conf"
     assert {"effnet_lite0", "clip", "plip"} <= set(MODELS)
     assert {"demo", "csv"} <= set(TASK_FILES)
     assert set(TASK_SCHEMAS) == {"demo", "csv", *(f"t{k}" for k in range(1, 9))}
@@ -117,9 +101,9 @@ def test_conf_dir_is_the_repo_conf() -> None:
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("task", TASK_FILES)
 def test_every_model_task_composes_validates_and_converts(
-    compose_cfg: Compose, model: str, task: str
+    compose: Compose, model: str, task: str
 ) -> None:
-    cfg = compose_cfg(f"model={model}", f"task={task}", "data_root=/data")
+    cfg = compose(f"model={model}", f"task={task}", "data_root=/data")
     validate(cfg)
     assert cfg.model.kind in EXTRACTORS
     assert cfg.task.kind in TASKS
@@ -144,8 +128,8 @@ def test_every_model_task_composes_validates_and_converts(
         assert typed.task.name == "data"  # the data root's folder name
 
 
-def test_defaults_are_the_embedded_demo(compose_cfg: Compose) -> None:
-    cfg = compose_cfg()
+def test_defaults_are_the_embedded_demo(compose: Compose) -> None:
+    cfg = compose()
     assert (cfg.model.name, cfg.task.name, cfg.probe.name, cfg.tracker.name) == (
         "effnet_lite0",
         "demo",
@@ -164,8 +148,8 @@ def test_defaults_are_the_embedded_demo(compose_cfg: Compose) -> None:
     assert typed.output_dir is None and typed.layer == -1 and typed.train_fraction == 1.0
 
 
-def test_plip_is_clip_with_plip_weights(compose_cfg: Compose) -> None:
-    cfg = compose_cfg("model=plip")
+def test_plip_is_clip_with_plip_weights(compose: Compose) -> None:
+    cfg = compose("model=plip")
     assert (cfg.model.name, cfg.model.kind, cfg.model.hf_id) == ("plip", "clip", "vinid/plip")
 
 
@@ -190,26 +174,26 @@ def test_enums_compare_and_print_as_their_values() -> None:
 # mistakes fail at compose time, naming the valid choices
 
 
-def test_misspelled_key_fails_naming_the_keys(compose_cfg: Compose) -> None:
+def test_misspelled_key_fails_naming_the_keys(compose: Compose) -> None:
     with pytest.raises(ConfigCompositionException, match="modle"):
-        compose_cfg("modle=clip")
-    err = composition_error(compose_cfg, "model.batchsize=3")
+        compose("modle=clip")
+    err = composition_error(compose, "model.batchsize=3")
     assert "Key 'batchsize' not in 'ModelConfig(name, kind, hf_id," in err
     assert "batch_size" in err
 
 
-def test_unknown_option_names_valid_choices(compose_cfg: Compose) -> None:
+def test_unknown_option_names_valid_choices(compose: Compose) -> None:
     with pytest.raises(MissingConfigException) as e:
-        compose_cfg("model=clipp")
+        compose("model=clipp")
     assert "clip" in str(e.value.options) or "clip" in str(e.value)
 
 
-def test_task_option_typo_fails_naming_the_task_options(compose_cfg: Compose) -> None:
-    err = composition_error(compose_cfg, "task=t5", "task.options.eyepacs_tset=drop")
+def test_task_option_typo_fails_naming_the_task_options(compose: Compose) -> None:
+    err = composition_error(compose, "task=t5", "task.options.eyepacs_tset=drop")
     assert "Key 'eyepacs_tset' not in 'T5Options(eyepacs_test)'" in err
-    err = composition_error(compose_cfg, "task=t6", "task.options.suspected=drop")
+    err = composition_error(compose, "task=t6", "task.options.suspected=drop")
     assert "T6Options(suspected_glaucoma)" in err
-    err = composition_error(compose_cfg, "task=t2", "task.options.plip=true")
+    err = composition_error(compose, "task=t2", "task.options.plip=true")
     assert "T2Options(plip_counting)" in err
 
 
@@ -226,9 +210,9 @@ def test_task_option_typo_fails_naming_the_task_options(compose_cfg: Compose) ->
     ],
 )
 def test_a_key_of_another_task_fails_at_compose_time(
-    compose_cfg: Compose, overrides: list[str], key: str, schema: str
+    compose: Compose, overrides: list[str], key: str, schema: str
 ) -> None:
-    err = composition_error(compose_cfg, *overrides)
+    err = composition_error(compose, *overrides)
     assert f"Key '{key}' not in '{schema}" in err
 
 
@@ -254,9 +238,9 @@ def test_a_key_of_another_task_fails_at_compose_time(
     ],
 )
 def test_value_outside_a_closed_set_fails_naming_the_valid_ones(
-    compose_cfg: Compose, overrides: list[str], valid: str
+    compose: Compose, overrides: list[str], valid: str
 ) -> None:
-    err = composition_error(compose_cfg, *overrides)
+    err = composition_error(compose, *overrides)
     bad = overrides[-1].split("=", 1)[1]
     assert f"Invalid value '{bad}', expected one of [{valid}]" in err
 
@@ -285,68 +269,68 @@ def test_closed_sets_match_the_code_that_uses_them() -> None:
 # after compose: to_typed / validate
 
 
-def test_key_forced_in_with_plus_is_refused_by_to_typed(compose_cfg: Compose) -> None:
-    cfg = compose_cfg("task=t5", "data_root=/d", "+task.options.eyepacs_tset=drop")
+def test_key_forced_in_with_plus_is_refused_by_to_typed(compose: Compose) -> None:
+    cfg = compose("task=t5", "data_root=/d", "+task.options.eyepacs_tset=drop")
     with pytest.raises(ConfigError) as e:
         to_typed(cfg)
     assert str(e.value) == (
         "unknown key(s) task.options.eyepacs_tset: task.options has eyepacs_test"
     )
     with pytest.raises(ConfigError, match="unknown key.* modle: the top level has model, task"):
-        to_typed(compose_cfg("+modle=clip"))
+        to_typed(compose("+modle=clip"))
     with pytest.raises(ConfigError, match="eyepacs_tset"):
         validate(cfg)  # validate(DictConfig) converts as to_typed does
 
 
 def test_to_typed_names_an_unset_environment_variable(
-    compose_cfg: Compose, monkeypatch: pytest.MonkeyPatch
+    compose: Compose, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MEDPROBE_DATA", raising=False)
     with pytest.raises(ConfigError) as e:
-        to_typed(compose_cfg("experiment=fig3"))
+        to_typed(compose("experiment=fig3"))
     # task.root = ${data_root} = ${oc.env:MEDPROBE_DATA}/t1: the first key that needs it
     assert str(e.value).startswith("task.root: ")
     assert "Environment variable 'MEDPROBE_DATA' not found" in str(e.value)
 
 
-def test_typed_task_reads_like_the_dictconfig(compose_cfg: Compose) -> None:
-    cfg = compose_cfg("task=t5", "data_root=/d", "task.options.eyepacs_test=drop")
+def test_typed_task_reads_like_the_dictconfig(compose: Compose) -> None:
+    cfg = compose("task=t5", "data_root=/d", "task.options.eyepacs_test=drop")
     typed = to_typed(cfg).task
     assert isinstance(typed, T5TaskConfig)
     assert typed.options.eyepacs_test == cfg.task.options.eyepacs_test == "drop"
     assert typed.root == cfg.task.root == "/d" and typed.on_bad_row is OnBadRow.stop
-    csv = to_typed(compose_cfg("task=csv", "data_root=/data/knee_kl", "task.label_sep=|")).task
+    csv = to_typed(compose("task=csv", "data_root=/data/knee_kl", "task.label_sep=|")).task
     assert isinstance(csv, CsvTaskConfig)
     assert (csv.name, csv.kind, csv.label_sep, csv.val_fraction) == ("knee_kl", "csv", "|", 0.1)
 
 
-def test_validate_range_and_registry_names(compose_cfg: Compose) -> None:
+def test_validate_range_and_registry_names(compose: Compose) -> None:
     with pytest.raises(ConfigError, match="train_fraction"):
-        validate(compose_cfg("train_fraction=0"))
+        validate(compose("train_fraction=0"))
     with pytest.raises(RegistryError, match="Did you mean 'effnet_lite0'"):
-        validate(compose_cfg("model.kind=effnet_lite"))
+        validate(compose("model.kind=effnet_lite"))
 
 
-def test_pooling_must_be_one_the_model_kind_has(compose_cfg: Compose) -> None:
+def test_pooling_must_be_one_the_model_kind_has(compose: Compose) -> None:
     with pytest.raises(ConfigError) as e:
-        validate(compose_cfg("model=clip", "model.pooling=last"))
+        validate(compose("model=clip", "model.pooling=last"))
     assert str(e.value) == (
         "model.pooling=last does not apply to model.kind=clip; valid: default, cls, mean"
     )
     with pytest.raises(ConfigError, match="model.kind=effnet_lite0; valid: default$"):
-        validate(compose_cfg("model.pooling=mean"))
-    validate(compose_cfg("model=clip", "model.pooling=mean"))
-    validate(compose_cfg("model=idefics9b", "model.pooling=image_latents", "prompt=general"))
+        validate(compose("model.pooling=mean"))
+    validate(compose("model=clip", "model.pooling=mean"))
+    validate(compose("model=idefics9b", "model.pooling=image_latents", "prompt=general"))
 
 
-def test_task_kind_needs_its_schema(compose_cfg: Compose) -> None:
+def test_task_kind_needs_its_schema(compose: Compose) -> None:
     """A task YAML of one's own that forgets ``- /schema/task@_here_: <kind>``."""
-    cfg = compose_cfg("task=t1")
+    cfg = compose("task=t1")
     cfg.task.kind = "t5"  # T1's schema under the T5 adapter
     with pytest.raises(ConfigError, match="task.kind=t5 reads its settings from the T5TaskConfig"):
         validate(cfg)
     with pytest.raises(ConfigError, match="task.min_test_positives must be >= 1"):
-        validate(compose_cfg("task=t7", "data_root=/d", "task.min_test_positives=0"))
+        validate(compose("task=t7", "data_root=/d", "task.min_test_positives=0"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,9 +409,9 @@ def test_every_experiment_is_tested() -> None:
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_and_each_swept_value_composes(
-    compose_cfg: Compose, paths_env: Path, name: str
+    compose: Compose, paths_env: Path, name: str
 ) -> None:
-    cfg = compose_cfg(f"experiment={name}", hydra=True)
+    cfg = compose(f"experiment={name}", hydra=True)
     swept = cfg.hydra.sweeper.params
     params = {} if swept is None else OmegaConf.to_container(swept)
     assert isinstance(params, dict)
@@ -440,7 +424,7 @@ def test_every_experiment_and_each_swept_value_composes(
     # the experiment's own choice): every job of the sweep is a valid config
     for key, values in SWEEPS[name].items():
         for value in values.split(","):
-            job = to_typed(compose_cfg(f"experiment={name}", f"{key}={value}"))
+            job = to_typed(compose(f"experiment={name}", f"{key}={value}"))
             if key in ("model", "task"):
                 assert getattr(job, key).name == value
             elif key == "experiment/demo_compare_model":
@@ -454,35 +438,35 @@ def test_every_experiment_and_each_swept_value_composes(
                 assert job.layer == {"idefics80b": 39, "idefics9b": 13}.get(value, -1)
 
 
-def test_experiments_set_what_each_figure_needs(compose_cfg: Compose, paths_env: Path) -> None:
-    fig5 = to_typed(compose_cfg("experiment=fig5"))
+def test_experiments_set_what_each_figure_needs(compose: Compose, paths_env: Path) -> None:
+    fig5 = to_typed(compose("experiment=fig5"))
     assert (fig5.task.name, fig5.model.name, fig5.layer) == ("t7", "idefics80b", 39)
-    fig3 = to_typed(compose_cfg("experiment=fig3", "model=plip"))
+    fig3 = to_typed(compose("experiment=fig3", "model=plip"))
     assert fig3.prompt.name == "pathology" and fig3.model.hf_id == "vinid/plip"
     assert fig3.data_root == str(paths_env / "data" / "t1")
-    clip = to_typed(compose_cfg("experiment=demo_compare", "experiment/demo_compare_model=clip"))
+    clip = to_typed(compose("experiment=demo_compare", "experiment/demo_compare_model=clip"))
     assert (clip.model.name, clip.model.hf_id, clip.model.layers) == (
         "clip",
         str(paths_env / "clip"),
         [0, 1, 2],
     )
-    effnet = to_typed(compose_cfg("experiment=demo_compare"))
+    effnet = to_typed(compose("experiment=demo_compare"))
     assert (effnet.model.name, effnet.model.hf_id, effnet.model.layers, effnet.layer) == (
         "effnet_lite0",
         None,
         [4, 6, 8],
         "all",
     )
-    sweep = to_typed(compose_cfg("experiment=demo_layer_sweep"))
+    sweep = to_typed(compose("experiment=demo_layer_sweep"))
     assert (sweep.model.name, sweep.task.name, sweep.layer) == ("effnet_lite0", "demo", "all")
 
 
-def test_a_list_on_the_command_line_replaces_the_swept_one(compose_cfg: Compose) -> None:
+def test_a_list_on_the_command_line_replaces_the_swept_one(compose: Compose) -> None:
     """What Hydra's basic sweeper runs for ``-m experiment=fig3 model=clip,plip seed=1``."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = compose_cfg("experiment=fig3", hydra=True).hydra.sweeper.params
+    params = compose("experiment=fig3", hydra=True).hydra.sweeper.params
     lines = [f"{k}={v}" for k, v in params.items()] + ["model=clip,plip", "seed=1"]
     (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)
     assert len(jobs) == 2 * 4
@@ -505,16 +489,15 @@ def test_registry_lazy_duplicate_and_suggestions() -> None:
 
 
 def test_multirun_of_an_experiment_runs_its_sweep(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_clip: Path
 ) -> None:
     """``-m experiment=demo_compare`` runs the sweep of its file (train_fraction 0.5, 1.0),
     the command line narrowing it to the tiny CLIP; each job probes its three layers."""
     import json
 
-    from conftest import run_medprobe
-    from tiny_models import save_tiny_clip
+    from helpers import run_medprobe
 
-    monkeypatch.setenv("MEDPROBE_CLIP", str(save_tiny_clip(tmp_path / "clip")))
+    monkeypatch.setenv("MEDPROBE_CLIP", str(tiny_clip))
     run_medprobe(tmp_path, "-m", "experiment=demo_compare", "experiment/demo_compare_model=clip",
                  "tracker=none", "bootstrap.n=20", "data.fingerprint=stat", "output_dir=sweep")  # fmt: skip
     runs = [json.loads(p.read_text()) for p in tmp_path.glob("sweep/*/layer_*/results.json")]
@@ -522,22 +505,22 @@ def test_multirun_of_an_experiment_runs_its_sweep(
         (f, layer) for f in (0.5, 1.0) for layer in (0, 1, 2)
     ]
     assert {(r["model"], r["model_id"], r["task"]) for r in runs} == {
-        ("clip", str(tmp_path / "clip"), "demo")
+        ("clip", str(tiny_clip), "demo")  # the model MEDPROBE_CLIP names
     }
 
 
 def test_fidelity_paper_chooses_the_authors_layer_only_under_the_paper_presets(
-    compose_cfg: Compose, paths_env: Path
+    compose: Compose, paths_env: Path
 ) -> None:
     """model=idefics80b alone keeps medprobe's 32; fidelity=paper (set by every fig* preset)
     picks hidden_states[39], the authors' "layer 32" (medprobe.paper.layers); the command line
     and figS5's layer=all still win; models without a paper file are untouched."""
     from medprobe.paper.layers import authors_to_hidden_state
 
-    assert compose_cfg("model=idefics80b").layer == 32
-    paper = compose_cfg("fidelity=paper", "model=idefics80b")
+    assert compose("model=idefics80b").layer == 32
+    paper = compose("fidelity=paper", "model=idefics80b")
     assert paper.layer == authors_to_hidden_state(32, 80) == 39 and paper.model.layers == 39
-    assert compose_cfg("fidelity=paper", "model=idefics9b").layer == 13
-    assert compose_cfg("fidelity=paper", "model=clip").layer == -1
-    assert compose_cfg("experiment=fig3", "model=idefics80b", "layer=20").layer == 20
-    assert compose_cfg("experiment=figS5", "model=idefics80b").layer == "all"
+    assert compose("fidelity=paper", "model=idefics9b").layer == 13
+    assert compose("fidelity=paper", "model=clip").layer == -1
+    assert compose("experiment=fig3", "model=idefics80b", "layer=20").layer == 20
+    assert compose("experiment=figS5", "model=idefics80b").layer == "all"

@@ -1,4 +1,5 @@
-"""Reliability promises of the feature cache (issue 14; docs/reliability.md lists each one).
+"""Reliability promises of the feature cache, medprobe/cache.py (issue 14; docs/reliability.md
+lists each one).
 
 Integrity (14.1), finalise crash safety (14.6), disk full and I/O errors (14.7), non-finite
 cached values (14.8) and a cache shared by a lab (14.12). Each test first reproduces the fault
@@ -24,8 +25,6 @@ import pytest
 
 import medprobe.cache as cache_mod
 from medprobe.cache import CacheError, FeatureCache, cache_key
-
-REPO = Path(__file__).resolve().parents[1]
 
 N, BS = 30, 8  # four batches, the last one short (6 rows)
 LAYERS = [1, 5, "pooled"]

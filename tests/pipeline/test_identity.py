@@ -1,5 +1,8 @@
 """Model and task identity, not extractor or adapter kind, name everything downstream.
 
+In tests/pipeline/: the pipeline records identity and kind (results, output folders, W&B
+runs); report and compare read them back.
+
 Two models over one extractor kind (``model=clip`` and ``model=plip``, both built by the
 ``clip`` extractor; here two tiny random CLIPs with different weights) on real knee X-rays
 (``task=csv``): the report draws two bars, two layer curves and two fraction curves (never one
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import run_medprobe
+from helpers import run_medprobe
 from hydra import compose, initialize_config_dir
 
 from medprobe import report, tracking
@@ -37,15 +40,17 @@ class Runs:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Runs:
+def runs(
+    tmp_path_factory: pytest.TempPathFactory,
+    shared_data: Path,
+    tiny_clip: Path,
+    tiny_clip_seed1: Path,
+) -> Runs:
     """Three processes: per model one sweep (job 0: fraction 0.5, job 1: fraction 1.0; each
     job probes every layer and logs its layer curve to an offline W&B run), and one run on a
     second data root."""
-    from tiny_models import save_tiny_clip
-
     tmp = tmp_path_factory.mktemp("identity")
-    weights = {"clip": save_tiny_clip(tmp / "tiny_clip", seed=0),
-               "plip": save_tiny_clip(tmp / "tiny_plip", seed=1)}  # fmt: skip
+    weights = {"clip": tiny_clip, "plip": tiny_clip_seed1}
     sweeps = {}
     for name, w in weights.items():
         sweeps[name] = tmp / f"sweep_{name}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, needs_shared_data
+from helpers import REPO, SHARED_DATA, needs_shared_data
 from PIL import Image, ImageFile
 
 from medprobe.data.images import (
@@ -599,7 +599,7 @@ def test_scan_bounds_decoded_bytes_across_threads(tmp_path: Path, monkeypatch) -
 def _peak_rss_child(code: str) -> int:
     import subprocess
 
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
@@ -609,7 +609,7 @@ def _peak_rss_child(code: str) -> int:
 @pytest.mark.slow
 def test_huge_rgba_png_loads_in_bounded_memory(tmp_path: Path) -> None:
     """The issue's case: 13000 x 13000 RGBA, ~1 MB on disk, 676 MB decoded (took 4.8 GB)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_decode_memory import write_png
 
     path = tmp_path / "huge.png"
