@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from medprobe.errors import McqError
 
 #: Bumped whenever a change here changes prompts or scores (part of ``mcq_run.json``).
-MCQ_VERSION = "mcq-1"
+MCQ_VERSION = "mcq-2"
 #: ``greedy`` (one answer), ``sample`` (three sampled answers, correct if any is), ``loglik``
 #: (the option of highest log-likelihood).
 MODES = ("greedy", "sample", "loglik")
