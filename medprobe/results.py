@@ -393,7 +393,7 @@ class Results:
     extractor_load: dict[str, Any] | None
     prompt: str | None
     config: dict[str, Any]
-    versions: dict[str, str]
+    versions: dict[str, str | None]
     output_dir: str
     overrides: list[str]
     notes: list[str]
@@ -490,7 +490,7 @@ class Results:
                 extractor_load=None if d["extractor_load"] is None else dict(d["extractor_load"]),
                 prompt=None if d["prompt"] is None else str(d["prompt"]),
                 config=dict(d["config"]),
-                versions={str(k): str(v) for k, v in d["versions"].items()},
+                versions={str(k): None if v is None else str(v) for k, v in d["versions"].items()},
                 output_dir=str(d["output_dir"]),
                 overrides=[str(o) for o in d["overrides"]],
                 notes=[str(n) for n in d["notes"]],

@@ -20,11 +20,12 @@ Pooling of the numbered layers: ``"cls"`` takes token 0 (the class token) of
 ``hidden_states[k]``; ``"mean"`` averages the patch tokens 1..N (the class token excluded).
 ``"pooled"`` and ``"embeds"`` do not depend on the pooling setting.
 
-Preprocessing is the checkpoint's own ``CLIPImageProcessor`` (for CLIP and PLIP: resize the
-shortest side to 224 with bicubic resampling, center crop 224 x 224, scale to [0, 1],
-normalise with the OpenAI CLIP mean/std). Without torchvision, transformers uses its PIL backend
-(``CLIPImageProcessorPil``); the backend class is part of the fingerprint because the two
-backends' resize outputs are not bit-identical.
+Preprocessing is the checkpoint's own ``CLIPImageProcessor`` settings (for CLIP and PLIP:
+resize the shortest side to 224 with bicubic resampling, center crop 224 x 224, scale to
+[0, 1], normalise with the OpenAI CLIP mean/std), always run by transformers' PIL backend
+(``CLIPImageProcessorPil``), also when torchvision is installed (transformers would switch to
+its torchvision backend, whose resize is not bit-identical); the backend class is part of the
+fingerprint.
 """
 
 from __future__ import annotations
@@ -116,21 +117,16 @@ class CLIPExtractor(HFExtractor):
     # ------------------------------------------------------------------ sources
 
     def build_processor(self) -> Any:
-        """The checkpoint's CLIP image processor (PIL backend when torchvision is absent).
+        """The checkpoint's CLIP image processor, always its PIL backend
+        (``CLIPImageProcessorPil``): transformers 5.x picks the torchvision one whenever
+        torchvision is importable, and the two do not resize bit-identically.
 
         Raises:
             ExtractorError: missing local directory or ``preprocessor_config.json``.
         """
-        from transformers.utils import is_torchvision_available
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-        proc_cls: Any
-        if is_torchvision_available():
-            from transformers import CLIPImageProcessor as proc_cls
-        else:  # the class CLIPImageProcessor falls back to (without the warning)
-            from transformers.models.clip.image_processing_pil_clip import (
-                CLIPImageProcessorPil as proc_cls,
-            )
-        return self.pretrained(proc_cls, "the image processor")
+        return self.pretrained(CLIPImageProcessorPil, "the image processor")
 
     # ------------------------------------------------------------------ protocol
 
@@ -152,8 +148,7 @@ class CLIPExtractor(HFExtractor):
     def preprocessing(self) -> dict[str, Any]:
         """The image processor's settings that change pixel values (JSON types).
 
-        Includes ``backend`` (the processor class name: ``CLIPImageProcessor`` with torchvision,
-        ``CLIPImageProcessorPil`` without).
+        Includes ``backend`` (the processor class name, pinned: ``CLIPImageProcessorPil``).
         """
         return self.processor_settings(self.processor(), _PREPROCESS_KEYS)
 

@@ -542,7 +542,8 @@ class HFExtractor:
         """``{"backend": class name, key: setting}`` of an image processor, JSON types.
 
         The class name is recorded because transformers' torchvision and PIL backends do not
-        resize bit-identically.
+        resize bit-identically; medprobe's extractors pin the PIL one (``...Pil``), so
+        installing torchvision never changes features.
         """
         settings = proc.to_dict()
         out: dict[str, Any] = {"backend": type(proc).__name__}
@@ -573,15 +574,21 @@ class HFExtractor:
     def source_fingerprint(self) -> dict[str, Any]:
         """The checkpoint part of :meth:`fingerprint`.
 
-        Keys: ``extractor`` (``name``), ``code_version``, ``hf_id``, ``revision``, ``source``
+        Keys: ``extractor`` (``name``), ``code_version``, ``transformers`` (its version: the
+        meaning of ``hidden_states[0]`` and the processors' token insertion changed between
+        4.x and 5.x), ``hf_id``, ``revision``, ``source``
         (``"local"`` or ``"hub"``); for a local directory ``fingerprint_files_key`` ->
         :meth:`local_files`; for a hub id ``resolved_revision`` = the cached commit, else the
         revision (``"main"`` when none was given).
         """
         local = self.local_dir()
+        import transformers
+
         fp: dict[str, Any] = {
             "extractor": self.name,
             "code_version": self.code_version,
+            # hidden_states[0] and end-of-utterance insertion changed between 4.x and 5.x
+            "transformers": transformers.__version__,
             "hf_id": self.hf_id,
             "revision": self.revision,
         }
@@ -613,6 +620,25 @@ class HFExtractor:
     def quantization_settings(self) -> dict[str, Any] | None:
         """The bitsandbytes settings used (:func:`quantization_settings`), ``None`` without."""
         return quantization_settings(self.quantization, self.dtype)
+
+    def runtime_info(self) -> dict[str, Any]:
+        """How the loaded model runs, for ``results.json`` (``extractor_load``):
+        ``attn_implementation`` (transformers' ``config._attn_implementation``: ``"eager"``,
+        ``"sdpa"``, ...) and ``device_type`` (``"cpu"``, ``"cuda"``, ``"meta"`` ...); both
+        ``None`` before loading."""
+        model = self._model
+        if model is None:
+            return {"attn_implementation": None, "device_type": None}
+        attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        dev = getattr(model, "device", None)
+        return {
+            "attn_implementation": None if attn is None else str(attn),
+            "device_type": None if dev is None else str(getattr(dev, "type", dev)),
+        }
+
+    def load_info(self) -> dict[str, Any]:
+        """What was loaded, for ``results.json``: ``loaded``, :meth:`runtime_info`, ``dtype``."""
+        return {"loaded": self._model is not None, **self.runtime_info(), "dtype": self.dtype}
 
     # ------------------------------------------------------------------ loading, placement
 

@@ -45,14 +45,16 @@ from medprobe.mcq.parse import LETTERS, normalise, parse_answer
 from medprobe.mcq.prompt import INSTRUCTION, answer_text, prompt_images, render_prompt, user_turn
 from medprobe.mcq.protocol import (
     DIFFICULTY_EDGES,
+    LOGLIK_NORMS,
     MCQ_VERSION,
     MODES,
     N_EXEMPLARS,
     N_OPTIONS,
     SAMPLING,
+    check_loglik_norm,
     check_modes,
 )
-from medprobe.mcq.scorer import Scorer, score_case
+from medprobe.mcq.scorer import Scorer, loglik_choice, score_case
 from medprobe.mcq.summary import (
     chance_level,
     difficulty_bin,
@@ -66,6 +68,7 @@ __all__ = [
     "DIFFICULTY_EDGES",
     "INSTRUCTION",
     "LETTERS",
+    "LOGLIK_NORMS",
     "MCQ_VERSION",
     "MODES",
     "McqError",
@@ -79,10 +82,12 @@ __all__ = [
     "answer_text",
     "build_parser",
     "chance_level",
+    "check_loglik_norm",
     "check_modes",
     "difficulty_bin",
     "evaluate",
     "log_wandb",
+    "loglik_choice",
     "main",
     "normalise",
     "parse_answer",

@@ -13,7 +13,7 @@ from pathlib import Path
 from medprobe.cli.common import ArgumentParser
 from medprobe.mcq.evaluate import evaluate, log_wandb
 from medprobe.mcq.prompt import FORMATS
-from medprobe.mcq.protocol import MODES
+from medprobe.mcq.protocol import LOGLIK_NORMS, MODES
 
 PROG = "medprobe mcq"
 
@@ -36,6 +36,9 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--format", default="paper", choices=list(FORMATS),
                     help="prompt format: paper (the authors' nejm_test.py turns; default) or "
                     "medprobe (ours: vignette, instruction, numbered answers; docs/mcq.md)")  # fmt: skip
+    ap.add_argument("--loglik-norm", default="sum", choices=list(LOGLIK_NORMS),
+                    help="which log-likelihood decides the loglik answer: sum (default) or mean "
+                    "(per token, length-normalised); both are reported")  # fmt: skip
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-boot", type=int, default=1000)
@@ -76,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             n_boot=args.n_boot,
             format=args.format,
+            loglik_norm=args.loglik_norm,
         )
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -21,7 +21,7 @@ from medprobe.errors import McqError
 from medprobe.hashing import file_sha256
 from medprobe.mcq.cases import read_cases, split_exemplars
 from medprobe.mcq.prompt import prompt_images, render_prompt
-from medprobe.mcq.protocol import MCQ_VERSION, MODES, SAMPLING, check_modes
+from medprobe.mcq.protocol import MCQ_VERSION, MODES, SAMPLING, check_loglik_norm, check_modes
 from medprobe.mcq.scorer import Scorer, score_case
 from medprobe.mcq.summary import plot_by_difficulty, report_markdown, summarize
 
@@ -94,6 +94,7 @@ def evaluate(
     n_boot: int = 1000,
     on_case: Callable[[dict[str, Any]], None] | None = None,
     format: str = "medprobe",
+    loglik_norm: str = "sum",
 ) -> dict[str, Any]:
     """Run the two-shot MCQ evaluation; resumable.
 
@@ -113,6 +114,8 @@ def evaluate(
         format: the prompt format (:data:`~medprobe.mcq.prompt.FORMATS`): ``"paper"`` (the
             authors' turns; the CLI default) or ``"medprobe"`` (ours); recorded in
             ``mcq_run.json`` and the summary.
+        loglik_norm: ``"sum"`` (default) or ``"mean"``: which log-likelihood decides
+            ``loglik``'s answer (both are recorded and summarised); in ``mcq_run.json``.
         max_new_tokens: generation budget per answer.
         seed: sampling and bootstrap seed.
         n_boot: bootstrap replicates of the accuracy CIs.
@@ -126,6 +129,7 @@ def evaluate(
             ``out_dir`` holding results of another model, case file or settings.
     """
     modes = check_modes(modes)
+    check_loglik_norm(loglik_norm)
     cases_path = Path(cases_path)
     cases = read_cases(cases_path)
     exemplars, tests = split_exemplars(cases)
@@ -139,6 +143,7 @@ def evaluate(
         "seed": int(seed),
         "sampling": SAMPLING,
         "format": format,
+        "loglik_norm": loglik_norm,
     }
     _claim_folder(out, run)
     bos = extractor.processor().tokenizer.bos_token or "<s>"
@@ -159,7 +164,7 @@ def evaluate(
             for c in tests:
                 if (mode, c.id) in done:
                     continue
-                rec = score_case(scorer, mode, exemplars, c, prompts[c.id])
+                rec = score_case(scorer, mode, exemplars, c, prompts[c.id], loglik_norm)
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
@@ -175,6 +180,7 @@ def evaluate(
         "exemplars": [c.id for c in exemplars],
         "model": extractor.hf_id,
         "format": format,
+        "loglik_norm": loglik_norm,
         "modes": {},
     }
     for mode in modes:
@@ -198,7 +204,7 @@ class WandbLog:
         name: ``mcq <model folder> <case file name>``.
         config: ``cases``, ``n_cases``, ``exemplars``, ``model``.
         metrics: ``mcq/<mode>/<accuracy|ci_low|ci_high|unparsed_rate|chance>`` (logged and
-            written to the run summary).
+            written to the run summary), and ``mcq/loglik/accuracy_<sum|mean>`` (both norms).
         table_columns, table_rows: the by-difficulty rows of every mode
             (``mcq/by_difficulty``).
         figure: the by-difficulty PNG (``mcq/by_difficulty_fig``), or None when absent.
@@ -221,6 +227,8 @@ def wandb_log(summary: dict[str, Any], out_dir: Path) -> WandbLog:
     for mode, s in summary["modes"].items():
         for k in ("accuracy", "ci_low", "ci_high", "unparsed_rate", "chance"):
             metrics[f"mcq/{mode}/{k}"] = s[k]
+        for norm, a in s.get("by_loglik_norm", {}).items():
+            metrics[f"mcq/{mode}/accuracy_{norm}"] = a["accuracy"]
         for r in s["by_difficulty"]:
             rows.append([mode, r["label"], r["n"], r["accuracy"], r["ci_low"], r["ci_high"]])
     png = out_dir / "mcq_by_difficulty.png"

@@ -2,9 +2,10 @@
 
 ``greedy``: one greedy answer, matched to the options by :func:`~medprobe.mcq.parse.parse_answer`
 (unmatched or ambiguous = unparsed, never guessed). ``sample``: temperature 1.0, top-k 50,
-three samples; correct if any parses to the answer (the paper's top-3). ``loglik``: sum of the
-log-probabilities of each option written as the exemplars write it,
-``"<k>. <option><end_of_utterance>"``; the argmax is the answer (deterministic, no parsing).
+three samples; correct if any parses to the answer (the paper's top-3). ``loglik``: the summed
+and the per-token mean log-probability of each option written as the exemplars write it,
+``"<k>. <option><end_of_utterance>"``; the argmax of the chosen one (``loglik_norm``: ``sum``,
+the default, or ``mean``) is the answer (deterministic, no parsing); both choices are recorded.
 Generation bans the image tokens, decodes only new tokens and stops at ``<end_of_utterance>``.
 
 The model, processor and image preprocessing are those of
@@ -26,7 +27,7 @@ from medprobe.extractors.idefics import END_OF_UTTERANCE, FAKE_TOKEN, IMAGE_TOKE
 from medprobe.mcq.cases import Case
 from medprobe.mcq.parse import parse_answer
 from medprobe.mcq.prompt import answer_text, prompt_images
-from medprobe.mcq.protocol import SAMPLING, check_modes
+from medprobe.mcq.protocol import SAMPLING, check_loglik_norm, check_modes
 from medprobe.stats import bootstrap_seed
 
 if TYPE_CHECKING:
@@ -226,22 +227,36 @@ class Scorer:
         return out
 
 
+def loglik_choice(logliks: Sequence[dict[str, float]], norm: str) -> int:
+    """The option of highest ``norm`` (``"sum"`` or ``"mean"``) log-likelihood; ties -> the
+    lowest index."""
+    return int(np.argmax([x[check_loglik_norm(norm)] for x in logliks]))
+
+
 def score_case(
-    scorer: Scorer, mode: str, exemplars: Sequence[Case], case: Case, prompt: str
+    scorer: Scorer,
+    mode: str,
+    exemplars: Sequence[Case],
+    case: Case,
+    prompt: str,
+    loglik_norm: str = "sum",
 ) -> dict[str, Any]:
     """Score one case in one mode -> its result record (JSON types).
 
     Keys: ``id``, ``mode``, ``answer`` (0-based), ``readers_correct``, ``pred`` (index or
     ``None`` if unparsed), ``correct`` (bool), ``unparsed`` (bool; for ``sample``: no sample
     parsed), plus ``outputs`` (generated texts) and ``parsed`` (per output) for the
-    generation modes, ``logliks`` (per option ``sum``/``mean``/``n_tokens``) for ``loglik``.
+    generation modes; for ``loglik``: ``logliks`` (per option ``sum``/``mean``/``n_tokens``),
+    ``loglik_norm`` (the one that decided ``pred``) and ``pred_sum``/``pred_mean`` (the choice
+    of each).
     For ``sample``, ``pred`` is the first sample's parse and ``correct`` means any of the
     three samples parses to the answer.
 
     Raises:
-        McqError: unknown mode.
+        McqError: unknown mode or ``loglik_norm``.
     """
     check_modes([mode])
+    check_loglik_norm(loglik_norm)
     enc = scorer.encode(prompt, prompt_images(exemplars, case))
     rec: dict[str, Any] = {
         "id": case.id,
@@ -251,9 +266,10 @@ def score_case(
     }
     if mode == "loglik":
         ll = scorer.option_logliks(enc, case, prompt)
-        sums = [x["sum"] for x in ll]
-        pred = int(np.argmax(sums))  # ties -> the lowest index
+        by = {n: loglik_choice(ll, n) for n in ("sum", "mean")}
+        pred = by[loglik_norm]
         rec.update(pred=pred, correct=pred == case.answer, unparsed=False, logliks=ll)
+        rec.update(loglik_norm=loglik_norm, pred_sum=by["sum"], pred_mean=by["mean"])
         return rec
     outs = scorer.generate(enc, sample=mode == "sample", case_id=case.id)
     parsed = [parse_answer(o, case.options) for o in outs]

@@ -61,6 +61,11 @@ def summarize(
         and ``by_difficulty``: five rows ``bin``, ``label`` (``"0-20%"`` ...), ``low``,
         ``high``, ``n``, ``n_correct``, ``accuracy``, ``ci_low``, ``ci_high``, ``p_vs_chance``
         (one-sided exact binomial test of accuracy > chance; ``None`` for an empty bin).
+        For ``loglik`` records that carry ``logliks`` (every record): ``loglik_norm`` (the
+        norm that decided ``pred``, ``"sum"`` when the records do not say) and
+        ``by_loglik_norm``: ``{"sum": ..., "mean": ...}``, each ``n``, ``n_correct``,
+        ``accuracy``, ``ci_low``, ``ci_high`` of the argmax of that norm (same bootstrap
+        replicates as the main accuracy, so the two are paired).
     """
     from scipy.stats import binomtest
 
@@ -76,6 +81,18 @@ def summarize(
     out["unparsed_output_rate"] = (
         float(np.mean([p is None for p in outputs])) if outputs else (0.0 if recs else None)
     )
+    if mode == "loglik" and recs and all("logliks" in r for r in recs):
+        out["loglik_norm"] = recs[0].get("loglik_norm", "sum")
+        out["by_loglik_norm"] = {}
+        for norm in ("sum", "mean"):
+            ok = np.array(
+                [
+                    int(np.argmax([x[norm] for x in r["logliks"]])) == r["answer"]  # ties: lowest
+                    for r in recs
+                ],
+                dtype=bool,
+            )
+            out["by_loglik_norm"][norm] = _acc_ci(ok, n_boot, s)
     bins = [difficulty_bin(r["readers_correct"]) for r in recs]
     out["n_no_difficulty"] = sum(b is None for b in bins)
     rows = []
@@ -158,6 +175,14 @@ def report_markdown(summary: dict[str, Any]) -> str:
             f"[{_fmt(s['ci_low'])}, {_fmt(s['ci_high'])}] | {_fmt(s['chance'])} | "
             f"{_fmt(s['unparsed_rate'])} |"
         )
+    for s in summary["modes"].values():
+        if "by_loglik_norm" in s:
+            lines += ["", f"loglik decided by the `{s['loglik_norm']}` log-likelihood; both:", ""]
+            lines += ["| loglik norm | accuracy | 95% CI |", "|---|---|---|"]
+            for norm, a in s["by_loglik_norm"].items():
+                lines.append(
+                    f"| {norm} | {_fmt(a['accuracy'])} | [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}] |"
+                )
     for s in summary["modes"].values():
         lines += [
             "",

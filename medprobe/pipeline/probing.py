@@ -162,17 +162,31 @@ def resolved_probe_config(cfg: Config) -> ProbeConfig:
     return replace(cfg.probe, selection_metric=chosen)
 
 
-def versions() -> dict[str, str]:
-    """Versions of what computed the numbers (results.json ``versions``)."""
+#: Installed packages whose version results.json records (``None`` when not installed).
+RECORDED_PACKAGES = ("transformers", "tokenizers", "accelerate", "bitsandbytes")
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of what computed the numbers (results.json ``versions``): medprobe, python,
+    torch, scikit-learn, numpy and :data:`RECORDED_PACKAGES` (installed distribution versions,
+    read from package metadata without importing them; ``None`` when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import sklearn
     import torch
 
     from medprobe import __version__
 
-    return {
+    out: dict[str, str | None] = {
         "medprobe": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "scikit-learn": sklearn.__version__,
         "numpy": np.__version__,
     }
+    for pkg in RECORDED_PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out

@@ -232,3 +232,30 @@ def test_errors(ext: CLIPExtractor, tmp_path: Path, pixels: torch.Tensor) -> Non
     with pytest.raises(ExtractorError) as info:
         CLIPExtractor(str(missing)).fingerprint()
     assert "\n" not in str(info.value)
+
+
+def test_image_processor_pinned_to_pil_and_transformers_version_fingerprinted(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers 5.x switches CLIPImageProcessor to its torchvision backend whenever
+    torchvision is importable; medprobe always runs the PIL one and fingerprints it."""
+    import transformers
+    import transformers.utils
+
+    monkeypatch.setattr(transformers.utils, "is_torchvision_available", lambda: True)
+    e = CLIPExtractor(str(tiny_dir), device="cpu")
+    assert type(e.processor()).__name__ == "CLIPImageProcessorPil"
+    fp = e.fingerprint()
+    assert fp["preprocessing"]["backend"] == "CLIPImageProcessorPil"
+    assert fp["transformers"] == transformers.__version__
+
+
+def test_load_info_records_attention_and_device(ext: CLIPExtractor, pixels: torch.Tensor) -> None:
+    fresh = CLIPExtractor(ext.hf_id, device="cpu")
+    assert fresh.load_info() == {"loaded": False, "attn_implementation": None,
+                                 "device_type": None, "dtype": "float32"}  # fmt: skip
+    ext.extract(pixels, [0])
+    info = ext.load_info()
+    assert info["loaded"] is True and info["device_type"] == "cpu"
+    assert info["attn_implementation"] == ext.load().config._attn_implementation
+    assert info["attn_implementation"] in {"eager", "sdpa"}

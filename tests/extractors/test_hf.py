@@ -171,3 +171,18 @@ def test_parse_max_memory_and_the_idefics_loader_uses_it() -> None:
     )  # accelerate may convert it in place
     with pytest.raises(ExtractorError, match="not bytes nor a size"):
         IdeficsExtractor("HuggingFaceM4/idefics-80b-instruct", "Q?", max_memory={0: "75 gigs"})
+
+
+def test_versions_record_the_hf_stack() -> None:
+    """results.json ``versions``: transformers, tokenizers, accelerate, bitsandbytes (None when
+    not installed), read from package metadata."""
+    from importlib.metadata import version
+
+    from medprobe.pipeline.probing import RECORDED_PACKAGES, versions
+
+    v = versions()
+    assert set(RECORDED_PACKAGES) <= set(v)
+    assert v["transformers"] == version("transformers")
+    assert v["tokenizers"] == version("tokenizers")
+    assert v["accelerate"] == version("accelerate")
+    assert v["bitsandbytes"] is None or isinstance(v["bitsandbytes"], str)

@@ -350,6 +350,31 @@ def test_fingerprint_without_weights_and_what_changes_it(
     assert fo["files"]["tokenizer.json"] == fp["files"]["tokenizer.json"]
 
 
+def test_image_processor_pinned_to_pil_and_transformers_version_fingerprinted(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever image processor transformers attaches (5.x: the torchvision one whenever
+    torchvision is importable), the extractor runs the PIL one and fingerprints it."""
+    import transformers
+    from transformers import IdeficsProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    original = IdeficsProcessor.from_pretrained.__func__  # type: ignore[attr-defined]
+
+    def other_backend(cls: type, *a: object, **k: object) -> object:
+        proc = original(cls, *a, **k)
+        proc.image_processor = CLIPImageProcessorPil()  # stands in for another backend
+        return proc
+
+    monkeypatch.setattr(IdeficsProcessor, "from_pretrained", classmethod(other_backend))
+    e = IdeficsExtractor(str(tiny_dir), GENERAL)
+    assert type(e.processor().image_processor).__name__ == "IdeficsImageProcessorPil"
+    fp = e.fingerprint()
+    assert fp["preprocessing"]["backend"] == "IdeficsImageProcessorPil"
+    assert fp["preprocessing"]["size"] == {"height": 32, "width": 32}
+    assert fp["transformers"] == transformers.__version__
+
+
 def test_hub_id_from_the_offline_cache(
     tiny_idefics: Path,
     tmp_path: Path,
@@ -498,6 +523,12 @@ def test_python_m_medprobe_with_a_tiny_idefics_on_real_images(
     load = r["extractor_load"]
     assert load["kept_depth"] == 4 and load["truncated"] is True
     assert load["params_loaded"] < load["params_full"]
+    assert load["device_type"] == "cpu" and load["attn_implementation"] in {"eager", "sdpa"}
+    import transformers
+
+    v = r["versions"]
+    assert v["transformers"] == transformers.__version__ and "tokenizers" in v
+    assert {"accelerate", "bitsandbytes"} <= set(v)
     auc = r["metrics"]["auroc_macro"]
     assert 0.0 <= auc["ci_low"] <= auc["value"] <= auc["ci_high"] <= 1.0
     assert auc["n_replicates"] == 100

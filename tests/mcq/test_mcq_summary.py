@@ -72,3 +72,50 @@ def test_wandb_payload_of_a_summary(tmp_path: Path) -> None:
     assert log.figure is None
     plot_by_difficulty(list(s["modes"].values()), tmp_path / "mcq_by_difficulty.png")
     assert wandb_log(s, tmp_path).figure == tmp_path / "mcq_by_difficulty.png"
+
+
+class _FakeScorer:
+    """Scores a short option best by summed log-likelihood, a long one best per token."""
+
+    # option 0: 2 tokens, -1.0 each (sum -2.0, mean -1.0); option 3: 8 tokens, -0.5 each
+    # (sum -4.0, mean -0.5); the others lower in both.
+    LL = [(-2.0, 2), (-9.0, 3), (-9.0, 3), (-4.0, 8), (-9.0, 3)]
+
+    def encode(self, prompt: str, images: list[str]) -> dict:
+        return {}
+
+    def option_logliks(self, enc: dict, case: object, prompt: str) -> list[dict[str, float]]:
+        return [{"sum": s, "mean": s / n, "n_tokens": n} for s, n in self.LL]
+
+
+def test_loglik_sum_and_mean_choose_differently_and_both_are_reported() -> None:
+    from mcq_helpers import pinned_cases
+
+    from medprobe.mcq import McqError, loglik_choice, score_case
+
+    ex, case = pinned_cases()  # the test case's answer is option 0
+    fake = _FakeScorer()
+    by_sum = score_case(fake, "loglik", ex, case, "prompt")  # type: ignore[arg-type]
+    by_mean = score_case(fake, "loglik", ex, case, "prompt", loglik_norm="mean")  # type: ignore[arg-type]
+    assert (by_sum["pred"], by_sum["correct"], by_sum["loglik_norm"]) == (0, True, "sum")
+    assert (by_mean["pred"], by_mean["correct"], by_mean["loglik_norm"]) == (3, False, "mean")
+    assert by_sum["pred_sum"] == by_mean["pred_sum"] == 0
+    assert by_sum["pred_mean"] == by_mean["pred_mean"] == 3
+    assert loglik_choice(by_sum["logliks"], "mean") == 3
+    with pytest.raises(McqError, match="loglik norm"):
+        score_case(fake, "loglik", ex, case, "prompt", loglik_norm="max")  # type: ignore[arg-type]
+
+    recs = [dict(by_sum, id=f"c{i}") for i in range(4)]
+    s = summarize(recs, "loglik", n_boot=50)
+    assert s["loglik_norm"] == "sum" and s["accuracy"] == 1.0
+    assert s["by_loglik_norm"]["sum"]["accuracy"] == 1.0
+    assert s["by_loglik_norm"]["mean"]["accuracy"] == 0.0
+    s_mean = summarize([dict(by_mean, id=f"c{i}") for i in range(4)], "loglik", n_boot=50)
+    assert s_mean["loglik_norm"] == "mean" and s_mean["accuracy"] == 0.0
+    assert s_mean["by_loglik_norm"] == s["by_loglik_norm"]  # both reported either way
+    md = report_markdown({**_summary(), "modes": {"loglik": s}})
+    assert "loglik decided by the `sum` log-likelihood" in md
+    assert "| sum | 1.000 | [1.000, 1.000] |" in md and "| mean | 0.000 | [0.000, 0.000] |" in md
+    log = wandb_log({**_summary(), "modes": {"loglik": s}}, Path("/nonexistent"))
+    assert log.metrics["mcq/loglik/accuracy_sum"] == 1.0
+    assert log.metrics["mcq/loglik/accuracy_mean"] == 0.0

@@ -218,19 +218,25 @@ class IdeficsExtractor(HFExtractor):
             log.warning("idefics: float16 may overflow; bfloat16 is the safe choice")
 
     def build_processor(self) -> Any:
-        """The checkpoint's ``IdeficsProcessor`` (tokenizer padding on the left).
+        """The checkpoint's ``IdeficsProcessor`` (tokenizer padding on the left), its image
+        processor pinned to the PIL backend (``IdeficsImageProcessorPil``: transformers 5.x
+        picks the torchvision one whenever torchvision is importable, and the two do not
+        resize bit-identically).
 
         Raises:
             ExtractorError: missing directory or processor / tokenizer files.
         """
         from transformers import IdeficsProcessor
-
-        proc = self.pretrained(
-            IdeficsProcessor,
-            "the IDEFICS processor",
-            errors=(OSError, ValueError, KeyError, TypeError, AttributeError),
-            quiet=True,
+        from transformers.models.idefics.image_processing_pil_idefics import (
+            IdeficsImageProcessorPil,
         )
+
+        errors = (OSError, ValueError, KeyError, TypeError, AttributeError)
+        proc = self.pretrained(IdeficsProcessor, "the IDEFICS processor", errors=errors, quiet=True)
+        if type(proc.image_processor) is not IdeficsImageProcessorPil:
+            proc.image_processor = self.pretrained(
+                IdeficsImageProcessorPil, "the IDEFICS image processor", errors=errors, quiet=True
+            )
         proc.tokenizer.padding_side = "left"
         return proc
 
@@ -392,6 +398,9 @@ class IdeficsExtractor(HFExtractor):
         self._model = self.place(model)
         self._depth = depth
         self._load_info = self._describe(model, cfg, depth)
+        attn = getattr(model.config, "_attn_implementation", None)
+        self._load_info["attn_implementation"] = None if attn is None else str(attn)
+        self._load_info["device_type"] = model.model.embed_tokens.weight.device.type
         self._load_info["unused_checkpoint_entries"] = len(unused)
         log.info(
             "idefics: loaded %s: %d of %d decoder blocks, %s of %s parameters, %s, quantization=%s",
@@ -475,8 +484,9 @@ class IdeficsExtractor(HFExtractor):
         buffer bytes), ``devices``, ``placement`` (``{device: {"decoder_blocks": "0-8",
         "cross_attn_blocks": "-"}}`` from the model's ``hf_device_map``: compare with
         :func:`device_plan`), ``unused_checkpoint_entries`` (checkpoint entries skipped
-        for another reason than truncation, e.g. old persisted rotary buffers), plus ``dtype``,
-        ``quantization``, ``device_map``.
+        for another reason than truncation, e.g. old persisted rotary buffers),
+        ``attn_implementation`` (transformers' ``config._attn_implementation``) and
+        ``device_type`` (of the embeddings), plus ``dtype``, ``quantization``, ``device_map``.
         """
         return {
             **self._load_info,
