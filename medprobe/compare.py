@@ -148,7 +148,11 @@ def load_run(path: str | Path) -> Run:
     """
     d = Path(path)
     results = read_results(d)
-    return Run(d, results, read_predictions(d, results.classes, results.multilabel))
+    return Run(
+        d,
+        results,
+        read_predictions(d, results.classes, results.multilabel, results.predictions_sha256),
+    )
 
 
 def align(runs: Sequence[Run]) -> list[Run]:

@@ -399,6 +399,11 @@ class Results:
     notes: list[str]
     timings_s: dict[str, float]
     tracker: TrackerInfo | None = None
+    #: sha256 of this run's predictions.csv (readers refuse a file that is not this run's)
+    predictions_sha256: str | None = None
+    #: digest of the settings that define the job (:func:`medprobe.pipeline.job.job_key`); a
+    #: folder holding another job's results is refused
+    job_key: str | None = None
     run_dir: Path | None = field(default=None, compare=False)
 
     @property
@@ -442,9 +447,8 @@ class Results:
             )
         if version == 1:
             d = _upgrade_v1(d)
-        need = [
-            f.name for f in fields(cls) if f.name not in ("schema_version", "run_dir", "tracker")
-        ]
+        optional = ("schema_version", "run_dir", "tracker", "predictions_sha256", "job_key")
+        need = [f.name for f in fields(cls) if f.name not in optional]
         missing = [k for k in need if k not in d]
         if missing:
             raise ResultsError(
@@ -496,6 +500,8 @@ class Results:
                 notes=[str(n) for n in d["notes"]],
                 timings_s={str(k): float(v) for k, v in d["timings_s"].items()},
                 tracker=tracker,
+                predictions_sha256=d.get("predictions_sha256"),
+                job_key=d.get("job_key"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             what = f"key {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
@@ -680,22 +686,38 @@ class Predictions:
 
 def write_predictions(out_dir: Path, preds: Predictions) -> Path:
     """Write ``<out_dir>/predictions.csv``: ``id, split, label, p_<class>...`` (6 significant
-    digits), then ``group`` when ``preds.groups`` is set; return its path."""
+    digits), then ``group`` when ``preds.groups`` is set; return its path.
+
+    Atomic (``.tmp`` then rename): a reader never sees half a file, and a job killed while
+    writing leaves the previous file whole. Its sha256 (:func:`medprobe.hashing.file_sha256`)
+    goes into results.json as ``predictions_sha256``.
+    """
     path = Path(out_dir) / PREDICTIONS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = ["group"] if preds.groups is not None else []
-    with open(path, "w", newline="") as f:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["id", "split", "label", *[f"p_{c}" for c in preds.classes], *extra])
         for i, p in enumerate(preds.proba):
             g = [preds.groups[i]] if preds.groups is not None else []
             w.writerow([preds.ids[i], preds.split[i], preds.label_names(i),
                         *[f"{v:.6g}" for v in p], *g])  # fmt: skip
+    os.replace(tmp, path)
     return path
 
 
-def read_predictions(run_dir: str | Path, classes: Sequence[str], multilabel: bool) -> Predictions:
+def read_predictions(
+    run_dir: str | Path,
+    classes: Sequence[str],
+    multilabel: bool,
+    sha256: str | None = None,
+) -> Predictions:
     """Read ``<run_dir>/predictions.csv`` for a run with ``classes`` (from its results).
+
+    ``sha256``: the digest results.json recorded (``Results.predictions_sha256``); a file
+    with another digest belongs to another job (two jobs given one folder, or a rerun killed
+    between its two writes) and is refused, never compared.
 
     The optional ``group`` column (patient ids) becomes ``groups``; files without it (every
     file before issue 13, and tasks without patient ids) give ``groups=None``.
@@ -707,6 +729,14 @@ def read_predictions(run_dir: str | Path, classes: Sequence[str], multilabel: bo
     path = Path(run_dir) / PREDICTIONS_FILE
     if not path.is_file():
         raise ResultsError(f"{Path(run_dir)}: no {PREDICTIONS_FILE} (not a medprobe run directory)")
+    if sha256 is not None:
+        from medprobe.hashing import file_sha256
+
+        if file_sha256(path) != sha256:
+            raise ResultsError(
+                f"{path} is not the predictions of {Path(run_dir) / RESULTS_FILE} (its sha256 "
+                "differs from the one recorded): the folder mixes two jobs' files; rerun the job"
+            )
     classes = list(classes)
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -843,6 +873,8 @@ class LayerCurve:
     layers: list[LayerPoint]
     best_layer_by_validation: int | str
     tracker: TrackerInfo | None = None
+    #: the job's key (:attr:`Results.job_key`)
+    job_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -927,7 +959,7 @@ def read_layer_curve(path: str | Path) -> LayerCurve:
             metric=str(d["metric"]), train_fraction=float(d["train_fraction"]),
             seed=int(d["seed"]), layers=pts,
             best_layer_by_validation=best if isinstance(best, int) else str(best),
-            tracker=TrackerInfo.from_json(d.get("tracker")),
+            tracker=TrackerInfo.from_json(d.get("tracker")), job_key=d.get("job_key"),
         )  # fmt: skip
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         if isinstance(e, ResultsError):

@@ -369,7 +369,8 @@ def _roc_rows(results: Results, run_dir: Path) -> list[list[Any]]:
     kept; no pandas needed, unlike ``wandb.plot.roc_curve``)."""
     from sklearn.metrics import roc_curve
 
-    p = read_predictions(run_dir, results.classes, results.multilabel)
+    p = read_predictions(run_dir, results.classes, results.multilabel,
+                         results.predictions_sha256)  # fmt: skip
     y_bin = p.y if p.multilabel else np.eye(len(p.classes), dtype=bool)[p.y]
     data = []
     for j, c in enumerate(p.classes):

@@ -613,6 +613,9 @@ class Config:
     cache_dir: str = "${oc.env:MEDPROBE_CACHE_DIR,${oc.env:HOME,.}/.cache/medprobe}"
     # Where results.json goes; null = Hydra's job folder (outputs/<task>/<model>/<time>).
     output_dir: str | None = None
+    # replace results of another job in output_dir (refused by default: medprobe.pipeline.job
+    # claim_output_dir); a rerun of the same job always may
+    overwrite: bool = False
     # Filled in by the Hydra app for the pipeline (medprobe.cli.run), which reads no Hydra
     # globals: the job's command-line overrides (recorded in results.json, W&B run names) and,
     # in a -m sweep, the sweep folder's name (the W&B group).

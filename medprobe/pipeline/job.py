@@ -56,8 +56,19 @@ class Job:
     probe_layers: list[LayerId]
     out_dir: Path
     dist: Dist
+    key: str = ""
+    claim: Any = None
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Release the output folder (:func:`claim_output_dir`)."""
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
 
     @property
     def all_layers(self) -> bool:
@@ -117,6 +128,65 @@ def _outside_root(cfg: Config, manifest: Manifest) -> list[list[str]]:
     return [[p, r] for p, r in outside]
 
 
+#: config keys that do not change what a job computes (where it writes, how it reports)
+_NOT_THE_JOB = ("output_dir", "overrides", "sweep_group", "progress", "tracker", "cluster",
+                "dist_timeout_min", "overwrite", "cache_dir", "cache")  # fmt: skip
+CLAIM_FILE = ".medprobe.lock"
+
+
+def job_key(cfg: Config) -> str:
+    """sha256 of the settings that define a job's results (all of the config but where it
+    writes and how it reports): two runs with one key compute the same thing."""
+    import hashlib
+    import json
+
+    d = {k: v for k, v in config_dict(cfg).items() if k not in _NOT_THE_JOB}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def claim_output_dir(out_dir: Path, key: str, *, overwrite: bool = False) -> Any:
+    """Make ``out_dir`` this job's: hold its lock, and refuse a folder with another job's
+    results (issue 14.2: two jobs given one ``output_dir`` would leave ``results.json`` of one
+    and ``predictions.csv`` of the other, and a comparison would report a difference that does
+    not exist).
+
+    A rerun of the same job (same :func:`job_key`) may overwrite its own results; another
+    job's, or results without a key (older medprobe), only with ``overwrite=true``.
+
+    Returns:
+        the held :class:`filelock.FileLock` (release it when the job ends).
+
+    Raises:
+        ConfigError: another running job holds the folder, or it holds another job's results.
+    """
+    import json
+
+    import filelock
+
+    lock = filelock.FileLock(str(out_dir / CLAIM_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise ConfigError(
+            f"output_dir {out_dir} is in use by another running job ({out_dir / CLAIM_FILE}); "
+            "give each job its own output_dir"
+        ) from None
+    if not overwrite:
+        for name in ("results.json", "layers.json"):
+            try:
+                old = json.loads((out_dir / name).read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(old, dict) and old.get("job_key") != key:
+                lock.release()
+                what = f"{old.get('task', '?')} / {old.get('model', '?')} / layer {old.get('layer', '?')}"
+                raise ConfigError(
+                    f"output_dir {out_dir} holds {name} of another job ({what}); choose another "
+                    "output_dir, or overwrite=true to replace it"
+                )
+    return lock
+
+
 def _layers(cfg: Config, extractor: Extractor) -> tuple[list[LayerId], list[LayerId]]:
     available = extractor.layers()
     cached = resolve_layers(cfg.model.layers, available)
@@ -162,9 +232,11 @@ def build_job(config: DictConfig | Config) -> Job:
     extractor: Extractor = EXTRACTORS.get(cfg.model.kind)(cfg.model, cfg.prompt.text)
     cached, probed = _layers(cfg, extractor)
     out_dir = Path(cfg.output_dir).expanduser() if cfg.output_dir else default_output_dir(cfg)
+    key = job_key(cfg)
+    claim = None
     if dist.is_main:  # the other processes of a data-parallel job write no results
-        _writable(out_dir)
-    job = Job(cfg, manifest, extractor, cached, probed, out_dir, dist)
+        claim = claim_output_dir(_writable(out_dir), key, overwrite=cfg.overwrite)
+    job = Job(cfg, manifest, extractor, cached, probed, out_dir, dist, key, claim)
     job.timings["setup"] = time.perf_counter() - t0
     return job
 

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from medprobe import tracking
 from medprobe.config import Config
+from medprobe.hashing import file_sha256
 from medprobe.pipeline.features import ensure_features
 from medprobe.pipeline.job import Job, build_job
 from medprobe.pipeline.probing import LayerOutcome, probe_layer
@@ -74,27 +75,30 @@ def run(cfg: DictConfig | Config) -> RunOutcome:
         medprobe.errors.MedprobeError: every user mistake (bad config or task files, unreadable
             images, a layer the model lacks, a split without the needed classes, ...).
     """
-    job = build_job(cfg)
-    feats = ensure_features(job)
-    if feats is None:  # processes 1.. of a data-parallel launch: their rows are written
-        return RunOutcome(job.out_dir)
-    outcomes = [probe_layer(job, feats, layer) for layer in job.probe_layers]
-    outcome = write(job, outcomes)
-    return track(job, outcome)
+    job = build_job(cfg)  # claims the output folder for this job (released at the end)
+    with job:
+        feats = ensure_features(job)
+        if feats is None:  # processes 1.. of a data-parallel launch: their rows are written
+            return RunOutcome(job.out_dir)
+        outcomes = [probe_layer(job, feats, layer) for layer in job.probe_layers]
+        outcome = write(job, outcomes)
+        return track(job, outcome)
 
 
 def write(job: Job, outcomes: list[LayerOutcome]) -> RunOutcome:
     """Write each layer's predictions.csv and results.json, print the table(s)."""
+    results = []
     for o in outcomes:
         out = job.layer_dir(o.results.layer)
-        write_predictions(out, o.predictions)
-        write_results(out, o.results)
+        digest = file_sha256(write_predictions(out, o.predictions))
+        res = replace(o.results, predictions_sha256=digest, job_key=job.key)
+        write_results(out, res)  # after the predictions: results.json names their digest
+        results.append(res)
         if not job.all_layers:
-            print(format_table(o.results), flush=True)
-    results = [o.results for o in outcomes]
+            print(format_table(res), flush=True)
     curve = None
     if job.all_layers:
-        curve = layer_curve(results, str(job.cfg.task.metric))
+        curve = replace(layer_curve(results, str(job.cfg.task.metric)), job_key=job.key)
         write_layer_curve(job.out_dir, curve)
         print(format_layer_curve(curve), flush=True)
     cache = results[0].cache
