@@ -31,7 +31,7 @@ together), so the same arithmetic serves image-level and patient-level (cluster)
 
 DeLong's arithmetic is computed here rather than imported from :mod:`medprobe.compare`,
 because ``compare`` imports :mod:`medprobe.stats`, which uses this module (a cycle);
-``tests/test_stats_ci.py`` checks the two agree.
+``tests/stats/test_auroc_ci.py`` checks the two agree.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Preprocessing is the one the weights were trained and evaluated with (TensorFlow
 EfficientNet reference, ``preprocessing.py`` eval path and ``lite/efficientnet_lite_builder.py``):
 center crop of ``224 / (224 + 32)`` of the shorter side, bicubic resize to 224x224, then
 ``(x - 127) / 128`` per channel (EfficientNet-Lite's MEAN_RGB = 127, STDDEV_RGB = 128, not the
-torchvision ImageNet mean/std). ``tests/test_effnet.py`` proves it on real photos: an espresso and
+torchvision ImageNet mean/std). ``tests/extractors/test_effnet.py`` proves it on real photos: an espresso and
 a cat are classified correctly and with higher confidence than under torchvision normalisation.
 """
 
