@@ -66,6 +66,23 @@ class ExtractorError(MedprobeError, ValueError):
     """A user-facing extractor problem (bad layer, missing weights, non-finite features)."""
 
 
+class NonFiniteFeaturesError(ExtractorError):
+    """A batch's features hold NaN/inf.
+
+    Attributes:
+        layer: the layer; rows: the offending rows of the batch (0-based), so the features
+            stage can name their images.
+    """
+
+    def __init__(self, message: str, layer: object, rows: list[int]) -> None:
+        super().__init__(message)
+        self.layer = layer
+        self.rows = list(rows)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.layer, self.rows))
+
+
 class CacheError(MedprobeError, RuntimeError):
     """A user-facing cache problem; the message is one line naming the key, file or layer."""
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from medprobe.errors import ExtractorError  # noqa: F401 (re-exported)
+from medprobe.errors import ExtractorError, NonFiniteFeaturesError  # noqa: F401 (re-exported)
 
 LayerId = int | str
 
@@ -113,8 +113,15 @@ def check_features(feats: Mapping[LayerId, np.ndarray], batch_size: int) -> None
             raise ExtractorError(
                 f"layer {layer}: expected ({batch_size}, D) features, got {arr.shape}"
             )
-        if not np.isfinite(arr).all():
-            raise ExtractorError(f"layer {layer}: non-finite features (nan/inf) in this batch")
+        finite = np.isfinite(arr).all(axis=1)
+        if not finite.all():
+            rows = np.flatnonzero(~finite).tolist()
+            raise NonFiniteFeaturesError(
+                f"layer {layer}: non-finite features (nan/inf) in {len(rows)} of the batch's "
+                f"{batch_size} images",
+                layer,
+                rows,
+            )
         if not np.any(arr):
             raise ExtractorError(f"layer {layer}: features are all zero in this batch")
 

@@ -23,7 +23,13 @@ import numpy as np
 from medprobe.cache import CacheWriter, FeatureCache, cache_key
 from medprobe.data.manifest import Manifest
 from medprobe.distributed import Dist, shard_ranges
-from medprobe.errors import BadImagesError, ConfigError, ImageLoadError
+from medprobe.errors import (
+    BadImagesError,
+    ConfigError,
+    ExtractorError,
+    ImageLoadError,
+    NonFiniteFeaturesError,
+)
 from medprobe.extractors.base import Extractor, LayerId
 
 if TYPE_CHECKING:
@@ -91,10 +97,20 @@ def extract_to_cache(
     bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress, position=position)
     with bar:
         try:
+            done = 0
             for batch in loader:
-                feats = extractor.extract(batch, layers)
+                try:
+                    feats = extractor.extract(batch, layers)
+                except NonFiniteFeaturesError as e:  # name the images, not batch rows
+                    names = [str(todo[done + r]) for r in e.rows]
+                    more = f" (+{len(names) - 5} more)" if len(names) > 5 else ""
+                    raise ExtractorError(
+                        f"{e}: {', '.join(names[:5])}{more}; {writer.n_done} rows are saved"
+                    ) from None
                 writer.write(feats)
-                bar.update(len(next(iter(feats.values()))))
+                n = len(next(iter(feats.values())))
+                done += n
+                bar.update(n)
         except ImageLoadError as e:  # in this process, or re-raised from a DataLoader worker
             raise BadImagesError(
                 f"an image became unreadable during extraction ({str(e).splitlines()[-1]}); "

@@ -522,5 +522,11 @@ def test_fidelity_paper_chooses_the_authors_layer_only_under_the_paper_presets(
     assert paper.layer == authors_to_hidden_state(32, 80) == 39 and paper.model.layers == 39
     assert compose("fidelity=paper", "model=idefics9b").layer == 13
     assert compose("fidelity=paper", "model=clip").layer == -1
+    # the authors' numerics: 8-bit weights, float16 compute (activation.py); ours stay bf16
+    for m in ("idefics80b", "idefics9b"):
+        pm = compose("fidelity=paper", f"model={m}").model
+        assert (pm.quantization, pm.dtype) == ("8bit", "float16")
+        assert (compose(f"model={m}").model.quantization, compose(f"model={m}").model.dtype) == (
+            "none", "bfloat16")  # fmt: skip
     assert compose("experiment=fig3", "model=idefics80b", "layer=20").layer == 20
     assert compose("experiment=figS5", "model=idefics80b").layer == "all"

@@ -532,3 +532,55 @@ def test_python_m_medprobe_with_a_tiny_idefics_on_real_images(
     auc = r["metrics"]["auroc_macro"]
     assert 0.0 <= auc["ci_low"] <= auc["value"] <= auc["ci_high"] <= 1.0
     assert auc["n_replicates"] == 100
+
+
+def test_float16_with_8bit_is_allowed_for_the_80b_as_the_paper_ran_it() -> None:
+    """Issue 12, item 3: float16 is refused for an unquantised (or 4-bit) 80B-sized model and
+    accepted with 8-bit weights (the authors' BitsAndBytesConfig(load_in_8bit=True))."""
+    from types import SimpleNamespace
+
+    from medprobe.errors import ExtractorError
+    from medprobe.extractors.idefics.extractor import IdeficsExtractor
+
+    big = SimpleNamespace(hidden_size=8192, num_hidden_layers=80)
+    for quantization, refused in (("none", True), ("4bit", True), ("8bit", False)):
+        ex = IdeficsExtractor.__new__(IdeficsExtractor)
+        ex.dtype, ex.quantization = "float16", quantization
+        if refused:
+            with pytest.raises(ExtractorError, match="float16 with model.quantization=8bit"):
+                ex.check_config(big)
+        else:
+            ex.check_config(big)
+
+
+def test_non_finite_features_name_the_layer_and_the_images(tmp_path: Path) -> None:
+    """The features stage turns the batch rows of NaN features into the images' paths."""
+    import numpy as np
+    import torch
+
+    from medprobe.cache import FeatureCache
+    from medprobe.errors import ExtractorError
+    from medprobe.extractors.base import check_features
+    from medprobe.pipeline.features import extract_to_cache
+
+    class NanOnSecond:
+        def preprocess(self, image: object) -> torch.Tensor:
+            return torch.zeros(1)
+
+        def extract(self, batch: torch.Tensor, layers: list[int]) -> dict[int, np.ndarray]:
+            out = {39: np.ones((len(batch), 4), dtype=np.float32)}
+            out[39][1, 2] = np.nan
+            check_features(out, len(batch))
+            return out
+
+    from PIL import Image
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"knee{i}.png")
+        Image.new("RGB", (4, 4)).save(paths[-1])
+    w = FeatureCache(tmp_path / "c").writer("b" * 64, [p.name for p in paths], [39], meta={})
+    with pytest.raises(ExtractorError, match=r"layer 39: non-finite features .* in 1 of the "
+                       r"batch's 3 images: .*knee1\.png; 0 rows are saved"):  # fmt: skip
+        extract_to_cache(NanOnSecond(), paths, w, [39], batch_size=3, num_workers=0,
+                         max_side=64, progress=False)  # fmt: skip

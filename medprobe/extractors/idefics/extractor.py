@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medprobe.errors import ExtractorError
+from medprobe.errors import ExtractorError, NonFiniteFeaturesError
 from medprobe.extractors.base import LayerId, check_features, resolve_layers
 from medprobe.extractors.hf import HFExtractor, jsonable
 from medprobe.extractors.idefics.architecture import (
@@ -202,17 +202,22 @@ class IdeficsExtractor(HFExtractor):
     # ------------------------------------------------------------------ sources
 
     def check_config(self, hf_config: Any) -> None:
-        """Refuse ``dtype="float16"`` with an 80B-sized model (hidden size >= 8192 or >= 80
-        blocks); warn for float16 otherwise.
+        """Refuse ``dtype="float16"`` with an unquantised 80B-sized model (hidden size >= 8192 or
+        >= 80 blocks); warn for float16 otherwise.
+
+        float16 with ``quantization=8bit`` is allowed: it is what the authors ran
+        (``BitsAndBytesConfig(load_in_8bit=True)`` and no dtype, which on transformers 4.x
+        makes every non-quantised module and all activations float16; ``fidelity=paper``). A
+        non-finite feature still stops the run, naming the layer and the images.
 
         Raises:
-            ExtractorError: float16 with an 80B-sized model.
+            ExtractorError: float16 with an unquantised (or 4-bit) 80B-sized model.
         """
-        if self.dtype == "float16" and is_80b_sized(hf_config):
+        if self.dtype == "float16" and is_80b_sized(hf_config) and str(self.quantization) != "8bit":
             raise ExtractorError(
                 "idefics: dtype=float16 is refused for IDEFICS-80B: it is reported to overflow "
-                "(NaN / <unk> outputs); use model.dtype=bfloat16 (also as the compute dtype of "
-                "model.quantization=8bit or 4bit)"
+                "(NaN / <unk> outputs); use model.dtype=bfloat16, or float16 with "
+                "model.quantization=8bit as the paper ran it (fidelity=paper)"
             )
         if self.dtype == "float16":
             log.warning("idefics: float16 may overflow; bfloat16 is the safe choice")
@@ -624,11 +629,13 @@ class IdeficsExtractor(HFExtractor):
             result[layer] = pooled.cpu().numpy().astype(np.float32)
         try:
             check_features(result, int(batch.shape[0]))
-        except ExtractorError as e:
+        except NonFiniteFeaturesError as e:
             hint = (
                 " (float16 overflow? use model.dtype=bfloat16)" if self.dtype == "float16" else ""
             )
-            raise ExtractorError(f"idefics: {e}{hint}") from None
+            raise NonFiniteFeaturesError(f"idefics: {e}{hint}", e.layer, e.rows) from None
+        except ExtractorError as e:
+            raise ExtractorError(f"idefics: {e}") from None
         return result
 
     def _pool_weights(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
