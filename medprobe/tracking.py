@@ -126,14 +126,18 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_identity(tracker: TrackerSettings, results: Results) -> RunIdentity:
+def run_identity(
+    tracker: TrackerSettings, results: Results, sweep_group: str | None = None
+) -> RunIdentity:
     """Name, id, group and tags of a single job's W&B run.
 
     Name: ``<name_prefix><task>-<model>[-<overrides>]`` (the identities, then the job's
     command-line overrides except those in :data:`NAME_EXCLUDED`, sorted). The id hashes the
     project, group, name, extractor fingerprint, task, images (cache key), layer, fraction,
     seed, probe config and bootstrap: the same job gets the same id, two models (even over
-    one extractor kind) get two.
+    one extractor kind) get two. The group is ``tracker.group``, else ``sweep_group`` (the
+    sweep folder's name); only an explicit ``tracker.group`` enters the id, so rerunning the
+    same ``--multirun`` (a new sweep folder) updates its runs instead of creating new ones.
     """
     kept = sorted(
         o.lstrip("+~")
@@ -142,7 +146,7 @@ def run_identity(tracker: TrackerSettings, results: Results) -> RunIdentity:
     )
     base = f"{results.task}-{results.model}"
     name = tracker.name_prefix + (f"{base}-{','.join(kept)}" if kept else base)
-    group = tracker.group
+    group = tracker.group or sweep_group
     tags = [
         f"model={results.model}",
         f"task={results.task}",
@@ -153,7 +157,7 @@ def run_identity(tracker: TrackerSettings, results: Results) -> RunIdentity:
     ]
     ident = {
         "project": tracker.project,
-        "group": group,
+        "group": tracker.group,
         "name": name,
         "extractor": results.extractor,
         "task": results.task,
@@ -171,13 +175,16 @@ def run_identity(tracker: TrackerSettings, results: Results) -> RunIdentity:
     return RunIdentity(_digest(ident), name, group, tags)
 
 
-def layer_curve_identity(tracker: TrackerSettings, curve: LayerCurve) -> RunIdentity:
+def layer_curve_identity(
+    tracker: TrackerSettings, curve: LayerCurve, sweep_group: str | None = None
+) -> RunIdentity:
     """Name (``<name_prefix><task>-<model>-layer=all``), id (hash of task, model, layers,
-    seed, fraction, metric, project, group), group and tags of a ``layer=all`` job's run."""
-    group = tracker.group
+    seed, fraction, metric, project, explicit group), group (``tracker.group``, else
+    ``sweep_group``) and tags of a ``layer=all`` job's run."""
+    group = tracker.group or sweep_group
     name = f"{tracker.name_prefix}{curve.task}-{curve.model}-layer=all"
     ident = {
-        "project": tracker.project, "group": group, "name": name,
+        "project": tracker.project, "group": tracker.group, "name": name,
         "layers": [str(p.layer) for p in curve.layers], "seed": curve.seed,
         "train_fraction": curve.train_fraction, "metric": curve.metric,
     }  # fmt: skip
@@ -387,7 +394,9 @@ def _failed(e: Exception) -> TrackerInfo:
     return TrackerInfo(error=f"{type(e).__name__}: {e}")
 
 
-def log_run(tracker: TrackerSettings, results: Results, out_dir: Path) -> TrackerInfo | None:
+def log_run(
+    tracker: TrackerSettings, results: Results, out_dir: Path, sweep_group: str | None = None
+) -> TrackerInfo | None:
     """Log one job's results: summary (:func:`summary_metrics`), ``test/per_class`` table
     (class, auroc, sd, ci_low, ci_high, n_test), ``test/roc`` chart (from
     ``<out_dir>/predictions.csv`` when present; a failure there only warns).
@@ -397,7 +406,7 @@ def log_run(tracker: TrackerSettings, results: Results, out_dir: Path) -> Tracke
         W&B failed (a tracker problem never loses the results on disk, so it never raises).
     """
     try:
-        with tracker_sink(tracker, run_identity(tracker, results), out_dir,
+        with tracker_sink(tracker, run_identity(tracker, results, sweep_group), out_dir,
                           config=results.config) as sink:  # fmt: skip
             sink.log_summary(summary_metrics(results))
             sink.log_table("test/per_class", ["class", "auroc", "sd", "ci_low", "ci_high",
@@ -446,7 +455,7 @@ def layer_curve_summary(curve: LayerCurve) -> dict[str, Any]:
 
 
 def log_layer_curve(
-    tracker: TrackerSettings, curve: LayerCurve, out_dir: Path
+    tracker: TrackerSettings, curve: LayerCurve, out_dir: Path, sweep_group: str | None = None
 ) -> TrackerInfo | None:
     """Log a ``layer=all`` job's curve as one W&B run: table ``layers/<metric>`` (layer,
     value, sd, ci_low, ci_high, val_score), its line chart ``layers/<metric>_chart``, config
@@ -459,7 +468,7 @@ def log_layer_curve(
     rows = [[str(p.layer), p.value, p.sd, p.ci_low, p.ci_high, p.val_score] for p in curve.layers]
     key = f"layers/{curve.metric}"
     try:
-        with tracker_sink(tracker, layer_curve_identity(tracker, curve), out_dir,
+        with tracker_sink(tracker, layer_curve_identity(tracker, curve, sweep_group), out_dir,
                           config=layer_curve_config(curve)) as sink:  # fmt: skip
             sink.log_table(key, cols, rows)
             sink.log_line(f"{key}_chart", cols, rows, x="layer", y="value",

@@ -35,3 +35,18 @@ def test_online_failure_falls_back_to_offline_in_the_job_folder(
     assert sink.info.note is not None and "CommError: 401" in sink.info.note
     assert "wandb sync" in sink.info.note
     assert list((tmp_path / "wandb").glob("offline-run-*0123456789abcdef"))
+
+
+def test_rerunning_a_sweep_keeps_the_run_ids_an_explicit_group_does_not() -> None:
+    """Issue 17.3: the same job in a new sweep folder (a rerun of the same --multirun) gets
+    the same W&B id (resume updates it); the display group follows the sweep folder."""
+    from results_factory import make_results
+
+    res = make_results()
+    settings = TrackerConfig(name=TrackerName.wandb, project="p")
+    a = tracking.run_identity(settings, res, "2026-12-07_10-00-00")
+    b = tracking.run_identity(settings, res, "2026-12-07_11-30-00")
+    assert a.id == b.id and (a.group, b.group) == ("2026-12-07_10-00-00", "2026-12-07_11-30-00")
+    mine = TrackerConfig(name=TrackerName.wandb, project="p", group="ablation")
+    c = tracking.run_identity(mine, res, "2026-12-07_10-00-00")
+    assert c.group == "ablation" and c.id != a.id

@@ -113,17 +113,15 @@ def track(job: Job, outcome: RunOutcome) -> RunOutcome:
     """Log the job to W&B: one run per job (``layer=all``: one run for the curve). The group
     is ``tracker.group``, else the sweep folder's name. A tracker failure never raises: it is
     recorded in results.json and the results on disk stand."""
-    settings = job.cfg.tracker
-    if settings.group is None and job.cfg.sweep_group:
-        settings = replace(settings, group=job.cfg.sweep_group)
+    settings, sweep = job.cfg.tracker, job.cfg.sweep_group
     if outcome.curve is not None:
-        info = tracking.log_layer_curve(settings, outcome.curve, job.out_dir)
+        info = tracking.log_layer_curve(settings, outcome.curve, job.out_dir, sweep)
         if info is not None:
             outcome.curve = replace(outcome.curve, tracker=info)
             write_layer_curve(job.out_dir, outcome.curve)
         return outcome
     res = outcome.result
-    info = tracking.log_run(settings, res, job.out_dir)
+    info = tracking.log_run(settings, res, job.out_dir, sweep)
     if info is not None and (info.note or info.error):
         print(f"note: {info.note or 'W&B logging failed: ' + str(info.error)}", flush=True)
     if info is not None:
