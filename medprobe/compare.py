@@ -640,7 +640,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("runs", nargs="+", type=Path,
                     help="required: two or more run folders (results.json inside)")  # fmt: skip
-    ap.add_argument("--out", type=Path, default=Path("."), help="where comparison.* go")
+    ap.add_argument("--out", type=Path, default=Path("comparison"),
+                    help="folder for comparison.json and comparison.csv (default ./comparison)")  # fmt: skip
     ap.add_argument("--n-boot", type=int, default=None, help="replicates (default: run A's)")
     ap.add_argument("--ci", type=float, default=0.95, help="CI level of the differences")
     ap.add_argument("--adjust", choices=PVALUE_ADJUSTMENTS, default="holm",

@@ -95,6 +95,17 @@ class DistributedError(MedprobeError, RuntimeError):
     """A data-parallel collective failed: a peer stopped, or the wait timed out (one line)."""
 
 
+class StorageError(MedprobeError, OSError):
+    """A path that cannot be created, written or read (a file where a folder should be, no
+    permission, disk full): one line naming the path and the reason."""
+
+
+def storage_error(e: OSError) -> StorageError:
+    """``e`` as one :class:`StorageError` line: ``<path>: <reason>``."""
+    where = e.filename if e.filename is not None else "?"
+    return StorageError(f"{where}: {e.strerror or e}")
+
+
 class ComparisonError(MedprobeError, ValueError):
     """Runs that cannot be compared (different test ids, labels, classes or tasks)."""
 

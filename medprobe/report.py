@@ -412,7 +412,7 @@ def plot_layers(
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} vs layer")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="band: bootstrap CI", title_fontsize=8)
+    ax.legend(fontsize=8, title="band: the runs' CI", title_fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -511,7 +511,7 @@ def plot_layers_authors_order(
     right.set_title("authors' file order (paper Fig. S5)")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    left.legend(fontsize=8, title="band: bootstrap CI", title_fontsize=8)
+    left.legend(fontsize=8, title="band: the runs' CI", title_fontsize=8)
     fig.suptitle(title or f"{metric} vs layer: depth order and the authors' file order")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -540,7 +540,7 @@ def plot_fractions(
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} vs training fraction")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="band: ±1 SD over seeds (1 seed: bootstrap CI)",
+    ax.legend(fontsize=8, title="band: ±1 SD over seeds (1 seed: the run's CI)",
               title_fontsize=8)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from medprobe.errors import MedprobeError
+from medprobe.errors import MedprobeError, storage_error
 
 #: subcommand -> ("module:function", argv prefix, one-line help). Each function takes the
 #: arguments after the subcommand and returns an exit status.
@@ -93,11 +93,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args and args[0] in ("help", "commands"):
         print(usage())
         raise SystemExit(0)
+    if args and args[0] == "--version":
+        from medprobe import __version__
+
+        print(f"medprobe {__version__}")
+        raise SystemExit(0)
+    if args and "=" not in args[0] and not args[0].startswith("-") and args[0] not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(args[0], list(COMMANDS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        report_error(f"unknown subcommand '{args[0]}'{hint} (medprobe help lists them; a run "
+                     "takes overrides key=value)")  # fmt: skip
+        raise SystemExit(2)
     name = args.pop(0) if args and args[0] in COMMANDS else "run"
     try:
         status = _command(name)(args)
     except MedprobeError as e:  # a user mistake: one line, no traceback
         report_error(str(e))
+        raise SystemExit(2) from None
+    except OSError as e:  # a path that cannot be written or read: one line naming it
+        report_error(str(storage_error(e)))
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         if rank() == 0:

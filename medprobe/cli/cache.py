@@ -18,6 +18,7 @@ The cache folder is ``--cache-dir``, else ``$MEDPROBE_CACHE_DIR``, else ``~/.cac
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import time
@@ -254,14 +255,20 @@ def main(argv: Sequence[str]) -> int:
     Raises:
         CacheError: a bad key prefix or an unreadable cache; ConfigError: bad arguments.
     """
-    ap = ArgumentParser(prog="medprobe cache", description=__doc__.split("\n\n")[1])
-    ap.add_argument("--cache-dir", type=Path, default=None,
-                    help="the cache folder (default: $MEDPROBE_CACHE_DIR or ~/.cache/medprobe)")  # fmt: skip
+    common = ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", type=Path, default=argparse.SUPPRESS,
+                        help="the cache folder (default: $MEDPROBE_CACHE_DIR or "
+                        "~/.cache/medprobe)")  # fmt: skip
+    ap = ArgumentParser(prog="medprobe cache", parents=[common],
+                        description="List, verify and remove feature-cache entries.")  # fmt: skip
     sub = ap.add_subparsers(dest="action")
-    sub.add_parser("list", help="every entry with its size, age and last use (the default)")
-    v = sub.add_parser("verify", help="check entries against their recorded checksums")
+    sub.add_parser("list", parents=[common],
+                   help="every entry with its size, age and last use (the default)")  # fmt: skip
+    v = sub.add_parser("verify", parents=[common],
+                       help="check entries against their recorded checksums")  # fmt: skip
     v.add_argument("keys", nargs="*", help="key prefixes (default: every entry)")
-    r = sub.add_parser("remove", help="delete entries; name at least one selection")
+    r = sub.add_parser("remove", parents=[common],
+                       help="delete entries; name at least one selection")  # fmt: skip
     r.add_argument("keys", nargs="*", help="key prefixes of entries to delete")
     r.add_argument("--older-than", type=float, default=None, metavar="DAYS",
                    help="entries not used for more than DAYS days")  # fmt: skip
@@ -270,7 +277,8 @@ def main(argv: Sequence[str]) -> int:
                    help="partial entries of jobs that are no longer running")  # fmt: skip
     r.add_argument("--dry-run", action="store_true", help="list what would be removed")
     args = ap.parse_args(list(argv))
-    cache = FeatureCache(args.cache_dir.expanduser() if args.cache_dir else default_cache_dir())
+    given = getattr(args, "cache_dir", None)  # before or after the action
+    cache = FeatureCache(given.expanduser() if given else default_cache_dir())
     if args.action in (None, "list"):
         print(list_entries(cache))
         return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medprobe.config import conf_dir, register_configs
-from medprobe.errors import ConfigError, MedprobeError
+from medprobe.errors import ConfigError, MedprobeError, storage_error
 
 _INTERRUPTED = (
     "medprobe: interrupted; finished extraction batches are kept in the cache, "
@@ -41,13 +41,27 @@ def _job(cfg: Any) -> None:
         cfg.sweep_group = Path(hc.sweep.dir).name if str(hc.mode) == "RunMode.MULTIRUN" else None
     try:
         run(cfg)
-    except MedprobeError as e:  # a user mistake: one clear message, no traceback
-        report_error(str(e))
+    except (MedprobeError, OSError) as e:  # a user mistake or an unwritable path: one line
+        _drop_if_empty(Path(cfg.output_dir))
+        report_error(str(e if isinstance(e, MedprobeError) else storage_error(e)))
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         if rank() == 0:  # every process of a data-parallel job is interrupted: rank 0 says it
             print(_INTERRUPTED, file=sys.stderr, flush=True)
         raise SystemExit(130) from None
+
+
+def _drop_if_empty(out_dir: Path) -> None:
+    """Remove a job folder that a failed job leaves with nothing but Hydra's ``.hydra/`` (and
+    medprobe's claim lock), so stopped runs do not litter ``outputs/``."""
+    import shutil
+
+    try:
+        names = {p.name for p in out_dir.iterdir()}
+    except OSError:
+        return
+    if names <= {".hydra", ".medprobe.lock"}:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def helper_process_overrides(argv: Sequence[str]) -> list[str]:
@@ -121,6 +135,10 @@ def _compose_errors_as_config_errors() -> Iterator[None]:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             raise ConfigError(_one_line(e)) from None
+        except OSError as e:  # e.g. Hydra cannot create the job folder
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            raise storage_error(e) from None
 
     hydra_utils.run_and_report = run_and_report  # type: ignore[assignment]
     try:

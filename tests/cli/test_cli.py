@@ -124,3 +124,30 @@ def test_bad_subcommand_arguments_are_one_line_exit_2(
     proc = run_medprobe(tmp_path, *args, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [message]
+
+
+def test_typos_paths_and_version_are_one_line(tmp_path: Path) -> None:
+    """A mistyped subcommand, an output folder that cannot be created and --version."""
+    proc = run_medprobe(tmp_path, "reprot", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "medprobe: error: unknown subcommand 'reprot'; did you mean 'report'? (medprobe help "
+        "lists them; a run takes overrides key=value)"
+    ]
+    (tmp_path / "afile").write_text("x")
+    proc = run_medprobe(tmp_path, "report", str(tmp_path), "--out", str(tmp_path / "afile" / "r"),
+                        check=False)  # fmt: skip
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("medprobe: error:") and "Traceback" not in proc.stderr
+    from medprobe import __version__
+
+    assert run_medprobe(tmp_path, "--version").stdout.strip() == f"medprobe {__version__}"
+
+
+def test_a_run_stopped_by_a_mistake_leaves_no_empty_job_folder(tmp_path: Path) -> None:
+    proc = run_medprobe(tmp_path, "layer=99", "tracker=none", check=False)
+    assert proc.returncode == 2 and "layer" in proc.stderr
+    assert (
+        not list((tmp_path / "outputs").rglob(".hydra"))
+        if (tmp_path / "outputs").exists()
+        else True
+    )
