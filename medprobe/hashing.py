@@ -7,6 +7,8 @@
   (path, size, mtime, ctime, inode), so the jobs of one multirun read each file once;
   ``"missing"`` / ``"unreadable"`` markers instead of errors (the image scan reports those).
 - :func:`stat_digest`: size + mtime only (``data.fingerprint=stat``: instant, trusts metadata).
+- :func:`bytes_digest`: an image held in memory (a dataset row's encoded bytes): the same hex
+  sha256 that :func:`image_digest` gives a file with those bytes.
 """
 
 from __future__ import annotations
@@ -83,3 +85,9 @@ def image_digest(path: str | os.PathLike[str]) -> str:
             return "unreadable"
         _IMAGE_DIGESTS[memo] = digest
     return _IMAGE_DIGESTS[memo]
+
+
+def bytes_digest(data: bytes) -> str:
+    """Hex sha256 of an encoded image held in memory (equal to :func:`image_digest` of a file
+    holding the same bytes, so one image has one digest wherever it is stored)."""
+    return hashlib.sha256(data).hexdigest()

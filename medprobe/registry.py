@@ -78,6 +78,7 @@ PROBES: Registry[Any] = Registry("probe")
 # Each target is a builder function ``from_config(...)`` documented in its module.
 TASKS.register("demo", "medprobe.data.tasks.demo:build_manifest")
 TASKS.register("csv", "medprobe.data.tasks.csv_task:build_manifest")
+TASKS.register("hf", "medprobe.data.tasks.hf_task:build_manifest")
 TASKS.register("t1", "medprobe.data.tasks.t1_crc:build_manifest")
 TASKS.register("t2", "medprobe.data.tasks.t2_pannuke:build_manifest")
 TASKS.register("t3", "medprobe.data.tasks.t3_isic2018:build_manifest")

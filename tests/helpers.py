@@ -62,6 +62,7 @@ def isolated_env(tmp: Path) -> dict[str, str]:
         WANDB_CONFIG_DIR=str(tmp / "wandb_config"),
         WANDB_SILENT="true",
         HF_HUB_OFFLINE="1",
+        HF_DATASETS_CACHE=str(tmp / "hf_datasets"),  # task=hf: what datasets converts
         TRANSFORMERS_OFFLINE="1",
         MEDPROBE_CACHE_DIR=str(tmp / "cache"),
         PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),

@@ -41,6 +41,7 @@ __all__ = [
     "DemoTaskConfig",
     "EyepacsTest",
     "FractionOf",
+    "HfTaskConfig",
     "ImageFingerprint",
     "ModelConfig",
     "OnBadRow",
@@ -57,6 +58,8 @@ __all__ = [
     "ResamplingUnit",
     "ResizeMode",
     "SelectionMetric",
+    "SplitBy",
+    "SplitRole",
     "SuspectedGlaucoma",
     "T1TaskConfig",
     "T2Options",
@@ -254,6 +257,27 @@ class ImageFingerprint(StrEnum):
     stat = "stat"
 
 
+class SplitRole(StrEnum):
+    """What a Hugging Face dataset's split is used as (``task=hf``, ``task.splits``)."""
+
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+class SplitBy(StrEnum):
+    """Who makes a ``task=hf`` dataset's train/val/test split.
+
+    ``dataset``: its own splits (``task.splits`` or their names); ``medprobe``: a stratified,
+    patient-level split of the pooled rows (``val_fraction``, ``test_fraction``,
+    ``split_seed``); ``auto``: ``dataset`` when a split is used as test, else ``medprobe``.
+    """
+
+    auto = "auto"
+    dataset = "dataset"
+    medprobe = "medprobe"
+
+
 class ClusterName(StrEnum):
     """Where the jobs of a ``-m`` sweep run: Hydra's own launcher, local processes, SLURM."""
 
@@ -373,6 +397,29 @@ class CsvTaskConfig(TaskConfig, RandomSplit):
 
 @schema
 @dataclass
+class HfTaskConfig(TaskConfig, RandomSplit):
+    """Any image-classification dataset read through Hugging Face ``datasets`` (docs/tasks.md
+    #taskhf; medprobe.data.tasks.hf_task)."""
+
+    # a Hub id (org/name; downloaded once by datasets into its cache) or a local folder:
+    # save_to_disk output, parquet files, or an imagefolder (relative: under data_root)
+    path: str | None = None
+    config_name: str | None = None  # the Hub dataset's configuration (subset), if it has several
+    revision: str | None = None  # Hub: branch, tag or commit (a commit makes the run reproducible)
+    image_column: str | None = None  # null = the dataset's one Image column
+    label_column: str = "label"  # ClassLabel, string or int; a list of them = multi-label
+    label_columns: list[str] | None = None  # multi-label: one 0/1 column per finding
+    patient_column: str | None = None  # patient / group ids: splits and bootstrap keep them whole
+    classes: list[str] | None = None  # class order; null = the ClassLabel's names, else sorted
+    # dataset split -> train | val | test, e.g. {train: train, validation: val, test: test};
+    # null = by name (train, val/valid/validation/dev, test/testing); unlisted splits unused
+    splits: dict[str, SplitRole] | None = None
+    split_by: SplitBy = SplitBy.auto
+    on_bad_row: OnBadRow = OnBadRow.stop  # rows without a label
+
+
+@schema
+@dataclass
 class PaperTaskConfig(TaskConfig):
     """Keys of every paper dataset adapter (T1-T8)."""
 
@@ -482,6 +529,7 @@ class T8TaskConfig(PaperTaskConfig, RandomSplit):
 TASK_SCHEMAS: dict[str, type[TaskConfig]] = {
     "demo": DemoTaskConfig,
     "csv": CsvTaskConfig,
+    "hf": HfTaskConfig,
     "t1": T1TaskConfig,
     "t2": T2TaskConfig,
     "t3": T3TaskConfig,

@@ -66,7 +66,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import PIL
@@ -83,6 +83,7 @@ __all__ = [
     "check_inside_root",
     "far_from_square_share",
     "load_image",
+    "load_image_bytes",
     "loader_fingerprint",
     "scan_images",
     "to_square",
@@ -132,6 +133,40 @@ def load_image(path: str | os.PathLike[str], max_side: int = 1024) -> Image.Imag
     """
     _check_max_side(max_side)
     spath = os.fspath(path)
+    _check_truncated_flag()
+    _check_regular_nonempty(spath)
+    return _decode(spath, spath, max_side)
+
+
+def load_image_bytes(data: bytes, name: str, max_side: int = 1024) -> Image.Image:
+    """Load one encoded image held in memory (PNG, JPEG, ... bytes) as 8-bit RGB, applying
+    every rule of the module docstring exactly as :func:`load_image` does for a file.
+
+    For images stored inside a dataset (a Hugging Face ``datasets`` Image column: arrow files,
+    parquet), so they reach the extractor without being written anywhere. The bytes are
+    decoded whole (the strip decoding of large PNGs needs a file); the pixels are the same.
+
+    Args:
+        data: the encoded image, as a file would hold it.
+        name: what messages call it (e.g. ``"org/dataset:train[17]"``).
+        max_side: as in :func:`load_image`.
+
+    Returns:
+        as :func:`load_image`.
+
+    Raises:
+        ImageLoadError: ``data`` is empty or not a readable image (reasons as in
+            :func:`load_image`), naming ``name``.
+        ValueError, RuntimeError: as in :func:`load_image`.
+    """
+    _check_max_side(max_side)
+    _check_truncated_flag()
+    if not data:
+        raise ImageLoadError(name, "empty image (0 bytes)")
+    return _decode(bytes(data), name, max_side)
+
+
+def _check_truncated_flag() -> None:
     # Rule 1: a truncated file must fail loudly. Pillow pads truncated data with grey when this
     # global flag is on; we never turn it on, and refuse to run if another module did.
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -139,34 +174,38 @@ def load_image(path: str | os.PathLike[str], max_side: int = 1024) -> Image.Imag
             "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by some other module): truncated "
             "images would load silently padded; medprobe refuses to load images in this state"
         )
-    _check_regular_nonempty(spath)
+
+
+def _decode(src: str | bytes, name: str, max_side: int) -> Image.Image:
+    """Rules 1-6 on a file path (``str``) or on encoded bytes; ``name`` is used in errors."""
     try:
-        with Image.open(spath) as opened:  # header only; Pillow's bomb check runs here
-            plan = _png_stream_plan(opened, spath, max_side)
-            if plan is not None:  # large PNG: decoded in strips, never whole (same pixels)
+        with Image.open(src if isinstance(src, str) else io.BytesIO(src)) as opened:
+            # header only; Pillow's bomb check runs here
+            plan = _png_stream_plan(opened, src, max_side) if isinstance(src, str) else None
+            if plan is not None:  # large PNG file: decoded in strips, never whole (same pixels)
                 return _load_png_streamed(plan)
             # Rule 3: multi-frame files -> the first frame (Image.open starts there; be explicit).
             if getattr(opened, "n_frames", 1) > 1:
                 opened.seek(0)
             # Rule 1: full decode now, so truncation / corrupt data raises here.
             opened.load()
-            _refuse_high_byte_only_colour(opened, spath)
+            _refuse_high_byte_only_colour(opened, name, src)
             # Rule 2: EXIF orientation (returns a new image, detached from the file).
             img: Image.Image = ImageOps.exif_transpose(opened)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageLoadError(spath, f"too many pixels for Pillow's limit: {e}") from e
+        raise ImageLoadError(name, f"too many pixels for Pillow's limit: {e}") from e
     except Image.UnidentifiedImageError as e:
-        raise ImageLoadError(spath, "not a recognised image file (cannot identify format)") from e
+        raise ImageLoadError(name, "not a recognised image file (cannot identify format)") from e
     except Exception as e:  # any decoder failure is a property of the file, reported as such
-        raise ImageLoadError(spath, f"cannot decode ({type(e).__name__}: {e})") from e
+        raise ImageLoadError(name, f"cannot decode ({type(e).__name__}: {e})") from e
 
     # Rule 4: high bit depth -> 8 bit by the image's own maximum.
     if img.mode in HIGH_BIT_DEPTH_MODES:
-        img = _scale_to_8bit(img, spath)
+        img = _scale_to_8bit(img, name)
     # Rule 5: to RGB, alpha composited onto black.
-    img = _to_rgb(img, spath)
+    img = _to_rgb(img, name)
     # Rule 6: downsample when the longer side exceeds max_side.
     new_size = _target_size(img.size, max_side)
     if new_size != img.size:
@@ -358,13 +397,14 @@ def to_square(image: Image.Image, mode: str) -> Image.Image:
 
 
 def far_from_square_share(
-    paths: Iterable[str | os.PathLike[str]], ratio: float = FAR_FROM_SQUARE
+    paths: Iterable[str | os.PathLike[str] | IO[bytes]], ratio: float = FAR_FROM_SQUARE
 ) -> float | None:
     """Share of the images whose longer side is at least ``ratio`` times the shorter one.
 
     Reads only each file's header (``Image.open(...).size``, no pixel decoding; EXIF rotation
     does not change the ratio). Files that cannot be opened are left out of the share (the
-    image scan reports them).
+    image scan reports them). An item may also be a binary file object (an image held in
+    memory, e.g. ``io.BytesIO`` over a dataset row's bytes).
 
     Returns:
         the share in [0, 1], or None when no file could be read.
@@ -372,7 +412,7 @@ def far_from_square_share(
     n = far = 0
     for p in paths:
         try:
-            with Image.open(os.fspath(p)) as im:
+            with Image.open(p if hasattr(p, "read") else os.fspath(p)) as im:  # type: ignore[arg-type]
                 w, h = im.size
         except Exception:  # noqa: BLE001 (unreadable files are the scan's to report)
             continue
@@ -446,11 +486,15 @@ def _check_regular_nonempty(path: str) -> None:
         raise ImageLoadError(path, "empty file (0 bytes)")
 
 
-def _source_bits_per_sample(img: Image.Image, path: str) -> int | None:
-    """Bits per sample as stored in the file (PNG IHDR, TIFF tag 258); None if unknown."""
+def _source_bits_per_sample(img: Image.Image, src: str | bytes) -> int | None:
+    """Bits per sample as stored in the file or bytes ``src`` (PNG IHDR, TIFF tag 258); None
+    if unknown."""
     if img.format == "PNG":
-        with open(path, "rb") as f:
-            head = f.read(26)
+        if isinstance(src, bytes):
+            head = src[:26]
+        else:
+            with open(src, "rb") as f:
+                head = f.read(26)
         if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
             return int(struct.unpack(">B", head[24:25])[0])
         return None
@@ -463,11 +507,14 @@ def _source_bits_per_sample(img: Image.Image, path: str) -> int | None:
     return None
 
 
-def _refuse_high_byte_only_colour(img: Image.Image, path: str) -> None:
-    """Rule 4: a >8-bit file that Pillow decoded to an 8-bit mode lost its low byte; refuse."""
+def _refuse_high_byte_only_colour(
+    img: Image.Image, path: str, src: str | bytes | None = None
+) -> None:
+    """Rule 4: a >8-bit file that Pillow decoded to an 8-bit mode lost its low byte; refuse.
+    ``src``: the file or encoded bytes (default ``path``); ``path`` names it in the error."""
     if img.mode in HIGH_BIT_DEPTH_MODES:
         return
-    bits = _source_bits_per_sample(img, path)
+    bits = _source_bits_per_sample(img, path if src is None else src)
     if bits is not None and bits > 8:
         raise ImageLoadError(
             path,

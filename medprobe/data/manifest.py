@@ -2,20 +2,23 @@
 
 One row per image: id (the image path relative to the dataset root — never the base name,
 since real datasets reuse base names across folders), absolute path, label(s), patient id and
-split. Plain arrays, no torch.
+split. Plain arrays, no torch. Images that are not files (rows of a Hugging Face dataset,
+``task=hf``) come with an image source (:mod:`medprobe.data.sources`) that reads them by the
+``paths`` entries, which are then locators, not files.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medprobe.errors import ManifestError  # noqa: F401 (re-exported)
-from medprobe.hashing import image_digest, stat_digest
+
+if TYPE_CHECKING:
+    from medprobe.data.sources import ImageSource
 
 SPLITS = ("train", "val", "test")
 
@@ -26,8 +29,8 @@ class Manifest:
 
     Attributes:
         task: task name.
-        ids: (n,) unique example ids (relative paths).
-        paths: (n,) absolute image paths.
+        ids: (n,) unique example ids (relative paths; ``task=hf``: ``<split>/<row>``).
+        paths: (n,) absolute image paths, or the ``source``'s locators when it is set.
         labels: (n,) int64 class indices in ``[0, K)``, or (n, K) uint8 multi-hot if multilabel.
         classes: K class (or finding) names.
         split: (n,) str array of ``"train" | "val" | "test"``; a task without val rows gets its
@@ -35,6 +38,8 @@ class Manifest:
         groups: (n,) str patient ids ("" = unknown, treated as its own group) or None.
         multilabel: whether ``labels`` is multi-hot.
         info: free-form facts recorded in results (source, licence, counts dropped ...).
+        source: where the images come from when they are not the files ``paths``
+            (:mod:`medprobe.data.sources`); None = files. :attr:`images` is never None.
     """
 
     task: str
@@ -46,6 +51,14 @@ class Manifest:
     groups: np.ndarray | None = None
     multilabel: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    source: ImageSource | None = None
+
+    @property
+    def images(self) -> ImageSource:
+        """The image source: :attr:`source`, else the files (:data:`medprobe.data.sources.FILES`)."""
+        from medprobe.data.sources import FILES
+
+        return FILES if self.source is None else self.source
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -77,6 +90,7 @@ class Manifest:
             groups=None if self.groups is None else self.groups[idx],
             multilabel=self.multilabel,
             info=dict(self.info),
+            source=self.source,
         )
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -105,21 +119,16 @@ class Manifest:
             workers: threads reading files in ``"content"`` mode.
 
         Labels and splits are left out on purpose: they do not change features. A missing
-        file contributes a marker (it is reported by the image scan, not here).
+        file contributes a marker (it is reported by the image scan, not here). Images of a
+        :attr:`source` are digested by it (``task=hf``: the encoded bytes of each row in
+        ``content`` mode; the dataset's fingerprint and the row in ``stat`` mode).
 
         Raises:
             ValueError: unknown ``mode``.
         """
         if mode not in ("content", "stat"):
             raise ValueError(f"data.fingerprint must be content or stat, got {mode!r}")
-        if mode == "content":
-            from concurrent.futures import ThreadPoolExecutor
+        from medprobe.data.sources import fingerprint
 
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                digests = list(pool.map(image_digest, self.paths))
-        else:
-            digests = [stat_digest(p) for p in self.paths]
-        h = hashlib.sha256(mode.encode())
-        for i, d in zip(self.ids, digests, strict=True):
-            h.update(f"{i}\0{d}\n".encode())
-        return h.hexdigest()
+        digests = self.images.digests([str(p) for p in self.paths], mode, workers)
+        return fingerprint(self.ids, digests, mode)

@@ -22,6 +22,7 @@ import numpy as np
 
 from medprobe.cache import CacheWriter, FeatureCache, cache_key
 from medprobe.data.manifest import Manifest
+from medprobe.data.sources import ImageSource
 from medprobe.distributed import Dist, shard_ranges
 from medprobe.errors import (
     BadImagesError,
@@ -44,17 +45,24 @@ def _enum_value(v: Any) -> Any:
 
 
 class _ImageDataset:
-    """Map-style dataset: index -> preprocessed image (runs in DataLoader workers): loaded,
-    made square as ``model.resize`` says (:func:`medprobe.data.images.to_square`), then the
+    """Map-style dataset: index -> preprocessed image (runs in DataLoader workers): loaded by
+    the manifest's image source (files, or dataset rows: :mod:`medprobe.data.sources`), made
+    square as ``model.resize`` says (:func:`medprobe.data.images.to_square`), then the
     extractor's own preprocessing."""
 
     def __init__(
-        self, paths: Sequence[Path], extractor: Extractor, max_side: int, resize: str = "crop"
+        self,
+        paths: Sequence[Path],
+        extractor: Extractor,
+        max_side: int,
+        resize: str = "crop",
+        source: ImageSource | None = None,
     ) -> None:
         self.paths = list(paths)
         self.extractor = extractor
         self.max_side = max_side
         self.resize = str(resize)
+        self.source = source
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -62,7 +70,10 @@ class _ImageDataset:
     def __getitem__(self, i: int) -> Any:
         from medprobe.data.images import load_image, to_square
 
-        image = load_image(self.paths[i], max_side=self.max_side)
+        if self.source is None:
+            image = load_image(self.paths[i], max_side=self.max_side)
+        else:
+            image = self.source.load(str(self.paths[i]), self.max_side)
         return self.extractor.preprocess(to_square(image, self.resize))
 
 
@@ -79,6 +90,7 @@ def extract_to_cache(
     desc: str = "extracting",
     position: int | None = None,
     resize: str = "crop",
+    source: ImageSource | None = None,
 ) -> int:
     """Stream features of the writer's pending rows of ``paths`` into ``writer``, batch by batch.
 
@@ -86,7 +98,9 @@ def extract_to_cache(
     the rows still to write are ``writer.pending_rows()``: everything left by a killed run, or
     this process's shard in a data-parallel run. One forward pass per batch returns every layer
     in ``layers``. ``resize`` (``model.resize``) makes each image square first
-    (:func:`medprobe.data.images.to_square`). Returns the number of rows extracted now.
+    (:func:`medprobe.data.images.to_square`). ``source`` reads ``paths`` when they are not
+    files (a manifest's :attr:`~medprobe.data.manifest.Manifest.source`). Returns the number
+    of rows extracted now.
     """
     import torch
     from tqdm.auto import tqdm
@@ -96,7 +110,7 @@ def extract_to_cache(
         return 0
     todo = [paths[i] for i in rows]
     loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(
-        _ImageDataset(todo, extractor, max_side, resize),  # type: ignore[arg-type]
+        _ImageDataset(todo, extractor, max_side, resize, source),  # type: ignore[arg-type]
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -153,7 +167,7 @@ def features(
     Raises:
         BadImagesError: unreadable files and ``data.on_error=stop``.
     """
-    from medprobe.data.images import far_from_square_share, loader_fingerprint
+    from medprobe.data.images import loader_fingerprint
 
     dist = dist or Dist()
     max_side = int(cfg.data.max_side)
@@ -179,7 +193,9 @@ def features(
     on_error = _enum_value(cfg.data.on_error)
     info: dict[str, Any] = {"cache_key": key, "cache_dir": str(cache.root), "spec": spec}
     if dist.is_main:  # header reads only (about 0.1 ms per file): cheap enough on every run
-        info["far_from_square"] = far_from_square_share(manifest.paths)
+        info["far_from_square"] = manifest.images.far_from_square_share(
+            [str(p) for p in manifest.paths]
+        )
     t0 = time.perf_counter()
     # A complete entry never changes again: read it without the lock (read-only shared caches).
     info["cache_hit"] = dist.broadcast(cache.is_complete(key))
@@ -253,7 +269,6 @@ def _extract_locked(
     from filelock import Timeout
 
     from medprobe.cache import CacheError
-    from medprobe.data.images import scan_images
 
     max_side = int(cfg.data.max_side)
     on_error = _enum_value(cfg.data.on_error)
@@ -275,7 +290,7 @@ def _extract_locked(
             return
         paths = [str(p) for p in manifest.paths]
         lo, hi = dist.rank * len(paths) // dist.world, (dist.rank + 1) * len(paths) // dist.world
-        bad = scan_images(
+        bad = manifest.images.scan(
             paths[lo:hi],
             max_side=max_side,
             max_workers=int(cfg.data.scan_workers),
@@ -334,6 +349,7 @@ def _extract_locked(
             desc=desc,
             position=position,
             resize=str(cfg.model.resize),
+            source=manifest.source,
         )
         if part is not writer:
             part.close()

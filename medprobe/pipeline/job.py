@@ -112,6 +112,8 @@ def _outside_root(cfg: Config, manifest: Manifest) -> list[list[str]]:
     """
     from medprobe.data.images import check_inside_root
 
+    if manifest.source is not None:  # dataset rows (task=hf), not files under a root
+        return []
     task = cfg.task
     root = task.root if isinstance(task, (CsvTaskConfig, PaperTaskConfig)) else None
     root = root or cfg.data_root
