@@ -411,9 +411,11 @@ class HfTaskConfig(TaskConfig, RandomSplit):
     label_columns: list[str] | None = None  # multi-label: one 0/1 column per finding
     patient_column: str | None = None  # patient / group ids: splits and bootstrap keep them whole
     classes: list[str] | None = None  # class order; null = the ClassLabel's names, else sorted
-    # dataset split -> train | val | test, e.g. {train: train, validation: val, test: test};
-    # null = by name (train, val/valid/validation/dev, test/testing); unlisted splits unused
-    splits: dict[str, SplitRole] | None = None
+    # dataset split -> train | val | test (SplitRole), e.g. {train: train, validation: val,
+    # test: test}; null = by name (train, val/valid/validation/dev, test/testing); unlisted
+    # splits unused. Typed Any: OmegaConf cannot merge an override into a typed dict that is
+    # null, nor add keys to an empty one in struct mode; the adapter checks the roles.
+    splits: Any = None
     split_by: SplitBy = SplitBy.auto
     on_bad_row: OnBadRow = OnBadRow.stop  # rows without a label
 

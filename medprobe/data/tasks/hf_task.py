@@ -33,13 +33,13 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medprobe.config.schema import HfTaskConfig, SplitBy
+from medprobe.config.schema import HfTaskConfig, SplitBy, SplitRole
 from medprobe.data.manifest import Manifest, ManifestError
 from medprobe.data.tasks.common import BadRows, make_manifest, stratified_split
 from medprobe.data.tasks.csv_task import SPLIT_ALIASES
@@ -371,12 +371,23 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
 
     # which splits, as what
     if task_cfg.splits:
+        if not isinstance(task_cfg.splits, Mapping):
+            raise ManifestError(
+                f"task.splits must map dataset splits to train/val/test, got {task_cfg.splits!r}"
+            )
         for s in task_cfg.splits:
             if s not in splits:
                 raise ManifestError(
                     f"task.splits: {label} has no split {s!r} (its splits: {', '.join(names)})"
                 )
-        roles: dict[str, str | None] = {s: str(r) for s, r in task_cfg.splits.items()}
+        roles: dict[str, str | None] = {}
+        for s, r in dict(task_cfg.splits).items():
+            try:
+                roles[str(s)] = str(SplitRole(str(r)))
+            except ValueError:
+                raise ManifestError(
+                    f"task.splits: {s}: {r!r} is not one of {', '.join(SplitRole)}"
+                ) from None
     else:
         roles = {s: SPLIT_ALIASES[s.lower()] for s in names if s.lower() in SPLIT_ALIASES}
         if not roles:
@@ -446,19 +457,17 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
         classes = _names(element, values, datasets, list(task_cfg.classes or []) or None)
     index = {c: k for k, c in enumerate(classes)}
 
-    for s, role in roles.items():
+    per_split: dict[str, list[list[str] | list[int] | str | None]] = {}
+    for s in roles:  # every row: None = no label, a str = why its label is bad
         col = columns[s]
-        n = len(splits[s])
-        where = locator(label, s, 0).rsplit("[", 1)[0]
-        row_labels: list[list[str] | list[int] | None] = []
+        row_labels: list[list[str] | list[int] | str | None] = []
         if label_cols:
-            for i in range(n):
+            for i in range(len(splits[s])):
                 vals = [col[c][i] for c in label_cols]
                 if any(v is None for v in vals):
                     row_labels.append(None)
-                elif any(v not in (0, 1, True, False) for v in vals):
-                    bad(where, i, f"values {vals} of {label_cols} are not 0/1", "label not 0/1")
-                    row_labels.append([])  # marker: reported
+                elif any(v not in (0, 1) for v in vals):
+                    row_labels.append(f"values {vals} of {label_cols} are not 0/1")
                 else:
                     row_labels.append([int(v) for v in vals])
         else:
@@ -469,20 +478,25 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
                 else:
                     t = _as_name(element, v, datasets)
                     row_labels.append(None if t is None else [t])
-        if n and all(r is None for r in row_labels):
+        if row_labels and all(r is None for r in row_labels):
             raise ManifestError(
-                f"{where}: no row has a label in {label_cols or task_cfg.label_column!r} "
+                f"{label}:{s}: no row has a label in {label_cols or task_cfg.label_column!r} "
                 "(hidden test labels?); leave this split out with task.splits={...} or "
                 "map another split to test"
             )
-        for i, toks in enumerate(row_labels):
+        per_split[s] = row_labels
+
+    for s, role in roles.items():
+        col = columns[s]
+        where = f"{label}:{s}"
+        for i, toks in enumerate(per_split[s]):
             if toks is None:
                 bad(where, i, "no label", "no label")
                 continue
-            if label_cols:
-                if len(toks) != len(label_cols):
-                    continue  # not 0/1, reported above (skip)
-            else:
+            if isinstance(toks, str):
+                bad(where, i, toks, "label not 0/1")
+                continue
+            if not label_cols:
                 unknown = [t for t in toks if t not in index]
                 if unknown:
                     bad(
