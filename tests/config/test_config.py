@@ -95,7 +95,7 @@ def test_conf_dir_is_the_repo_conf() -> None:
     assert CONF == REPO / "conf"
     assert {"effnet_lite0", "clip", "plip"} <= set(MODELS)
     assert {"demo", "csv"} <= set(TASK_FILES)
-    assert set(TASK_SCHEMAS) == {"demo", "csv", *(f"t{k}" for k in range(1, 9))}
+    assert set(TASK_SCHEMAS) == {"demo", "csv", "hf", *(f"t{k}" for k in range(1, 9))}
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -115,15 +115,16 @@ def test_every_model_task_composes_validates_and_converts(
     # model: dtype, pooling, quantization, prompt_format, resize; task: metric; probe: class_weight,
     # selection_metric,
     # backend, dtype, fraction_of; tracker: name, mode; data: on_error, fingerprint; bootstrap:
-    # unit, auroc_ci; cluster: name; the paper tasks' on_bad_row; T5 / T6 options
-    extra = (task not in ("demo", "csv")) + (task in ("t5", "t6"))
+    # unit, auroc_ci; cluster: name; the paper tasks' on_bad_row; T5 / T6 options; task=hf:
+    # on_bad_row, split_by
+    extra = (task not in ("demo", "csv")) + (task in ("t5", "t6", "hf"))
     assert assert_typed(typed) == 18 + extra
     assert (typed.model.name, typed.task.name) == (cfg.model.name, cfg.task.name)
     assert typed.model.name == model  # identity: the config choice
     assert typed.layer == cfg.layer and isinstance(typed.probe.C_grid, list)
     if model.startswith("idefics"):  # ${layer} resolved
         assert typed.model.layers == typed.layer
-    if task != "demo":  # task.root defaults to data_root, resolved
+    if task not in ("demo", "hf"):  # task.root defaults to data_root, resolved
         assert typed.task.root == "/data"  # type: ignore[attr-defined]
     if task == "csv":
         assert typed.task.name == "data"  # the data root's folder name
@@ -161,8 +162,9 @@ def test_enums_compare_and_print_as_their_values() -> None:
     assert ProbeBackend.torch == "torch" and OnBadRow("skip") is OnBadRow.skip
     enums = [v for v in vars(schema).values() if isinstance(v, type) and issubclass(v, Enum)]
     enums.remove(StrEnum)  # imported there
-    # issue 13: ResamplingUnit, AurocCI, FractionOf; issue 12: PromptFormat; 14.5: ResizeMode
-    assert len(enums) == 21 and Quantization in enums
+    # issue 13: ResamplingUnit, AurocCI, FractionOf; issue 12: PromptFormat; 14.5: ResizeMode;
+    # 16.6: SplitRole, SplitBy (task=hf)
+    assert len(enums) == 23 and Quantization in enums
     for enum in enums:  # OmegaConf looks members up by name; hash(member) is hash(name)
         assert issubclass(enum, StrEnum)
         for member in enum:

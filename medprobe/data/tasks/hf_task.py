@@ -256,7 +256,7 @@ def load_splits(cfg: HfTaskConfig, data_root: str | None = None) -> tuple[str, d
             raise ManifestError(
                 f"task.path={label}: the Hugging Face Hub dataset is not in the local cache "
                 f"and cannot be downloaded here ({_first_line(e)}); pre-download it on a "
-                f"machine with network: python -c \"import datasets; "
+                f'machine with network: python -c "import datasets; '
                 f"datasets.load_dataset('{label}')\" with the same HF_HOME / HF_DATASETS_CACHE "
                 "(then copy that cache here), or save it with save_to_disk and set task.path "
                 "to that folder"
@@ -291,9 +291,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def _columns_error(label: str, what: str, name: str, columns: Sequence[str]) -> ManifestError:
-    return ManifestError(
-        f"task={label}: unknown {what} {name!r} (columns: {', '.join(columns)})"
-    )
+    return ManifestError(f"task={label}: unknown {what} {name!r} (columns: {', '.join(columns)})")
 
 
 def _image_column(label: str, features: Any, given: str | None, datasets: Any) -> str:
@@ -473,8 +471,8 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
         else:
             for v in col[task_cfg.label_column]:
                 if multilabel:
-                    toks = [_as_name(element, t, datasets) for t in (v or [])]
-                    row_labels.append(None if v is None else [t for t in toks if t is not None])
+                    names_ = [_as_name(element, t, datasets) for t in (v or [])]
+                    row_labels.append(None if v is None else [t for t in names_ if t is not None])
                 else:
                     t = _as_name(element, v, datasets)
                     row_labels.append(None if t is None else [t])
@@ -489,15 +487,15 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
     for s, role in roles.items():
         col = columns[s]
         where = f"{label}:{s}"
-        for i, toks in enumerate(per_split[s]):
-            if toks is None:
+        for i, cell in enumerate(per_split[s]):
+            if cell is None:
                 bad(where, i, "no label", "no label")
                 continue
-            if isinstance(toks, str):
-                bad(where, i, toks, "label not 0/1")
+            if isinstance(cell, str):
+                bad(where, i, cell, "label not 0/1")
                 continue
             if not label_cols:
-                unknown = [t for t in toks if t not in index]
+                unknown = [t for t in cell if t not in index]
                 if unknown:
                     bad(
                         where,
@@ -508,7 +506,7 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
                     continue
             ids.append(f"{s}/{i}")
             locs.append(locator(label, s, i))
-            raw.append(toks)
+            raw.append(cell)
             roles_of_rows.append(role)
             if task_cfg.patient_column:
                 g = col[task_cfg.patient_column][i]
@@ -516,13 +514,13 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
 
     if multilabel:
         labels = np.zeros((len(ids), len(classes)), dtype=np.uint8)
-        for r, toks in enumerate(raw):
+        for r, cell in enumerate(raw):
             if label_cols:
-                labels[r] = np.asarray(toks, dtype=np.uint8)
+                labels[r] = np.asarray(cell, dtype=np.uint8)
             else:
-                labels[r, [index[str(t)] for t in toks]] = 1
+                labels[r, [index[str(t)] for t in cell]] = 1
     else:
-        labels = np.array([index[str(toks[0])] for toks in raw], dtype=np.int64)
+        labels = np.array([index[str(cell[0])] for cell in raw], dtype=np.int64)
     group_arr = np.array(groups, dtype=object) if task_cfg.patient_column else None
 
     info: dict[str, Any] = {

@@ -206,8 +206,11 @@ def test_multilabel_list_column_and_binary_columns(shared_data: Path, tmp_path: 
     findings = sorted({t for r in rows for t in r["label"].split("|")})
     files = [str(shared_data / "T7_cxr_nih" / r["path"]) for r in rows]
     as_list = datasets.Dataset.from_dict(
-        {"image": files, "findings": [r["label"].split("|") for r in rows],
-         "patient": [r["patient_id"] for r in rows]}  # fmt: skip
+        {
+            "image": files,
+            "findings": [r["label"].split("|") for r in rows],
+            "patient": [r["patient_id"] for r in rows],
+        }  # fmt: skip
     ).cast_column("image", datasets.Image())
     as_list = as_list.cast_column("findings", datasets.List(datasets.ClassLabel(names=findings)))
     as_list.save_to_disk(str(tmp_path / "list"))
@@ -305,11 +308,7 @@ def test_config_names_the_task_after_the_dataset(compose: Compose) -> None:
     assert compose("task=hf", "task.path=org/x", "task.name=mine").task.name == "mine"
 
 
-def test_run_end_to_end_and_cache_key(
-    knee: dict[str, Any], tiny_clip: Path, tmp_path: Path, compose: Compose
-) -> None:
-    from medprobe.pipeline.run import run
-
+def test_run_end_to_end(knee: dict[str, Any], tiny_clip: Path, tmp_path: Path) -> None:
     path = knee["dir"] / "knee_disk"
     common = ["task=hf", f"task.path={path}", "task.patient_column=patient_id", "model=clip",
               f"model.hf_id={tiny_clip}", "tracker=none", "bootstrap.n=50", "progress=false",
@@ -324,11 +323,24 @@ def test_run_end_to_end_and_cache_key(
         preds = list(csv.DictReader(f))
     assert len(preds) == 19 and all(p["id"].startswith("test/") for p in preds)
 
+
+def test_cache_key_is_stable_and_follows_the_rows(
+    knee: dict[str, Any], tiny_clip: Path, tmp_path: Path, compose: Compose
+) -> None:
+    from medprobe.pipeline.run import run
+
+    path = knee["dir"] / "knee_disk"
+    common = ["task=hf", f"task.path={path}", "task.patient_column=patient_id", "model=clip",
+              f"model.hf_id={tiny_clip}", "tracker=none", "bootstrap.n=20", "progress=false",
+              f"cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    first = run(compose(*common, f"output_dir={tmp_path / 'run1'}")).result
+    assert first.cache.cache_hit is False and first.counts.test == 19
     # the same dataset and rows again: the same key, a hit
     again = run(compose(*common, f"output_dir={tmp_path / 'run2'}")).result
-    assert again.cache.cache_key == r1["cache"]["cache_key"] and again.cache.cache_hit is True
+    assert again.cache.cache_key == first.cache.cache_key and again.cache.cache_hit is True
+    assert again.metrics == first.metrics
     # other rows selected (validation left out): another key
     fewer = run(compose(*common, "task.splits={train: train, test: test}",
                         f"output_dir={tmp_path / 'run3'}")).result  # fmt: skip
-    assert fewer.cache.cache_key != r1["cache"]["cache_key"] and fewer.cache.cache_hit is False
+    assert fewer.cache.cache_key != first.cache.cache_key and fewer.cache.cache_hit is False
     assert fewer.counts.test == 19
