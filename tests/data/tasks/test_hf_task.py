@@ -219,11 +219,18 @@ def test_multilabel_list_column_and_binary_columns(shared_data: Path, tmp_path: 
     ).cast_column("image", datasets.Image())
     binary.save_to_disk(str(tmp_path / "binary"))
 
+    strings = datasets.Dataset.from_dict(
+        {"image": files, "findings": [r["label"].split("|") for r in rows]}
+    ).cast_column("image", datasets.Image())
+    strings.save_to_disk(str(tmp_path / "strings"))
+
     a = build_manifest(cfg(path=str(tmp_path / "list"), label_column="findings",
                            patient_column="patient"))  # fmt: skip
     b = build_manifest(cfg(path=str(tmp_path / "binary"), label_columns=findings))
     assert a.multilabel and b.multilabel and a.classes == b.classes == findings
     assert np.array_equal(a.labels, b.labels)
+    c = build_manifest(cfg(path=str(tmp_path / "strings"), label_column="findings"))
+    assert c.multilabel and c.classes == findings and np.array_equal(c.labels, a.labels)
     expected = Counter(t for r in rows for t in r["label"].split("|"))
     assert dict(zip(findings, a.labels.sum(0).tolist(), strict=True)) == dict(expected)
     no_patient_on_two_sides(a)
@@ -344,3 +351,17 @@ def test_cache_key_is_stable_and_follows_the_rows(
                         f"output_dir={tmp_path / 'run3'}")).result  # fmt: skip
     assert fewer.cache.cache_key != first.cache.cache_key and fewer.cache.cache_hit is False
     assert fewer.counts.test == 19
+
+
+def test_unreadable_image_row_is_named_by_its_locator(knee: dict[str, Any], tmp_path: Path) -> None:
+    rows = [r for r in knee["rows"] if r["split"] == "train"][:6]
+    images: list[Any] = [{"bytes": Path(r["file"]).read_bytes(), "path": None} for r in rows]
+    images[2] = {"bytes": Path(rows[2]["file"]).read_bytes()[:300], "path": None}  # truncated
+    ds = datasets.Dataset.from_dict(
+        {"image": images, "label": [int(r["label"]) for r in rows]}
+    ).cast_column("image", datasets.Image())
+    ds.save_to_disk(str(tmp_path / "bad"))
+    m = build_manifest(cfg(path=str(tmp_path / "bad"), test_fraction=0.5))
+    bad = m.images.scan([str(p) for p in m.paths], max_side=1024, max_workers=2, progress=False)
+    assert [b[0] for b in bad] == [f"{tmp_path / 'bad'}:train[2]"]
+    assert bad[0][1].startswith("cannot decode")
