@@ -253,17 +253,27 @@ def load_splits(cfg: HfTaskConfig, data_root: str | None = None) -> tuple[str, d
         try:
             obj = datasets.load_dataset(label, name=cfg.config_name, revision=cfg.revision)
         except ConnectionError as e:
+            call = ", ".join(
+                [repr(label)]
+                + [
+                    f"{k}={v!r}"
+                    for k, v in (("name", cfg.config_name), ("revision", cfg.revision))
+                    if v
+                ]
+            )
             raise ManifestError(
-                f"task.path={label}: the Hugging Face Hub dataset is not in the local cache "
-                f"and cannot be downloaded here ({_first_line(e)}); pre-download it on a "
+                f"task.path={label}: not a local folder, and as a Hugging Face Hub dataset it "
+                f"is not in the local cache and cannot be downloaded here ({_first_line(e)}); "
+                "pre-download it on a "
                 f'machine with network: python -c "import datasets; '
-                f"datasets.load_dataset('{label}')\" with the same HF_HOME / HF_DATASETS_CACHE "
+                f'datasets.load_dataset({call})" with the same HF_HOME / HF_DATASETS_CACHE '
                 "(then copy that cache here), or save it with save_to_disk and set task.path "
                 "to that folder"
             ) from None
         except datasets.exceptions.DatasetNotFoundError as e:
             raise ManifestError(
-                f"task.path={label}: no such dataset on the Hugging Face Hub, or it is gated "
+                f"task.path={label}: not a local folder, and no such dataset on the Hugging "
+                "Face Hub, or it is gated "
                 f"or private (log in with `hf auth login`) ({_first_line(e)})"
             ) from None
         except Exception as e:  # noqa: BLE001 (e.g. a missing config name: the library's words)

@@ -278,8 +278,8 @@ def test_hub_id_without_network_or_cache_says_how_to_predownload(
     msg = str(e.value)
     assert "\n" not in msg
     assert msg.startswith(
-        "task.path=medprobe-tests/no-such-dataset: the Hugging Face Hub dataset is not in the "
-        "local cache and cannot be downloaded here"
+        "task.path=medprobe-tests/no-such-dataset: not a local folder, and as a Hugging Face "
+        "Hub dataset it is not in the local cache and cannot be downloaded here"
     )
     assert "datasets.load_dataset('medprobe-tests/no-such-dataset')" in msg
     assert "save_to_disk" in msg
