@@ -301,7 +301,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def _columns_error(label: str, what: str, name: str, columns: Sequence[str]) -> ManifestError:
-    return ManifestError(f"task={label}: unknown {what} {name!r} (columns: {', '.join(columns)})")
+    return ManifestError(f"{label}: unknown {what} {name!r} (columns: {', '.join(columns)})")
 
 
 def _image_column(label: str, features: Any, given: str | None, datasets: Any) -> str:
@@ -311,13 +311,13 @@ def _image_column(label: str, features: Any, given: str | None, datasets: Any) -
             raise _columns_error(label, "image column task.image_column", given, list(features))
         if not isinstance(features[given], datasets.Image):
             raise ManifestError(
-                f"task={label}: task.image_column={given!r} is not an Image column "
+                f"{label}: task.image_column={given!r} is not an Image column "
                 f"({features[given]}); Image columns: {', '.join(images) or 'none'}"
             )
         return given
     if len(images) != 1:
         raise ManifestError(
-            f"task={label}: {'no' if not images else 'several'} Image columns "
+            f"{label}: {'no' if not images else 'several'} Image columns "
             f"({', '.join(images) or 'columns: ' + ', '.join(features)}); "
             "set task.image_column"
         )
@@ -429,7 +429,7 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
                     if c == task_cfg.patient_column
                     else "label column"
                 )
-                raise _columns_error(f"{label} (split {s})", what, c, cols)
+                raise _columns_error(f"{label}:{s}", what, c, cols)
     if label_cols and task_cfg.classes:
         raise ManifestError(
             "task.classes does not apply with task.label_columns (the columns are the classes)"

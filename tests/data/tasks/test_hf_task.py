@@ -245,8 +245,7 @@ def test_unknown_columns_and_splits_name_what_exists(knee: dict[str, Any]) -> No
     with pytest.raises(ManifestError) as e:
         build_manifest(cfg(path=path, label_column="grade"))
     assert str(e.value) == (
-        f"task={path} (split train): unknown label column 'grade' "
-        "(columns: image, label, patient_id)"
+        f"{path}:train: unknown label column 'grade' (columns: image, label, patient_id)"
     )
     with pytest.raises(ManifestError, match=r"unknown patient column task.patient_column "
                        r"'PatientID' \(columns: image, label, patient_id\)"):  # fmt: skip
