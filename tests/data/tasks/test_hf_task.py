@@ -364,3 +364,23 @@ def test_unreadable_image_row_is_named_by_its_locator(knee: dict[str, Any], tmp_
     bad = m.images.scan([str(p) for p in m.paths], max_side=1024, max_workers=2, progress=False)
     assert [b[0] for b in bad] == [f"{tmp_path / 'bad'}:train[2]"]
     assert bad[0][1].startswith("cannot decode")
+
+
+def test_unreadable_row_is_skipped_by_a_run(
+    knee: dict[str, Any], tiny_clip: Path, tmp_path: Path, compose: Compose
+) -> None:
+    """data.on_error=skip leaves a broken row out of a run and names it in results.json."""
+    from medprobe.pipeline.run import run
+
+    dd = knee_dict(knee["rows"])
+    test = dd["test"].cast_column("image", datasets.Image(decode=False))
+    broken = test.map(
+        lambda x, i: {"image": {"bytes": x["image"]["bytes"][:300], "path": None}} if i == 4 else x,
+        with_indices=True,
+    ).cast_column("image", datasets.Image())
+    datasets.DatasetDict(train=dd["train"], test=broken).save_to_disk(str(tmp_path / "d"))
+    common = ["task=hf", f"task.path={tmp_path / 'd'}", "model=clip", f"model.hf_id={tiny_clip}",
+              "tracker=none", "bootstrap.n=20", "progress=false", f"cache_dir={tmp_path / 'c'}"]  # fmt: skip
+    r = run(compose(*common, "data.on_error=skip", f"output_dir={tmp_path / 'o'}")).result
+    assert r.counts.test == 18 and r.counts.skipped_images == 1
+    assert [s[0] for s in r.cache.skipped_images] == [f"{tmp_path / 'd'}:test[4]"]
