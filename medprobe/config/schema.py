@@ -270,7 +270,8 @@ class EyepacsTest(StrEnum):
 
 
 class SuspectedGlaucoma(StrEnum):
-    """T6: ODIR's ``suspected glaucoma`` eyes are left out, or counted as positive / negative."""
+    """T6: ODIR's ``suspected glaucoma`` eyes count as positive (default), negative, or are left
+    out (docs/tasks.md#t6 gives the evidence for the default)."""
 
     drop = "drop"
     positive = "positive"
@@ -439,7 +440,8 @@ class T5TaskConfig(PaperTaskConfig):
 @schema
 @dataclass
 class T6Options:
-    suspected_glaucoma: SuspectedGlaucoma = SuspectedGlaucoma.drop
+    # positive: the paper tests on all 7,000 ODIR eyes; AIROGS trains on *referable* glaucoma
+    suspected_glaucoma: SuspectedGlaucoma = SuspectedGlaucoma.positive
 
 
 @schema
@@ -447,7 +449,7 @@ class T6Options:
 class T6TaskConfig(PaperTaskConfig):
     """T6 glaucoma: AIROGS -> train, ODIR-2019 -> test."""
 
-    csv: str | None = None  # CSV export of the ODIR annotation .xlsx; null = found under root
+    csv: str | None = None  # the ODIR annotations: official .xlsx or UTF-8 CSV; null = found
     options: T6Options = field(default_factory=T6Options)
 
 
