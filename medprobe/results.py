@@ -787,15 +787,18 @@ def run_notes(results: Results, y_test: np.ndarray) -> list[str]:
         y_test: the test labels, ``(n,)`` int class indices or ``(n, K)`` multi-hot.
 
     Returns:
-        lines for: unreadable images left out, a probe fit that did not converge, classes
-        with 1 to ``stats.FEW_POSITIVES - 1`` (9) test positives (CI unreliable:
-        docs/statistics.md, section 4), constant features, fewer than 200 bootstrap
+        lines for: the task adapter's notes (``task_info["notes"]``: T3's image-level split,
+        T7's skipped image files), unreadable images left out, a probe fit that did not
+        converge, classes with 1 to ``stats.FEW_POSITIVES - 1`` (9) test positives (CI
+        unreliable: docs/statistics.md, section 4), constant features, fewer than 200 bootstrap
         replicates, a share of at least :data:`FAR_FROM_SQUARE_NOTE` (10%) of the images far
         from square under ``model.resize=crop`` (``results.cache.far_from_square``).
     """
     from medprobe.stats import FEW_POSITIVES, few_positives
 
-    notes = []
+    notes: list[str] = []
+    # the adapter's own warnings (task_info["notes"]), e.g. T3's image-level split
+    notes += [str(n) for n in results.task_info.get("notes", [])]
     if results.counts.skipped_images:
         notes.append(f"{results.counts.skipped_images} unreadable image(s) left out "
                      "(data.on_error=skip; listed in results.json cache.skipped_images)")  # fmt: skip

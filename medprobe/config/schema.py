@@ -412,6 +412,8 @@ class T3TaskConfig(PaperTaskConfig, RandomSplit):
     """T3 ISIC 2018 / HAM10000 (split used when the official test labels are absent)."""
 
     image_dir: str | None = None  # search images only under <root>/<image_dir>
+    # without lesion ids (official files only): refuse (false) or split by image, saying so
+    allow_image_level_split: bool = False
 
 
 @schema
