@@ -462,6 +462,8 @@ class T7TaskConfig(PaperTaskConfig):
 
     csv: str | None = None  # the PadChest label CSV (.csv or .csv.gz); null = found under root
     min_test_positives: int = 50  # findings kept need this many positives in test
+    # missing / unreadable image files are left out and listed; more than this share stops
+    max_bad_image_share: float = 0.01
 
 
 @schema
