@@ -193,6 +193,10 @@ def check_utf8(path: Path) -> None:
         ManifestError: ``"<file>, row <n>: not UTF-8 ..."`` with what to do (one line).
     """
     raw = path.read_bytes()
+    if path.suffix == ".gz":
+        import gzip
+
+        raw = gzip.decompress(raw)
     try:
         raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -7,6 +7,7 @@ Every test checks values (labels, counts, splits, dropped rows), not just that i
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -250,4 +251,9 @@ def test_t6_csv_in_a_legacy_encoding_is_refused(
         with pytest.raises(ManifestError, match=message) as e:
             build("t6", tmp_path, on_bad_row=policy)
         assert "\n" not in str(e.value) and "CSV UTF-8" in str(e.value) and XLSX in str(e.value)
+    if how == "gbk":  # a gzipped export (task.csv may name one) is checked the same way
+        gz = utf8.with_name("export.csv.gz")
+        gz.write_bytes(gzip.compress(utf8.read_bytes()))
+        with pytest.raises(ManifestError, match=r"export\.csv\.gz, row 3: not UTF-8 \(byte 0xa3\)"):
+            build("t6", tmp_path, csv=str(gz))
     assert t6_glaucoma.mojibake(f"laser spot{FW}glaucoma{FW}lens dust") is None
