@@ -224,3 +224,64 @@ def test_results_json_and_the_features_line_name_the_source(compose: Compose) ->
     plain = CacheInfo.from_json({**info, "reused_rows": None, "reused_from": None})
     assert features_line(plain) == f"features: extracted (key {'b' * 12} in /c)"
     assert "reused_rows" not in plain.to_json()
+
+
+# ------------------------------------------------------------- data-parallel (torchrun)
+
+
+def _csv(path: Path, drop: int, add: int) -> Path:
+    """101 demo images (60 train, 15 val, 26 test) less the first ``drop`` train rows, plus
+    ``add`` other train rows."""
+    csv = DEMO.parent / "labels.csv"
+    lines = csv.read_text().splitlines()
+    rows = {s: [r for r in lines[1:] if r.endswith("," + s)] for s in ("train", "val", "test")}
+    keep = rows["train"][drop:60] + rows["train"][60 : 60 + add] + rows["val"][:15]
+    path.write_text("\n".join([lines[0], *keep, *rows["test"][:26]]) + "\n")
+    return path
+
+
+def _medprobe(tmp: Path, launcher: list[str], csv: Path, out: str, cache: str,
+              model: Path) -> dict[str, Any]:  # fmt: skip
+    import subprocess
+
+    from helpers import isolated_env
+
+    env = isolated_env(tmp)
+    env.update(MEDPROBE_CACHE_DIR=str(tmp / cache), OMP_NUM_THREADS="1")
+    args = ["task=csv", f"task.root={DEMO.parent}", f"task.csv={csv}", "model=clip",
+            f"model.hf_id={model}", "layer=pooled", "model.batch_size=8", "model.num_workers=0",
+            "tracker=none", "bootstrap.n=50", "progress=false", f"output_dir={tmp / out}"]  # fmt: skip
+    proc = subprocess.run([*launcher, *args], cwd=tmp, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    res = json.loads((tmp / out / "results.json").read_text())
+    res["stdout"] = proc.stdout
+    return dict(res)
+
+
+@pytest.mark.slow
+def test_data_parallel_reuse_extracts_only_the_new_images(tmp_path: Path, tiny_clip: Path) -> None:
+    """One process extracts 101 images; a two-process torchrun launch on 2 fewer and 4 new
+    images copies the 99 on rank 0 and shares the 4 new ones; the entry equals a fresh
+    one-process extraction byte for byte."""
+    import sys
+
+    one = [sys.executable, "-m", "medprobe"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2", "-m", "medprobe"]  # fmt: skip
+    first = _medprobe(tmp_path, one, _csv(tmp_path / "a.csv", 0, 0), "a", "cache", tiny_clip)
+    changed = _csv(tmp_path / "b.csv", 2, 4)
+    dp = _medprobe(tmp_path, torchrun, changed, "b", "cache", tiny_clip)
+    c = dp["cache"]
+    assert c["processes"] == 2 and c["extracted_rows"] == 4 and c["reused_rows"] == 99
+    assert c["reused_from"] == [{"key": first["cache"]["cache_key"], "rows": 99}]
+    src = first["cache"]["cache_key"][:12]
+    assert f"features: extracted 4 new, reused 99 from {src} (key " in dp["stdout"]
+    fresh = _medprobe(tmp_path, one, changed, "c", "fresh", tiny_clip)
+    assert fresh["cache"]["cache_key"] == c["cache_key"] and "reused_rows" not in fresh["cache"]
+    a = tmp_path / "cache" / c["cache_key"]
+    b = tmp_path / "fresh" / c["cache_key"]
+    for f in sorted(b.iterdir()):
+        if f.name not in ("meta.json", ".last_used"):
+            assert f.read_bytes() == (a / f.name).read_bytes(), f.name
+    assert dp["metrics"] == fresh["metrics"]
