@@ -129,6 +129,21 @@ def test_rows_follow_image_content_not_names(compose: Compose, tmp_path: Path, c
     assert all(np.array_equal(got[i], want[i]) for i in names)
 
 
+def test_stat_fingerprints_reuse_by_id_size_and_mtime_only(
+    compose: Compose, tmp_path: Path, clip: str
+) -> None:
+    """``data.fingerprint=stat`` trusts (id, size, mtime) for the key, and so for reuse; a
+    content run never takes rows of a stat entry (their digests say nothing of the bytes)."""
+    cache = tmp_path / "cache"
+    _run(compose, cache, FIRST, clip, "data.fingerprint=stat")
+    fewer = [n for n in FIRST if n not in REMOVED]
+    fc, key, info, n = _run(compose, cache, fewer, clip, "data.fingerprint=stat")
+    assert n == 0 and info["reused_rows"] == 38
+    assert all(d.startswith("stat:") for d in fc.row_digests(key) or [])
+    fc, key, info, n = _run(compose, cache, fewer, clip)  # content
+    assert n == 38 and "reused_rows" not in info
+
+
 def test_a_corrupt_source_is_not_reused_and_says_so(
     compose: Compose, tmp_path: Path, clip: str, capfd: pytest.CaptureFixture[str]
 ) -> None:

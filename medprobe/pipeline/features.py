@@ -5,6 +5,11 @@ Lock, scan, shard, write, finalise — everything between "these images, this ex
 :mod:`medprobe.distributed`) are handled here and nowhere else: the main process hashes the
 images, takes the entry's lock and decides; every process checks and extracts its share of
 the rows into one partial entry; the main process finalises it.
+
+A changed image list (a few bad files skipped, new images added) is a new entry, but the rows
+other complete entries of the same extractor fingerprint hold for images of the same content
+are copied into it first (verified), so only the new images are checked and extracted
+(docs/reliability.md, "Adding or removing images never recomputes the others").
 """
 
 from __future__ import annotations
@@ -141,8 +146,11 @@ def features(
 ) -> tuple[FeatureCache, str, dict[str, Any]]:
     """Make sure the cache holds ``layers`` for the manifest; return (cache, key, info).
 
-    On a miss: every image is checked first (all bad files listed at once); then features are
-    extracted under a file lock, so a second job on the same entry waits and reuses it.
+    On a miss: under a file lock (a second job on the same entry waits and reuses it), rows
+    already computed for images of the same content by entries of the same extractor
+    fingerprint are copied into the new entry (:func:`_plan_reuse`; ``info["reused_rows"]``,
+    ``info["reused_from"]``); every other image is checked (all bad files listed at once) and
+    extracted (``info["extracted_rows"]``).
 
     Data-parallel (``dist.world > 1``, see :mod:`medprobe.distributed`): the main process
     hashes the images, takes the lock and decides; the image check and the extraction are
