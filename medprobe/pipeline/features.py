@@ -449,7 +449,12 @@ def _plan_reuse(
     from medprobe.errors import CacheError
 
     candidates = []
-    for other in cache.keys():
+    try:
+        keys = cache.keys()
+    except OSError as e:  # an unlistable cache directory: nothing to reuse, extract
+        plan.notes.append(f"no rows are reused: cannot list {cache.root} ({e.strerror or e})")
+        return plan
+    for other in keys:
         if other == key:
             continue
         try:
