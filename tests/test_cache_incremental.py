@@ -300,3 +300,42 @@ def test_data_parallel_reuse_extracts_only_the_new_images(tmp_path: Path, tiny_c
         if f.name not in ("meta.json", ".last_used"):
             assert f.read_bytes() == (a / f.name).read_bytes(), f.name
     assert dp["metrics"] == fresh["metrics"]
+
+
+def test_copy_rows_copies_pending_rows_in_any_order_and_refuses_mismatches(
+    tmp_path: Path,
+) -> None:
+    """CacheWriter.copy_rows on synthetic rows: permuted and scattered rows land where asked,
+    rows already written are left alone, another width or a missing layer is refused."""
+    from medprobe.errors import CacheError
+
+    fc = FeatureCache(tmp_path)
+    rng = np.random.default_rng(0)
+    src = {0: rng.standard_normal((10, 4)), "pooled": rng.standard_normal((10, 3))}
+    w = fc.writer("a" * 64, [f"s{i}" for i in range(10)], [0, "pooled"], meta={},
+                  digests=[f"d{i}" for i in range(10)])  # fmt: skip
+    w.write(src)
+    w.finalize()
+    assert fc.row_digests("a" * 64) == [f"d{i}" for i in range(10)]
+    assert fc.verify("a" * 64)["files"][:2] == ["ids.txt", "digests.txt"]
+
+    w = fc.writer("b" * 64, [f"t{i}" for i in range(6)], [0, "pooled"], meta={})
+    w.write({0: np.ones((1, 4)), "pooled": np.ones((1, 3))})  # row 0 extracted
+    assert w.copy_rows("a" * 64, [0, 5, 3, 2, 1], [9, 0, 7, 6, 2]) == 4  # row 0 is done
+    assert w.pending_rows().tolist() == [4] and w.n_done == 5
+    w.write({0: np.zeros((1, 4)), "pooled": np.zeros((1, 3))})
+    w.finalize()
+    x = np.asarray(fc.load("b" * 64, 0))
+    want = np.asarray(src[0], dtype=np.float16)
+    np.testing.assert_array_equal(x[[5, 3, 2, 1]], want[[0, 7, 6, 2]])
+    assert (x[0] == 1).all() and (x[4] == 0).all()
+
+    w = fc.writer("c" * 64, ["u"], [0, 1], meta={})
+    with pytest.raises(CacheError, match=r"lacks layers \[1\]"):
+        w.copy_rows("a" * 64, [0], [0])
+    w = fc.writer("e" * 64, ["u", "v"], [0], meta={})
+    w.write({0: np.ones((1, 5))})
+    with pytest.raises(CacheError, match="feature width of layers"):
+        w.copy_rows("a" * 64, [1], [0])
+    with pytest.raises(CacheError, match="outside"):
+        w.copy_rows("a" * 64, [1], [10])
