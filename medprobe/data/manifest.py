@@ -93,7 +93,31 @@ class Manifest:
             out[s] = {name: int(v) for name, v in zip(self.classes, c, strict=True)}
         return out
 
-    def image_fingerprint(self, mode: str = "content", workers: int = 4) -> str:
+    def image_digests(self, mode: str = "content", workers: int = 4) -> list[str]:
+        """One digest per image, in row order: the per-image part of :meth:`image_fingerprint`.
+
+        Args:
+            mode: ``"content"``: hex sha256 of the file's bytes (:func:`medprobe.hashing.
+                image_digest`, memoised per process); ``"stat"``: ``"<size>:<mtime ns>"``
+                (:func:`medprobe.hashing.stat_digest`). A missing or unreadable file gives the
+                marker ``"missing"`` / ``"unreadable"``.
+            workers: threads reading files in ``"content"`` mode.
+
+        Raises:
+            ValueError: unknown ``mode``.
+        """
+        if mode not in ("content", "stat"):
+            raise ValueError(f"data.fingerprint must be content or stat, got {mode!r}")
+        if mode == "stat":
+            return [stat_digest(p) for p in self.paths]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            return list(pool.map(image_digest, self.paths))
+
+    def image_fingerprint(
+        self, mode: str = "content", workers: int = 4, digests: list[str] | None = None
+    ) -> str:
         """sha256 over every image: the manifest part of the feature-cache key.
 
         Args:
@@ -103,22 +127,18 @@ class Manifest:
                 ctime, inode), so the jobs of one multirun read each file once. ``"stat"`` uses only
                 (id, size, mtime): instant on huge datasets, but trusts file metadata.
             workers: threads reading files in ``"content"`` mode.
+            digests: :meth:`image_digests` of the same ``mode``, if already computed.
 
         Labels and splits are left out on purpose: they do not change features. A missing
         file contributes a marker (it is reported by the image scan, not here).
 
         Raises:
-            ValueError: unknown ``mode``.
+            ValueError: unknown ``mode``; ``digests`` of the wrong length.
         """
-        if mode not in ("content", "stat"):
+        if digests is None:
+            digests = self.image_digests(mode, workers)
+        elif mode not in ("content", "stat"):
             raise ValueError(f"data.fingerprint must be content or stat, got {mode!r}")
-        if mode == "content":
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                digests = list(pool.map(image_digest, self.paths))
-        else:
-            digests = [stat_digest(p) for p in self.paths]
         h = hashlib.sha256(mode.encode())
         for i, d in zip(self.ids, digests, strict=True):
             h.update(f"{i}\0{d}\n".encode())
