@@ -18,6 +18,8 @@ On-disk layout under ``root``::
       <key>/                     a complete entry (the partial dir renamed atomically)
         layer_001.npy ...        one (N, D) float16 .npy per layer, named by layer_filename
         ids.txt                  N example ids, one per line, row order of the arrays
+        digests.txt              N image digests, one per line (when the writer was given
+                                 them): what :meth:`CacheWriter.copy_rows` reuses rows by
         meta.json                written last: its presence means the entry is complete; holds
                                  a checksum of every layer file and of ids.txt ("checksums")
       <key>.corrupt-<time>/      an entry whose files no longer match their checksums, set
@@ -94,6 +96,7 @@ _PARTIAL_PREFIX = ".partial-"
 _SHARD_PREFIX = "done-"  # done-<k>.json: rows written by shard writer k of a data-parallel run
 _CORRUPT_INFIX = ".corrupt-"  # <key>.corrupt-<UTC time>: an entry set aside by verification
 _IDS_FILE = "ids.txt"
+_DIGESTS_FILE = "digests.txt"  # one content digest per row (FeatureCache.row_digests)
 _CHUNK = 16 << 20  # bytes per read/hash step when streaming a file
 
 #: Checksums recorded in meta.json, fastest first. xxh3-128 (the ``xxhash`` package, which
@@ -208,6 +211,18 @@ def _check_ids(ids: Sequence[str]) -> list[str]:
         if x in seen:
             raise CacheError(f"ids[{i}] = {x!r} is duplicated; example ids must be unique")
         seen.add(x)
+    return out
+
+
+def _check_digests(digests: Sequence[str], n: int) -> list[str]:
+    if isinstance(digests, str):
+        raise CacheError("digests must be a sequence of str, got a single str")
+    out = list(digests)
+    if len(out) != n:
+        raise CacheError(f"{len(out)} digests for {n} ids; give one digest per row")
+    for i, x in enumerate(out):
+        if not isinstance(x, str) or not x or any(c in x for c in "\n\r\x00"):
+            raise CacheError(f"digests[{i}] must be a non-empty one-line str, got {x!r}")
     return out
 
 
@@ -540,6 +555,42 @@ class FeatureCache:
         """
         return sort_layers(self.meta(key)["layers"])
 
+    def row_digests(self, key: str) -> list[str] | None:
+        """The image digest of every row of a complete entry (``digests.txt``), verified.
+
+        What rows are reused by (:meth:`CacheWriter.copy_rows`): a row whose image has the same
+        digest holds the same features under the same extractor fingerprint. The file is always
+        checked against its checksum, whatever the cache's ``verify`` setting: a reused row is
+        copied into a new entry with new checksums, so a changed file would go unnoticed there.
+
+        Returns:
+            ``len == meta(key)["n"]`` strings in row order, or None for an entry written without
+            digests (before issue 14.11, or by a writer given none) or without checksums.
+
+        Raises:
+            CacheError: the entry is incomplete; digests.txt does not match its checksum (the
+                entry is set aside, see :meth:`verify`) or disagrees with meta.json.
+        """
+        meta = self.meta(key)
+        sums = self._checksums(meta)
+        if sums is None or _DIGESTS_FILE not in sums[1]:
+            return None
+        path = self.entry_dir(key) / _DIGESTS_FILE
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise CacheError(f"cannot read {path}: {e.strerror or e}") from e
+        h = _hasher(sums[0])
+        h.update(raw)
+        if sums[1][_DIGESTS_FILE] != h.hexdigest():
+            self._set_aside(key, path, "its bytes changed since the entry was written")
+        digests = raw.decode("utf-8").split("\n")
+        if digests and digests[-1] == "":
+            digests.pop()
+        if len(digests) != int(meta["n"]):
+            raise CacheError(f"{path} has {len(digests)} lines but meta.json says n={meta['n']}")
+        return digests
+
     def load(self, key: str, layer: LayerId, *, verify: bool | None = None) -> np.ndarray:
         """Features of one layer as a read-only memmap, checked against its checksum.
 
@@ -630,6 +681,9 @@ class FeatureCache:
             raise CacheError(f"cannot read {path}: {e.strerror or e}") from e
         self._verify_ids(key, meta, path, raw)
         checked = [_IDS_FILE]
+        if _DIGESTS_FILE in sums[1]:
+            self._verify_file(key, meta, self.entry_dir(key) / _DIGESTS_FILE, None)
+            checked.append(_DIGESTS_FILE)
         for layer in want:
             if layer not in meta["layers"]:
                 raise CacheError(f"layer {layer!r} is not in cache entry {key}")
@@ -794,6 +848,7 @@ class FeatureCache:
         meta: Mapping[str, Any],
         *,
         fsync: bool = True,
+        digests: Sequence[str] | None = None,
     ) -> CacheWriter:
         """A :class:`CacheWriter` for ``key``; resumes a partial entry with the same ids.
 
@@ -809,14 +864,18 @@ class FeatureCache:
                 outlives the process), but an OS crash or power loss may leave progress.json
                 ahead of the data, i.e. silently zero rows. About 15 ms per batch on a local
                 SSD; turn off only for throw-away caches.
+            digests: one digest of each row's image (aligned with ``ids``; e.g. the sha256 of
+                the file), stored as ``digests.txt`` with a checksum at finalize so later
+                entries can reuse rows by image content (:meth:`row_digests`,
+                :meth:`CacheWriter.copy_rows`). Not part of the key.
 
         Raises:
-            CacheError: the entry is already complete; bad ids or layers.
+            CacheError: the entry is already complete; bad ids, layers or digests.
             TypeError: ``meta`` is not JSON.
         """
         if self.is_complete(key):
             raise CacheError(f"cache entry {key} is already complete at {self.entry_dir(key)}")
-        return CacheWriter(self, key, ids, layers, meta, fsync=fsync)
+        return CacheWriter(self, key, ids, layers, meta, fsync=fsync, digests=digests)
 
     def shard_writer(
         self,
@@ -916,11 +975,13 @@ class CacheWriter:
         fsync: bool = True,
         rows: tuple[int, int] | None = None,
         shard: int | None = None,
+        digests: Sequence[str] | None = None,
     ) -> None:
         self.cache = cache
         self.fsync = fsync
         self.key = cache._check_key(key)
         self._ids = _check_ids(ids)
+        self._digests = None if digests is None else _check_digests(digests, len(self._ids))
         if not isinstance(meta, Mapping):
             raise TypeError(f"meta must be a mapping, got {type(meta).__name__}")
         _canonical_json(meta)  # fail now, not after hours of extraction
@@ -1142,6 +1203,11 @@ class CacheWriter:
         return list(self._ids)
 
     @property
+    def closed(self) -> bool:
+        """True once finalized, closed, or after a write error (the partial stays resumable)."""
+        return self._closed
+
+    @property
     def n_done(self) -> int:
         """Rows of :attr:`rows` written (durably) so far, including resumed ones."""
         return _covered(_clip(self._done, *self.rows))
@@ -1286,6 +1352,169 @@ class CacheWriter:
             raise
         self._pending = pending
 
+    def copy_rows(
+        self,
+        src_key: str,
+        dst_rows: Sequence[int] | np.ndarray,
+        src_rows: Sequence[int] | np.ndarray,
+    ) -> int:
+        """Reuse rows of another complete entry of the same cache: row ``src_rows[i]`` of every
+        layer of ``src_key`` becomes row ``dst_rows[i]`` here (docs/reliability.md, "Adding or
+        removing images never recomputes the others").
+
+        Only rows still pending are copied (a resumed writer skips what it has), so the call
+        can be repeated after a kill. The source entry is verified first (every file it gives,
+        against its checksums, whatever the cache's ``verify`` setting: the copied bytes get
+        fresh checksums in this entry, so a corrupt source would otherwise be laundered) and
+        read through descriptors opened before verification, so a source removed meanwhile is
+        still read whole. Bytes are copied as stored (float16), in runs of consecutive rows,
+        then fsync'ed and recorded as done in ``progress.json``, exactly like written batches.
+
+        Args:
+            src_key: a complete entry holding (at least) this writer's layers, with checksums.
+            dst_rows: (k,) int row indices of this entry.
+            src_rows: (k,) int row indices of ``src_key``, aligned with ``dst_rows``.
+
+        Returns:
+            The number of rows copied now.
+
+        Raises:
+            CacheError: the source is incomplete, lacks a layer, has no checksums, or another
+                feature width; a source file does not match its checksum (the source is set
+                aside, see :meth:`FeatureCache.verify`; nothing was copied); bad row indices;
+                this writer is a shard writer or closed; a read or write failed (one line naming
+                the path; rows copied before stay done).
+        """
+        if self._closed:
+            raise CacheError(f"cache writer for {self.key} is closed")
+        if self.shard is not None:
+            raise CacheError(f"cache entry {self.key}: shard writers do not copy rows")
+        cache = self.cache
+        dst = np.asarray(dst_rows, dtype=np.int64).reshape(-1)
+        src = np.asarray(src_rows, dtype=np.int64).reshape(-1)
+        if dst.shape != src.shape:
+            raise CacheError(f"copy_rows: {dst.size} destination rows but {src.size} source rows")
+        meta = cache.meta(src_key)
+        n_src = int(meta["n"])
+        if dst.size and (dst.min() < 0 or dst.max() >= self.n_total):
+            raise CacheError(f"copy_rows: destination rows outside [0, {self.n_total})")
+        if dst.size and (src.min() < 0 or src.max() >= n_src):
+            raise CacheError(f"copy_rows: source rows outside [0, {n_src}) of entry {src_key}")
+        if np.unique(dst).size != dst.size:
+            raise CacheError("copy_rows: a destination row is given twice")
+        pending = np.zeros(self.n_total, dtype=bool)
+        for a, b in self._pending:
+            pending[a:b] = True
+        keep = pending[dst]
+        dst, src = dst[keep], src[keep]
+        if not dst.size:
+            return 0
+        order = np.argsort(dst, kind="stable")
+        dst, src = dst[order], src[order]
+        stored = [_norm_layer(x) for x in meta["layers"]]
+        missing = [x for x in self.layers if x not in stored]
+        if missing:
+            raise CacheError(f"cache entry {src_key} lacks layers {missing}; it cannot be reused")
+        if self._checksums_missing(meta):
+            raise CacheError(f"cache entry {src_key} has no checksums: its rows are not reused")
+        entry = cache.entry_dir(src_key)
+        fds: dict[LayerId, int] = {}
+        try:
+            try:
+                geometry: dict[LayerId, tuple[int, int]] = {}  # layer -> (D, data offset)
+                for layer in self.layers:
+                    path = entry / meta["files"][stored.index(layer)]
+                    fds[layer] = os.open(path, os.O_RDONLY)
+                    shape, dtype, offset = _npy_info(path)
+                    if len(shape) != 2 or shape[0] != n_src or dtype != _DTYPE:
+                        raise CacheError(f"{path}: shape {shape} {dtype}, meta.json says "
+                                         f"({n_src}, D) float16")  # fmt: skip
+                    geometry[layer] = (int(shape[1]), offset)
+                # verified after opening: what the descriptors read is what was verified
+                cache.verify(src_key, self.layers)
+                for layer, fd in fds.items():
+                    path = entry / meta["files"][stored.index(layer)]
+                    st_fd, st_now = os.fstat(fd), os.stat(path)
+                    if (st_fd.st_ino, st_fd.st_dev, st_fd.st_size) != (
+                        st_now.st_ino,
+                        st_now.st_dev,
+                        st_now.st_size,
+                    ):
+                        raise CacheError(f"{path} was replaced while being reused; rerun")
+            except OSError as e:
+                raise CacheError(
+                    f"cannot read cache entry {src_key}: {e.filename or entry}: {e.strerror or e}"
+                ) from None
+            dims = {layer: d for layer, (d, _) in geometry.items()}
+            if not self._fds:
+                try:
+                    self._ensure_files(dims)
+                except OSError as e:
+                    raise _io_error(f"cannot write cache entry {self.key}",
+                                    e.filename or self.dir, e,
+                                    "nothing was copied; free space and rerun"
+                                    ) from None  # fmt: skip
+            wrong = [x for x in self.layers if self.dims[x] != dims[x]]
+            if wrong:
+                raise CacheError(
+                    f"cache entry {src_key}: feature width of layers {wrong} differs from "
+                    f"{self.key}'s; its rows are not reused"
+                )
+            # runs of rows consecutive in both entries
+            cut = np.flatnonzero((np.diff(dst) != 1) | (np.diff(src) != 1)) + 1
+            starts = np.concatenate([[0], cut])
+            stops = np.concatenate([cut, [dst.size]])
+            try:
+                for layer in self.layers:
+                    d, src_off = geometry[layer]
+                    row_bytes = d * _DTYPE.itemsize
+                    step = max(1, _CHUNK // row_bytes)
+                    out_fd, out_off = self._fds[layer], self._offsets[layer]
+                    for i0, i1 in zip(starts.tolist(), stops.tolist(), strict=True):
+                        for k in range(i0, i1, step):
+                            n = min(step, i1 - k)
+                            want = n * row_bytes
+                            pos = src_off + int(src[k]) * row_bytes
+                            data = os.pread(fds[layer], want, pos)
+                            if len(data) != want:
+                                raise CacheError(f"{entry}: layer {layer!r} is truncated")
+                            view = memoryview(data)
+                            pos = out_off + int(dst[k]) * row_bytes
+                            while view:
+                                w = os.pwrite(out_fd, view, pos)
+                                view, pos = view[w:], pos + w
+                    if self.fsync:
+                        os.fsync(out_fd)
+                seg = [[int(dst[a]), int(dst[b - 1]) + 1]
+                       for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]  # fmt: skip
+                old = self._done
+                self._done = _merge(self._done + seg)
+                try:
+                    self._save_progress()
+                except BaseException:
+                    self._done = old
+                    raise
+            except OSError as e:
+                self._close_fds()
+                self._closed = True
+                raise _io_error(
+                    f"cannot copy rows of cache entry {src_key} into {self.key}",
+                    e.filename or self.dir,
+                    e,
+                    f"the {self.n_done} rows done before are kept in {self.dir}: free space (or "
+                    "fix the disk) and rerun to resume from there",
+                ) from None
+        finally:
+            for fd in fds.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._pending = _gaps(self.rows[0], self.rows[1], self._done)
+        return int(dst.size)
+
+    @staticmethod
+    def _checksums_missing(meta: Mapping[str, Any]) -> bool:
+        return FeatureCache._checksums(meta) is None
+
     def finalize(self) -> Path:
         """Checksum the layer files, write ids.txt and meta.json, rename the partial dir to
         ``root/<key>``, then remove the progress files.
@@ -1347,6 +1576,12 @@ class CacheWriter:
         h = _hasher(algorithm)
         h.update(ids_text.encode("utf-8"))
         sums = {_IDS_FILE: h.hexdigest()}
+        digests_text = None
+        if self._digests is not None:
+            digests_text = "".join(f"{x}\n" for x in self._digests)
+            h = _hasher(algorithm)
+            h.update(digests_text.encode("utf-8"))
+            sums[_DIGESTS_FILE] = h.hexdigest()
         for layer in self.layers:
             sums[self._files[layer]] = _file_digest(self.dir / self._files[layer], algorithm)
         meta = {
@@ -1363,6 +1598,8 @@ class CacheWriter:
             "spec": self._spec,
         }
         _write_file_durable(self.dir / _IDS_FILE, ids_text)
+        if digests_text is not None:
+            _write_file_durable(self.dir / _DIGESTS_FILE, digests_text)
         _write_file_durable(self.dir / "meta.json", json.dumps(meta, indent=1) + "\n")
         _fsync_dir(self.dir)
         if final.exists():  # an incomplete leftover (no meta.json): garbage

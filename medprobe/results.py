@@ -288,7 +288,14 @@ class Counts:
         )
 
 
-_CACHE_OPTIONAL = ("resumed_from", "processes", "far_from_square")
+_CACHE_OPTIONAL = (
+    "resumed_from",
+    "processes",
+    "far_from_square",
+    "extracted_rows",
+    "reused_rows",
+    "reused_from",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -299,8 +306,11 @@ class CacheInfo:
     exist (``extract_seconds``); data-parallel processes (``processes``, None for one); the
     share of the manifest's images whose aspect ratio is at least
     :data:`medprobe.data.images.FAR_FROM_SQUARE` (``far_from_square``, from file headers;
-    None when not measured: files written before issue 14.5). The optional keys are left out
-    of ``results.json`` when None."""
+    None when not measured: files written before issue 14.5); on a miss, the rows this run
+    extracted (``extracted_rows``) and those copied from other entries of the same extractor
+    fingerprint for images of the same content (``reused_rows``, and ``reused_from``:
+    ``[{"key": entry key, "rows": n}, ...]``; issue 14.11). The optional keys are left out of
+    ``results.json`` when None."""
 
     cache_key: str
     cache_dir: str
@@ -310,6 +320,9 @@ class CacheInfo:
     extract_seconds: float
     processes: int | None = None
     far_from_square: float | None = None
+    extracted_rows: int | None = None
+    reused_rows: int | None = None
+    reused_from: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As in ``results.json``: ``resumed_from`` and ``processes`` only when set."""
@@ -322,6 +335,8 @@ class CacheInfo:
         other extra keys are ignored)."""
         resumed, procs = d.get("resumed_from"), d.get("processes")
         far = d.get("far_from_square")
+        extracted, reused, sources = (d.get(k) for k in ("extracted_rows", "reused_rows",
+                                                          "reused_from"))  # fmt: skip
         return cls(
             cache_key=str(d["cache_key"]),
             cache_dir=str(d["cache_dir"]),
@@ -331,6 +346,11 @@ class CacheInfo:
             extract_seconds=float(d["extract_seconds"]),
             processes=None if procs is None else int(procs),
             far_from_square=None if far is None else float(far),
+            extracted_rows=None if extracted is None else int(extracted),
+            reused_rows=None if reused is None else int(reused),
+            reused_from=None
+            if sources is None
+            else [{"key": str(x["key"]), "rows": int(x["rows"])} for x in sources],
         )
 
 
@@ -787,15 +807,18 @@ def run_notes(results: Results, y_test: np.ndarray) -> list[str]:
         y_test: the test labels, ``(n,)`` int class indices or ``(n, K)`` multi-hot.
 
     Returns:
-        lines for: unreadable images left out, a probe fit that did not converge, classes
-        with 1 to ``stats.FEW_POSITIVES - 1`` (9) test positives (CI unreliable:
-        docs/statistics.md, section 4), constant features, fewer than 200 bootstrap
+        lines for: the task adapter's notes (``task_info["notes"]``: T3's image-level split,
+        T7's skipped image files), unreadable images left out, a probe fit that did not
+        converge, classes with 1 to ``stats.FEW_POSITIVES - 1`` (9) test positives (CI
+        unreliable: docs/statistics.md, section 4), constant features, fewer than 200 bootstrap
         replicates, a share of at least :data:`FAR_FROM_SQUARE_NOTE` (10%) of the images far
         from square under ``model.resize=crop`` (``results.cache.far_from_square``).
     """
     from medprobe.stats import FEW_POSITIVES, few_positives
 
-    notes = []
+    notes: list[str] = []
+    # the adapter's own warnings (task_info["notes"]), e.g. T3's image-level split
+    notes += [str(n) for n in results.task_info.get("notes", [])]
     if results.counts.skipped_images:
         notes.append(f"{results.counts.skipped_images} unreadable image(s) left out "
                      "(data.on_error=skip; listed in results.json cache.skipped_images)")  # fmt: skip

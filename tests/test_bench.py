@@ -27,6 +27,7 @@ ROW_NAMES = (
     "peak RSS vs dataset size (extraction, 4N / N images)",
     "peak RSS vs dataset size (cache writer, 4N / N rows)",
     "checksum-verified load vs plain load (layer in page cache)",
+    "run after removing 2% of the images vs first extraction",
     "peak RSS loading a 13000^2 RGBA PNG vs its 1024-px result",
     "peak RSS of the image scan, 4 workers vs 1",
     "probe BLAS threads (1 thread vs library default)",

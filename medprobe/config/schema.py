@@ -294,7 +294,8 @@ class EyepacsTest(StrEnum):
 
 
 class SuspectedGlaucoma(StrEnum):
-    """T6: ODIR's ``suspected glaucoma`` eyes are left out, or counted as positive / negative."""
+    """T6: ODIR's ``suspected glaucoma`` eyes count as positive (default), negative, or are left
+    out (docs/tasks.md#t6 gives the evidence for the default)."""
 
     drop = "drop"
     positive = "positive"
@@ -460,6 +461,8 @@ class T3TaskConfig(PaperTaskConfig, RandomSplit):
     """T3 ISIC 2018 / HAM10000 (split used when the official test labels are absent)."""
 
     image_dir: str | None = None  # search images only under <root>/<image_dir>
+    # without lesion ids (official files only): refuse (false) or split by image, saying so
+    allow_image_level_split: bool = False
 
 
 @schema
@@ -488,7 +491,8 @@ class T5TaskConfig(PaperTaskConfig):
 @schema
 @dataclass
 class T6Options:
-    suspected_glaucoma: SuspectedGlaucoma = SuspectedGlaucoma.drop
+    # positive: the paper tests on all 7,000 ODIR eyes; AIROGS trains on *referable* glaucoma
+    suspected_glaucoma: SuspectedGlaucoma = SuspectedGlaucoma.positive
 
 
 @schema
@@ -496,7 +500,7 @@ class T6Options:
 class T6TaskConfig(PaperTaskConfig):
     """T6 glaucoma: AIROGS -> train, ODIR-2019 -> test."""
 
-    csv: str | None = None  # CSV export of the ODIR annotation .xlsx; null = found under root
+    csv: str | None = None  # the ODIR annotations: official .xlsx or UTF-8 CSV; null = found
     options: T6Options = field(default_factory=T6Options)
 
 
@@ -507,6 +511,8 @@ class T7TaskConfig(PaperTaskConfig):
 
     csv: str | None = None  # the PadChest label CSV (.csv or .csv.gz); null = found under root
     min_test_positives: int = 50  # findings kept need this many positives in test
+    # missing / unreadable image files are left out and listed; more than this share stops
+    max_bad_image_share: float = 0.01
 
 
 @schema

@@ -107,7 +107,29 @@ class Manifest:
             out[s] = {name: int(v) for name, v in zip(self.classes, c, strict=True)}
         return out
 
-    def image_fingerprint(self, mode: str = "content", workers: int = 4) -> str:
+    def image_digests(self, mode: str = "content", workers: int = 4) -> list[str]:
+        """One digest per image, in row order: the per-image part of :meth:`image_fingerprint`.
+
+        Args:
+            mode: ``"content"``: hex sha256 of the file's bytes (:func:`medprobe.hashing.
+                image_digest`, memoised per process); ``"stat"``: ``"<size>:<mtime ns>"``
+                (:func:`medprobe.hashing.stat_digest`). A missing or unreadable file gives the
+                marker ``"missing"`` / ``"unreadable"``. Images of a :attr:`source` are
+                digested by it (``task=hf``: ``content`` = sha256 of each row's encoded bytes,
+                the same digest a file with those bytes gets; ``stat`` = the dataset's
+                fingerprint of the row's split, the row being in the id).
+            workers: threads reading files in ``"content"`` mode.
+
+        Raises:
+            ValueError: unknown ``mode``.
+        """
+        if mode not in ("content", "stat"):
+            raise ValueError(f"data.fingerprint must be content or stat, got {mode!r}")
+        return self.images.digests([str(p) for p in self.paths], mode, workers)
+
+    def image_fingerprint(
+        self, mode: str = "content", workers: int = 4, digests: list[str] | None = None
+    ) -> str:
         """sha256 over every image: the manifest part of the feature-cache key.
 
         Args:
@@ -117,18 +139,19 @@ class Manifest:
                 ctime, inode), so the jobs of one multirun read each file once. ``"stat"`` uses only
                 (id, size, mtime): instant on huge datasets, but trusts file metadata.
             workers: threads reading files in ``"content"`` mode.
+            digests: :meth:`image_digests` of the same ``mode``, if already computed.
 
         Labels and splits are left out on purpose: they do not change features. A missing
         file contributes a marker (it is reported by the image scan, not here). Images of a
-        :attr:`source` are digested by it (``task=hf``: the encoded bytes of each row in
-        ``content`` mode; the dataset's fingerprint and the row in ``stat`` mode).
+        :attr:`source` are digested by it (:meth:`image_digests`).
 
         Raises:
-            ValueError: unknown ``mode``.
+            ValueError: unknown ``mode``; ``digests`` of the wrong length.
         """
-        if mode not in ("content", "stat"):
+        if digests is None:
+            digests = self.image_digests(mode, workers)
+        elif mode not in ("content", "stat"):
             raise ValueError(f"data.fingerprint must be content or stat, got {mode!r}")
         from medprobe.data.sources import fingerprint
 
-        digests = self.images.digests([str(p) for p in self.paths], mode, workers)
         return fingerprint(self.ids, digests, mode)

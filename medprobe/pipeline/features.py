@@ -5,6 +5,11 @@ Lock, scan, shard, write, finalise — everything between "these images, this ex
 :mod:`medprobe.distributed`) are handled here and nowhere else: the main process hashes the
 images, takes the entry's lock and decides; every process checks and extracts its share of
 the rows into one partial entry; the main process finalises it.
+
+A changed image list (a few bad files skipped, new images added) is a new entry, but the rows
+other complete entries of the same extractor fingerprint hold for images of the same content
+are copied into it first (verified), so only the new images are checked and extracted
+(docs/reliability.md, "Adding or removing images never recomputes the others").
 """
 
 from __future__ import annotations
@@ -155,8 +160,11 @@ def features(
 ) -> tuple[FeatureCache, str, dict[str, Any]]:
     """Make sure the cache holds ``layers`` for the manifest; return (cache, key, info).
 
-    On a miss: every image is checked first (all bad files listed at once); then features are
-    extracted under a file lock, so a second job on the same entry waits and reuses it.
+    On a miss: under a file lock (a second job on the same entry waits and reuses it), rows
+    already computed for images of the same content by entries of the same extractor
+    fingerprint are copied into the new entry (:func:`_plan_reuse`; ``info["reused_rows"]``,
+    ``info["reused_from"]``); every other image is checked (all bad files listed at once) and
+    extracted (``info["extracted_rows"]``).
 
     Data-parallel (``dist.world > 1``, see :mod:`medprobe.distributed`): the main process
     hashes the images, takes the lock and decides; the image check and the extraction are
@@ -173,13 +181,15 @@ def features(
     max_side = int(cfg.data.max_side)
     resize = str(cfg.model.resize)
     spec = None
+    row_keys: list[str] = []
     if dist.is_main:  # hashing reads every image byte: once, not once per process
+        mode = str(_enum_value(cfg.data.fingerprint))
+        digests = manifest.image_digests(mode, workers=int(cfg.data.scan_workers))
+        row_keys = _row_keys(manifest, mode, digests)
         spec = {
             "extractor": extractor.fingerprint(),
             "layers": [str(x) for x in layers],
-            "images": manifest.image_fingerprint(
-                _enum_value(cfg.data.fingerprint), workers=int(cfg.data.scan_workers)
-            ),
+            "images": manifest.image_fingerprint(mode, digests=digests),
             "n_images": len(manifest),
             "loader": loader_fingerprint(max_side),
         }
@@ -200,7 +210,7 @@ def features(
     # A complete entry never changes again: read it without the lock (read-only shared caches).
     info["cache_hit"] = dist.broadcast(cache.is_complete(key))
     if not info["cache_hit"]:
-        _extract_locked(cfg, manifest, extractor, layers, cache, key, spec, info, dist)
+        _extract_locked(cfg, manifest, extractor, layers, cache, key, spec, info, dist, row_keys)
     skipped = cache.meta(key)["spec"].get("skipped", [])  # the writer's meta is stored as "spec"
     if skipped and on_error == "stop":
         raise BadImagesError(_bad_images_message([tuple(s) for s in skipped]))
@@ -261,10 +271,15 @@ def _extract_locked(
     spec: dict[str, Any],
     info: dict[str, Any],
     dist: Dist,
+    row_keys: Sequence[str] = (),
 ) -> None:
     """Extract under the entry's file lock; a second job waits (and says so), then reuses it.
 
     Only the main process takes the lock; with several processes it covers all of them.
+    Before anything is extracted, the main process copies the rows other complete entries of
+    the same extractor fingerprint hold for images of the same content (:func:`_plan_reuse`,
+    ``row_keys``: :func:`_row_keys` of the manifest); only the other images are checked and
+    extracted (sharded over the processes).
     """
     from filelock import Timeout
 
@@ -289,9 +304,20 @@ def _extract_locked(
         if info["cache_hit"]:
             return
         paths = [str(p) for p in manifest.paths]
-        lo, hi = dist.rank * len(paths) // dist.world, (dist.rank + 1) * len(paths) // dist.world
+        plan = None
+        to_scan: list[int] | None = None
+        if dist.is_main:
+            plan = _plan_reuse(cache, key, spec, row_keys, layers)
+            for note in plan.notes:
+                print(f"note: {note}", file=sys.stderr, flush=True)
+            to_scan = [i for i in range(len(paths)) if i not in plan.rows]
+        # images whose rows are reused were read whole when they were extracted: not again
+        to_scan = dist.broadcast(to_scan)
+        assert to_scan is not None
+        m = len(to_scan)
+        lo, hi = dist.rank * m // dist.world, (dist.rank + 1) * m // dist.world
         bad = manifest.images.scan(
-            paths[lo:hi],
+            [paths[i] for i in to_scan[lo:hi]],
             max_side=max_side,
             max_workers=int(cfg.data.scan_workers),
             progress=bool(cfg.progress) and dist.is_main,
@@ -310,6 +336,7 @@ def _extract_locked(
         writer = None
         ranges = None
         if dist.is_main:
+            assert plan is not None
             writer = cache.writer(
                 key,
                 ids,
@@ -320,8 +347,11 @@ def _extract_locked(
                     # who wrote it (medprobe cache list); not part of the key
                     "written_by": {"model": cfg.model.name, "task": cfg.task.name},
                 },
+                digests=[row_keys[i] for i in keep],
             )
             info["resumed_from"] = writer.n_done
+            _copy_reused(writer, plan, keep, info)
+            info["extracted_rows"] = writer.n_remaining
             # split what is left (everything, or the gaps of a killed run) in whole batches
             ranges = shard_ranges(
                 writer.pending_rows().tolist(), int(cfg.model.batch_size), dist.world
@@ -360,6 +390,157 @@ def _extract_locked(
     finally:
         if lock is not None:
             lock.release()
+
+
+#: Per-image digests that name no content (the image scan reports these files).
+_NO_CONTENT = ("missing", "unreadable")
+#: The parts of the key spec that depend on the image list; everything else is the extractor
+#: fingerprint under which rows of one image are the same in every entry.
+_IMAGE_LIST_KEYS = ("images", "n_images")
+
+
+def _row_keys(manifest: Manifest, mode: str, digests: Sequence[str]) -> list[str]:
+    """What a row is reused by: the image's content digest, per manifest row.
+
+    ``data.fingerprint=content``: the sha256 of the file (any id, any path: a moved or copied
+    image is found). ``stat``: ``"stat:"`` + sha256 of (id, size, mtime), as much as that mode's
+    cache key trusts. The markers ``"missing"`` / ``"unreadable"`` stay as they are and are
+    never reused.
+    """
+    import hashlib
+
+    if mode == "content":
+        return [str(d) for d in digests]
+    out = []
+    for i, d in zip(manifest.ids, digests, strict=True):
+        if d in _NO_CONTENT:
+            out.append(str(d))
+        else:
+            out.append("stat:" + hashlib.sha256(f"{i}\0{d}".encode()).hexdigest())
+    return out
+
+
+def reuse_fingerprint(spec: Any) -> str | None:
+    """The key of ``spec`` without its image-list parts: entries with equal fingerprints hold
+    equal rows for equal images (same extractor, weights, dtype, layers, prompt, loader and
+    resize). None for a spec that is not a dict."""
+    if not isinstance(spec, dict):
+        return None
+    return cache_key({k: v for k, v in spec.items() if k not in _IMAGE_LIST_KEYS})
+
+
+@dataclass
+class _ReusePlan:
+    """Which manifest rows come from which complete entry (and row), and why others did not."""
+
+    rows: dict[int, tuple[str, int]] = dataclasses.field(default_factory=dict)
+    sources: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def _plan_reuse(
+    cache: FeatureCache,
+    key: str,
+    spec: dict[str, Any],
+    row_keys: Sequence[str],
+    layers: Sequence[LayerId],
+) -> _ReusePlan:
+    """Find rows already computed for these images under the same extractor fingerprint.
+
+    Candidates are the complete entries whose key spec equals ``spec`` but for the image list
+    (:func:`reuse_fingerprint`) and that recorded row digests (entries written since issue
+    14.11). The one holding most of the wanted images is used first, then the next for what is
+    still missing, and so on. Every entry used is verified whole first (ids, digests, every
+    layer, against its checksums); one that fails is set aside by the verification and not
+    used, with a note.
+    """
+    plan = _ReusePlan()
+    fingerprint = reuse_fingerprint(spec)
+    want: dict[str, list[int]] = {}
+    for i, k in enumerate(row_keys):
+        if k not in _NO_CONTENT:
+            want.setdefault(k, []).append(i)
+    if not want:
+        return plan
+    from medprobe.errors import CacheError
+
+    candidates = []
+    try:
+        keys = cache.keys()
+    except OSError as e:  # an unlistable cache directory: nothing to reuse, extract
+        plan.notes.append(f"no rows are reused: cannot list {cache.root} ({e.strerror or e})")
+        return plan
+    for other in keys:
+        if other == key:
+            continue
+        try:
+            meta = cache.meta(other)
+            stored = meta.get("spec")
+            if not isinstance(stored, dict):
+                continue
+            if reuse_fingerprint(stored.get("key_spec")) != fingerprint:
+                continue
+            digests = cache.row_digests(other)
+        except CacheError as e:
+            plan.notes.append(f"cache entry {other} is not reused: {e}")
+            continue
+        if digests is None:
+            continue
+        index: dict[str, int] = {}
+        for r, d in enumerate(digests):
+            if d not in _NO_CONTENT:
+                index.setdefault(d, r)
+        overlap = sum(len(v) for k, v in want.items() if k in index)
+        if overlap:
+            candidates.append((overlap, str(meta.get("created", "")), other, index))
+    candidates.sort(key=lambda c: (c[0], c[1]), reverse=True)
+    for _, _, other, index in candidates:
+        take = {i: (other, index[k]) for k, idx in want.items() if k in index for i in idx
+                if i not in plan.rows}  # fmt: skip
+        if not take:
+            continue
+        try:
+            if not cache.verify(other, layers)["verified"]:
+                continue
+        except CacheError as e:
+            plan.notes.append(f"cache entry {other} is not reused: {e}")
+            continue
+        plan.rows.update(take)
+        plan.sources.append(other)
+        if len(plan.rows) == sum(len(v) for v in want.values()):
+            break
+    return plan
+
+
+def _copy_reused(
+    writer: CacheWriter, plan: _ReusePlan, keep: Sequence[int], info: dict[str, Any]
+) -> None:
+    """Copy the planned rows into the new entry (rows a resumed writer has are skipped) and
+    record ``reused_rows`` / ``reused_from`` in ``info``. A source that fails now (removed or
+    changed since it was verified) is left out with a note: its rows are extracted."""
+    from medprobe.errors import CacheError
+
+    if not plan.rows:
+        return
+    row_of = {m: r for r, m in enumerate(keep)}
+    used = []
+    for src in plan.sources:
+        pairs = [(row_of[m], sr) for m, (k, sr) in plan.rows.items() if k == src and m in row_of]
+        if not pairs:
+            continue
+        dst_rows, src_rows = zip(*pairs, strict=True)
+        try:
+            writer.copy_rows(src, dst_rows, src_rows)
+        except CacheError as e:
+            if writer.closed:  # the new entry could not be written: nothing to fall back to
+                raise
+            note = f"cache entry {src} is not reused: {e}"
+            print(f"note: {note}", file=sys.stderr, flush=True)
+            continue
+        used.append({"key": src, "rows": len(pairs)})
+    if used:
+        info["reused_rows"] = sum(u["rows"] for u in used)
+        info["reused_from"] = used
 
 
 def _bad_images_message(bad: Sequence[Sequence[str]]) -> str:

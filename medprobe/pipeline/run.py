@@ -31,6 +31,7 @@ from medprobe.pipeline.job import Job, build_job
 from medprobe.pipeline.probing import LayerOutcome, probe_layer
 from medprobe.results import (
     RESULTS_FILE,
+    CacheInfo,
     LayerCurve,
     Results,
     format_layer_curve,
@@ -101,12 +102,30 @@ def write(job: Job, outcomes: list[LayerOutcome]) -> RunOutcome:
         curve = replace(layer_curve(results, str(job.cfg.task.metric)), job_key=job.key)
         write_layer_curve(job.out_dir, curve)
         print(format_layer_curve(curve), flush=True)
-    cache = results[0].cache
-    print(f"features: {'cache hit' if cache.cache_hit else 'extracted'} "
-          f"(key {cache.cache_key[:12]} in {cache.cache_dir})", flush=True)  # fmt: skip
+    print(features_line(results[0].cache), flush=True)
     where = job.out_dir / ("layers.json" if job.all_layers else RESULTS_FILE)
     print(f"results: {where}", flush=True)
     return RunOutcome(job.out_dir, results, curve)
+
+
+def features_line(cache: CacheInfo) -> str:
+    """``features: cache hit (key ... in ...)``, ``features: extracted (key ...)``, or with rows
+    reused from other entries ``features: extracted 2 new, reused 98 from <key> (key ...)``."""
+    where = f"(key {cache.cache_key[:12]} in {cache.cache_dir})"
+    if cache.cache_hit:
+        return f"features: cache hit {where}"
+    if not cache.reused_rows or not cache.reused_from:
+        return f"features: extracted {where}"
+    src = cache.reused_from
+    sources = (
+        src[0]["key"][:12]
+        if len(src) == 1
+        else ", ".join(f"{s['key'][:12]} ({s['rows']})" for s in src)
+    )
+    return (
+        f"features: extracted {cache.extracted_rows or 0} new, reused {cache.reused_rows} "
+        f"from {sources} {where}"
+    )
 
 
 def track(job: Job, outcome: RunOutcome) -> RunOutcome:

@@ -23,6 +23,13 @@ Rules:
 * **Grouped by lesion** (HAM10000 holds several images of one lesion: 10,015 images of 7,470
   lesions): no lesion is on two sides of a split. Images without a known lesion id (validation,
   test) are their own group.
+* **Lesion ids are required for the training images.** The official task 3 files alone (input
+  images + ground-truth CSVs) carry none, and an image-level split would put images of one
+  lesion on both sides. Without them (or for only some training images) the adapter refuses
+  with one line naming the file to add (``HAM10000_metadata.csv`` with ``lesion_id``, or
+  ``ISIC2018_Task3_Training_LesionGroupings.csv``), unless ``task.allow_image_level_split=true``:
+  then it proceeds and says "image-level split (lesion leakage possible)" in ``split_source``,
+  ``notes`` (printed under the console table) and ``grouped: false``.
 * **Split**: with the test ground truth present, the official one (Training -> train,
   Validation -> val, Test -> test); a training image whose lesion also appears in the test set
   is dropped from train and counted. Without it, the labelled training images are split with
@@ -54,6 +61,9 @@ from medprobe.data.tasks.common import (
 CLASSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
 PARTS = {"Training": "train", "Validation": "val", "Test": "test"}
 METADATA_NAMES = ["HAM10000_metadata.csv", "HAM10000_metadata", "HAM10000_metadata.tab"]
+GROUPINGS = "ISIC2018_Task3_Training_LesionGroupings.csv"
+#: What the table, ``split_source`` and ``notes`` say when lesion ids are missing and allowed.
+IMAGE_LEVEL = "image-level split (lesion leakage possible)"
 
 
 def _delimiter(path: Path) -> str:
@@ -134,14 +144,15 @@ def build_manifest(task_cfg: T3TaskConfig, data_root: str | None = None) -> Mani
         rows skipped by reason and training images dropped for sharing a lesion with test.
 
     Raises:
-        ManifestError: no label file, a malformed / unknown / duplicate row or a missing image
-            (with ``task.on_bad_row=stop``), or a lesion on two sides of a split.
+        ManifestError: no label file; training images without lesion ids (unless
+            ``task.allow_image_level_split``); a malformed / unknown / duplicate row or a
+            missing image (with ``task.on_bad_row=stop``); or a lesion on two sides of a split.
     """
     root = task_root(task_cfg, data_root, "t3")
     bad = BadRows.from_config(task_cfg)
     gts = {part: find_optional(root, [f"ISIC2018_Task3_{part}_GroundTruth.csv"]) for part in PARTS}
     meta = find_optional(root, METADATA_NAMES)
-    groupings = find_optional(root, ["ISIC2018_Task3_Training_LesionGroupings.csv"])
+    groupings = find_optional(root, [GROUPINGS])
     if gts["Training"] is None and meta is None:
         raise ManifestError(
             f"task=t3: no labels under {root}: need ISIC2018_Task3_Training_GroundTruth.csv or "
@@ -205,6 +216,24 @@ def build_manifest(task_cfg: T3TaskConfig, data_root: str | None = None) -> Mani
     labels = np.array(y, dtype=np.int64)
     g = np.array(groups, dtype=object)
     parts = np.array(part_of, dtype=object)
+    is_train = parts == "Training"
+    no_lesion = int((is_train & (g == "")).sum())
+    leak = ""
+    if no_lesion:
+        label_file = files.get("Training") or files.get("metadata", str(root))
+        if not task_cfg.allow_image_level_split:
+            raise ManifestError(
+                f"task=t3: no lesion ids for {no_lesion} of {int(is_train.sum())} training "
+                f"images ({label_file}), so images of one lesion could land on both sides of the split: "
+                f"add {METADATA_NAMES[0]} (columns lesion_id,image_id,dx; HAM10000 on Harvard "
+                f"Dataverse, doi:10.7910/DVN/DBW86T) or {GROUPINGS} (ISIC 2018 challenge "
+                f"page) below {root}, or set task.allow_image_level_split=true to split by "
+                "image (lesion leakage possible)"
+            )
+        leak = (
+            f"{IMAGE_LEVEL}: no lesion ids for {no_lesion} of {int(is_train.sum())} training "
+            "images (task.allow_image_level_split=true)"
+        )
     info: dict[str, Any] = {
         "source": "ISIC 2018 task 3 / HAM10000 (Tschandl et al. 2018), CC BY-NC 4.0",
         "files": files,
@@ -230,15 +259,22 @@ def build_manifest(task_cfg: T3TaskConfig, data_root: str | None = None) -> Mani
         split = np.empty(len(rows), dtype=object)
         is_val = parts == "Validation"
         split[is_val] = "val"
+        known = (g[~is_val] != "").any()
         if (~is_val).any():
-            s, desc = stratified_split(labels[~is_val], g[~is_val], task_cfg)
+            s, desc = stratified_split(labels[~is_val], g[~is_val] if known else None, task_cfg)
             split[~is_val] = s
         else:
             desc = "no training rows"
+        by = "grouped by lesion_id" + (" where known" if leak else "") if known else "by image"
         info["split_source"] = (
-            f"no test ground truth: training images {desc}, grouped by "
-            "lesion_id; official validation images (if any) -> val"
+            f"no test ground truth: training images {desc}, {by}; official validation "
+            "images (if any) -> val"
         )
+    if leak:
+        info["split_source"] = f"{IMAGE_LEVEL}; {info['split_source']}"
+        info["grouped"] = False
+        info["lesion_ids_missing"] = no_lesion
+        info["notes"] = [leak]
     info.update(bad.info())
     return make_manifest(
         "t3",

@@ -12,13 +12,21 @@ eyes, annotation file ``ODIR-5K_Training_Annotations(Updated)_V2.xlsx`` with col
 for glaucoma" over both sets (not checked here).
 
 Accepted files (below the root): AIROGS ``train_labels.csv`` and its images anywhere; the ODIR
-annotations as **CSV** (``task.csv``, or ``ODIR-5K_Training_Annotations(Updated)_V2.csv``,
-``data.csv``, Kaggle's ``full_df.csv``, or any CSV with the columns above). The ``.xlsx`` is
-not read (openpyxl is not a dependency): export it once, e.g. with LibreOffice
-``soffice --headless --convert-to csv "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"`` —
-an error says so when only the ``.xlsx`` is there. ODIR images are looked up by file name in
+annotations as distributed, the workbook ``ODIR-5K_Training_Annotations(Updated)_V2.xlsx``
+(read directly with openpyxl: its first sheet holding the columns above), or a **UTF-8** CSV
+(``task.csv`` names either; else the official ``.xlsx`` name, then
+``ODIR-5K_Training_Annotations(Updated)_V2.csv``, ``data.csv``, Kaggle's ``full_df.csv``, then
+any ``.xlsx`` or ``.csv`` with the columns above). ODIR images are looked up by file name in
 ``Training Images/`` (Kaggle), ``ODIR-5K_Training_Dataset/`` (official zip) or
 ``preprocessed_images/``, else anywhere below the annotation file's folder.
+
+A CSV export can silently mislabel eyes: saved in a legacy 8-bit encoding (GBK, Windows-1252)
+the full-width comma ``，`` becomes other bytes (GBK ``A3 AC``) or ``?``, and ``glaucoma，lens
+dust`` is then one token that is not ``glaucoma``. medprobe therefore refuses, with one line
+naming the file and row, a CSV that is not valid UTF-8 and a keyword cell that shows the
+traces of such a round trip (:func:`mojibake`): ``?``, U+FFFD, characters U+0080-U+00FF
+(UTF-8 read as Latin-1 / Windows-1252: ``ï¼Œ``; GBK read so: ``£¬``) or ``锛`` (UTF-8 read as
+GBK). The ODIR keywords are English words joined by ``，``; none of these occurs in them.
 
 Rules:
 
@@ -27,16 +35,19 @@ Rules:
   patient's two eyes together; noted in ``info``).
 * **ODIR -> test, per eye**: the eye's keywords are split at the full-width comma ``，``
   (U+FF0C, as in the file; an ASCII comma is accepted too) and compared as exact lower-case
-  tokens: the token ``glaucoma`` -> glaucoma; otherwise ``suspected glaucoma`` -> dropped and
-  counted (``task.options.suspected_glaucoma``: ``drop`` | ``positive`` | ``negative``);
-  otherwise no glaucoma. Never a substring test. An eye with empty keywords is a bad row.
-  Both eyes of a patient share the group ``odir:<ID>``. Rows repeated with identical content
-  (Kaggle's ``full_df.csv`` repeats patients) are read once.
+  tokens: the token ``glaucoma`` -> glaucoma; otherwise ``suspected glaucoma`` -> glaucoma by
+  default (``task.options.suspected_glaucoma``: ``positive`` | ``negative`` | ``drop``; why
+  ``positive``: docs/tasks.md#t6 — the paper tests on all 7,000 ODIR images, so no eye was
+  dropped, and AIROGS' target, *referable* glaucoma, is an eye a grader would refer: a
+  suspected glaucoma is referred); otherwise no glaucoma. Never a substring test. An eye with
+  empty keywords is a bad row. Both eyes of a patient share the group ``odir:<ID>``. Rows
+  repeated with identical content (Kaggle's ``full_df.csv`` repeats patients) are read once.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +76,28 @@ ODIR_COLUMNS = [
     "Left-Diagnostic Keywords",
     "Right-Diagnostic Keywords",
 ]
+KEYWORD_COLUMNS = ["Left-Diagnostic Keywords", "Right-Diagnostic Keywords"]
+ODIR_XLSX = "ODIR-5K_Training_Annotations(Updated)_V2.xlsx"
 ODIR_NAMES = ["ODIR-5K_Training_Annotations(Updated)_V2.csv", "data.csv", "full_df.csv"]
 ODIR_IMAGE_DIRS = ["Training Images", "ODIR-5K_Training_Dataset", "preprocessed_images"]
 KEYWORD_SEP = re.compile("[\uff0c,]")
 SUSPECT = {"drop", "positive", "negative"}
+#: What each ``task.options.suspected_glaucoma`` does (recorded in ``task_info``).
+SUSPECT_RULE = {
+    "positive": "suspected glaucoma eyes count as glaucoma (default: the paper tests on all "
+    "7,000 ODIR images; AIROGS' target is referable glaucoma; docs/tasks.md#t6)",
+    "negative": "suspected glaucoma eyes count as no glaucoma",
+    "drop": "suspected glaucoma eyes are left out (counted)",
+}
+#: Traces of the full-width comma (or of any non-ASCII text) after a legacy-encoding round
+#: trip: ``?`` (not representable, Windows-1252 export), U+FFFD (undecodable), U+0080-U+00FF
+#: (UTF-8 bytes read as Latin-1 / Windows-1252, e.g. ``ï¼Œ``; GBK ``A3 AC`` read so: ``£¬``),
+#: ``锛`` (UTF-8 ``EF BC`` read as GBK).
+MOJIBAKE = re.compile("[?\ufffd\u0080-\u00ff\u951b]")
+FIX = (
+    f"read the official workbook instead (task.csv=<path to {ODIR_XLSX}>, or leave it below "
+    "the root) or export it again as 'CSV UTF-8'"
+)
 
 
 def keywords(cell: str) -> list[str]:
@@ -76,7 +105,7 @@ def keywords(cell: str) -> list[str]:
     return [t.strip().lower() for t in KEYWORD_SEP.split(cell) if t.strip()]
 
 
-def glaucoma_label(tokens: list[str], suspected: str = "drop") -> int | None:
+def glaucoma_label(tokens: list[str], suspected: str = "positive") -> int | None:
     """1 glaucoma, 0 not, None = drop (``suspected glaucoma`` under the ``drop`` policy)."""
     if "glaucoma" in tokens:
         return 1
@@ -85,33 +114,157 @@ def glaucoma_label(tokens: list[str], suspected: str = "drop") -> int | None:
     return 0
 
 
+def mojibake(cell: str) -> str | None:
+    """The first character of ``cell`` that a legacy-encoding round trip leaves (see
+    :data:`MOJIBAKE`), or None for a clean keyword cell."""
+    m = MOJIBAKE.search(cell)
+    return m.group(0) if m else None
+
+
+def _cell(v: Any) -> str:
+    """A workbook cell as the CSV export writes it: ``None`` -> "", ``3.0`` -> "3"."""
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
+def _xlsx_sheet(path: Path) -> tuple[Any, list[str], Iterator[tuple[Any, ...]]] | None:
+    """(open workbook, header, remaining rows) of the first sheet whose first row holds the
+    ODIR columns; None when no sheet does.
+
+    Raises:
+        ManifestError: not a readable ``.xlsx`` workbook.
+    """
+    import zipfile
+
+    import openpyxl
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, InvalidFileException) as e:
+        raise ManifestError(
+            f"{path}: cannot read as an Excel workbook ({type(e).__name__}: {e})"
+        ) from None
+    for ws in wb.worksheets:
+        rows = ws.iter_rows(values_only=True)
+        header = [_cell(v) for v in next(rows, ())]
+        if all(c in header for c in ODIR_COLUMNS):
+            return wb, header, rows
+    wb.close()
+    return None
+
+
+def read_xlsx(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    """Header and ``(row number, row dict)`` pairs of the ODIR annotation workbook, numbered as
+    the spreadsheet shows them (header = row 1), cells as text (``_cell``), like
+    :func:`medprobe.data.tasks.common.read_csv`.
+
+    Raises:
+        ManifestError: not a workbook, or no sheet with the columns :data:`ODIR_COLUMNS`.
+    """
+    found = _xlsx_sheet(path)
+    if found is None:
+        raise ManifestError(
+            f"{path}: no sheet whose first row holds the ODIR columns {', '.join(ODIR_COLUMNS)}"
+        )
+    wb, header, rows = found
+
+    def gen() -> Iterator[tuple[int, dict[str, str]]]:
+        try:
+            for n, values in enumerate(rows, start=2):
+                cells = [_cell(v) for v in values]
+                if not any(cells):
+                    continue
+                cells += [""] * (len(header) - len(cells))
+                yield n, {h: c for h, c in zip(header, cells, strict=False) if h}
+        finally:
+            wb.close()
+
+    return header, gen()
+
+
+def check_utf8(path: Path) -> None:
+    """Refuse an ODIR CSV that is not valid UTF-8 (a legacy-encoding export), naming the row.
+
+    Raises:
+        ManifestError: ``"<file>, row <n>: not UTF-8 ..."`` with what to do (one line).
+    """
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        import gzip
+
+        raw = gzip.decompress(raw)
+    try:
+        raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        row = raw[: e.start].count(b"\n") + 1
+        raise ManifestError(
+            f"{path}, row {row}: not UTF-8 (byte 0x{raw[e.start]:02x}): the CSV was saved in a "
+            "legacy encoding (e.g. GBK or Windows-1252), which changes ODIR's full-width comma "
+            f"'\uff0c' and can turn glaucoma eyes negative; {FIX}"
+        ) from None
+
+
+def read_odir(path: Path) -> tuple[str, Iterator[tuple[int, dict[str, str]]]]:
+    """``("xlsx" | "csv", rows)`` of the ODIR annotations; every keyword cell is checked for
+    legacy-encoding traces (:func:`mojibake`) as the rows are read.
+
+    Raises:
+        ManifestError: unreadable workbook / CSV, missing columns, a CSV that is not UTF-8, or
+            a keyword cell with a trace (file, row, column and what to do; one line).
+    """
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        kind, (_, rows) = "xlsx", read_xlsx(path)
+    else:
+        if path.is_file():
+            check_utf8(path)
+        kind, (_, rows) = "csv", read_csv(path, ODIR_COLUMNS)
+
+    def checked() -> Iterator[tuple[int, dict[str, str]]]:
+        for n, row in rows:
+            for col in KEYWORD_COLUMNS:
+                bad = mojibake(row[col])
+                if bad is not None:
+                    raise ManifestError(
+                        f"{path}, row {n}: {col} {row[col][:60]!r} holds {bad!r}, a trace of a "
+                        "legacy-encoding round trip where ODIR has the full-width comma "
+                        f"'\uff0c' (glaucoma eyes would read as negative); {FIX}"
+                    )
+            yield n, row
+
+    return kind, checked()
+
+
+def _has_odir_header(path: Path) -> bool:
+    if path.suffix.lower() == ".xlsx":
+        try:
+            found = _xlsx_sheet(path)
+        except ManifestError:
+            return False
+        if found is not None:
+            found[0].close()
+        return found is not None
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        return "Left-Diagnostic Keywords" in f.readline()
+
+
 def _find_odir(root: Path, cfg: T6TaskConfig) -> Path:
     given = cfg.csv
     if given:
         return Path(str(given))
-    p = find_optional(root, ODIR_NAMES)
-    if p is not None:
-        with open(p, encoding="utf-8-sig") as f:
-            head = f.readline()
-        if "Left-Diagnostic Keywords" in head:
-            return p
-    xlsx: Path | None = None
+    p = find_optional(root, [ODIR_XLSX, *ODIR_NAMES])
+    if p is not None and (p.name == ODIR_XLSX or _has_odir_header(p)):
+        return p  # the official workbook by name: read (or refused) as it is
     for d, _, files in walk_dirs(root, 4):
         for fn in files:
-            if fn.lower().endswith(".csv"):
-                with open(d / fn, encoding="utf-8-sig", errors="replace") as f:
-                    if "Left-Diagnostic Keywords" in f.readline():
-                        return d / fn
-            elif fn.lower().endswith(".xlsx") and xlsx is None:
-                xlsx = d / fn
-    hint = (
-        f" Found {xlsx}: export it as CSV (e.g. soffice --headless --convert-to csv "
-        f"'{xlsx.name}') or set task.csv=<the exported csv>."
-        if xlsx
-        else ""
-    )
+            if fn.lower().endswith((".csv", ".xlsx")) and _has_odir_header(d / fn):
+                return d / fn
     raise ManifestError(
-        f"task=t6: no ODIR annotation CSV (columns {', '.join(ODIR_COLUMNS)}) under {root}." + hint
+        f"task=t6: no ODIR annotations ({ODIR_XLSX} or a UTF-8 CSV with the columns "
+        f"{', '.join(ODIR_COLUMNS)}) under {root}; set task.csv=<file> (docs/tasks.md#t6)"
     )
 
 
@@ -124,9 +277,10 @@ def build_manifest(task_cfg: T6TaskConfig, data_root: str | None = None) -> Mani
         positives, suspected-glaucoma eyes and skipped rows.
 
     Raises:
-        ManifestError: a label file missing (the .xlsx-only case explains the conversion), or
-            (with ``task.on_bad_row=stop``) an unknown AIROGS class, empty
-            keywords, a conflicting repeated ODIR row or a missing image.
+        ManifestError: a label file missing or unreadable; an ODIR CSV that is not UTF-8 or a
+            keyword cell with legacy-encoding traces (:func:`read_odir`, whatever
+            ``task.on_bad_row``); or (with ``task.on_bad_row=stop``) an unknown AIROGS class,
+            empty keywords, a conflicting repeated ODIR row or a missing image.
     """
     root = task_root(task_cfg, data_root, "t6")
     suspected = str(task_cfg.options.suspected_glaucoma)
@@ -167,7 +321,7 @@ def build_manifest(task_cfg: T6TaskConfig, data_root: str | None = None) -> Mani
     odir_dir = find_dir(root, ODIR_IMAGE_DIRS, max_depth=4)
     odir_index = NameIndex(odir_dir) if odir_dir else NameIndex(odir_csv.parent)
     odir_base = odir_dir or odir_csv.parent
-    _, odir_rows = read_csv(odir_csv, ODIR_COLUMNS)
+    odir_format, odir_rows = read_odir(odir_csv)
     by_id: dict[str, tuple[str, ...]] = {}
     n_repeat = n_suspected = 0
     for n, row in odir_rows:
@@ -217,6 +371,7 @@ def build_manifest(task_cfg: T6TaskConfig, data_root: str | None = None) -> Mani
         "source": "AIROGS train set (de Vente et al. 2023) -> train; ODIR-2019 training "
         "annotations, per eye -> test",
         "files": {"airogs": str(airogs_csv), "odir": str(odir_csv)},
+        "odir_format": odir_format,
         "airogs": {"images": int((~is_test).sum()), "glaucoma": int(labels[~is_test].sum())},
         "odir": {
             "eyes": int(is_test.sum()),
@@ -224,6 +379,7 @@ def build_manifest(task_cfg: T6TaskConfig, data_root: str | None = None) -> Mani
             "patients": len(by_id),
             "suspected_glaucoma_eyes": n_suspected,
             "suspected_glaucoma_policy": suspected,
+            "suspected_glaucoma_rule": SUSPECT_RULE[suspected],
             "repeated_rows_read_once": n_repeat,
         },
         "keyword_rule": "exact tokens split at U+FF0C (or ','); 'glaucoma' positive",

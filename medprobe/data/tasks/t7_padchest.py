@@ -27,15 +27,32 @@ Rules:
   in the test set, alphabetically; rarer findings are not targets (rows keep their other
   labels; a row may end up all-negative). The authors' script keeps counts ``> 50``
   (``eval_torch_padchest.py``); set ``task.min_test_positives=51`` for that.
+* **Image files**: the release has known broken files, so a missing image (no
+  ``<ImageDir>/<ImageID>``) or one that cannot be a readable image (empty, not a PNG, a PNG
+  truncated before its ``IEND`` chunk: :func:`image_problem`, a few bytes read per file) is
+  left out, counted and listed in ``info["bad_images"]`` (``results.json`` ``task_info``), with
+  a note under the console table. Only a large share stops the run: more than
+  ``task.max_bad_image_share`` (default 0.01 = 1%) of the images the label file names. Why
+  1%: the known broken files are about a dozen of 160,868 (< 0.01%; public loaders such as
+  torchxrayvision's ``PadChest_Dataset`` skip a list of 10-15 that Pillow cannot open), while
+  one image zip not unzipped (each of ``0.zip`` ... ``54.zip`` holds about 1/55 = 1.8% of the
+  images) or a wrong root exceeds it: an incomplete download stops instead of silently
+  shrinking the sets. ``0`` stops on any bad file (all listed at once). Damage that shows
+  only when the pixels are decoded is caught by the image scan before extraction
+  (``data.on_error``).
+* An ``ImageDir`` or ``ImageID`` that climbs out of the root (``..``, an absolute path) is
+  refused (file and row named), whatever ``task.on_bad_row`` and ``data.allow_outside_root``.
 * Images are 16-bit greyscale PNGs; :mod:`medprobe.data.images` scales them by their maximum.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 import re
 from collections import Counter
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -59,6 +76,53 @@ REQUIRED = ["ImageID", "ImageDir", "PatientID", "MethodLabel", "Labels"]
 METHOD_SPLIT = {"Physician": "test", "RNN_model": "train"}
 DROP_TOKENS = {"exclude": "exclude", "suboptimal study": "suboptimal_study"}
 _INT_FLOAT = re.compile(r"^(\d+)\.0+$")
+#: Threads checking image files (:func:`image_problem`: I/O bound, about 0.1 ms a file).
+CHECK_THREADS = 8
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The last 12 bytes of every complete PNG: the empty IEND chunk (length, type, CRC).
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a readable image, from its header and end (no decoding), or None.
+
+    Every file: Pillow identifies it and reads its header (what the broken PadChest files
+    fail). PNG (by signature or suffix) also: the ``IEND`` chunk as the last 12 bytes (a
+    download or unzip cut short loses it).
+
+    Returns:
+        ``"empty file"``, ``"not a PNG file (...)"``, ``"truncated PNG (no IEND chunk at the
+        end)"``, ``"not an image (...)"``, ``"cannot read (...)"``, or None when it looks whole.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if not head:
+                return "empty file"
+            if head == PNG_SIGNATURE or path.suffix.lower() == ".png":
+                if head != PNG_SIGNATURE:
+                    return f"not a PNG file (starts with {head[:4]!r})"
+                f.seek(0, os.SEEK_END)
+                if f.tell() < 8 + 12:
+                    return "truncated PNG (no IEND chunk at the end)"
+                f.seek(-12, os.SEEK_END)
+                if f.read(12) != PNG_END:
+                    return "truncated PNG (no IEND chunk at the end)"
+            f.seek(0)
+            with Image.open(f):
+                return None
+    except (UnidentifiedImageError, SyntaxError, ValueError) as e:
+        return f"not an image ({type(e).__name__}: {e})"
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+
+
+def _climbs_out(rel: str) -> bool:
+    """True for a relative path that leaves its root: absolute, or with a ``..`` part."""
+    p = PurePosixPath(rel.replace("\\", "/"))
+    return p.is_absolute() or ".." in p.parts
 
 
 def parse_labels(cell: str) -> list[str] | None:
@@ -84,6 +148,38 @@ def parse_labels(cell: str) -> list[str] | None:
     return out
 
 
+def _bad_images(
+    bad_files: list[list[Any]], n_good: int, max_share: float, csv_path: Path
+) -> dict[str, Any]:
+    """``info["bad_images"]``: counts, share and every bad file ``[id, reason]``.
+
+    Raises:
+        ManifestError: the share of bad files exceeds ``max_share`` (counts and the first
+            files named, with what to do).
+    """
+    listed = n_good + len(bad_files)
+    share = len(bad_files) / listed if listed else 0.0
+    missing = sum(1 for f in bad_files if f[1] == "missing")
+    out: dict[str, Any] = {
+        "listed": listed,
+        "missing": missing,
+        "unreadable": len(bad_files) - missing,
+        "share": round(share, 6),
+        "max_share": max_share,
+        "files": [[f[0], f[1]] for f in bad_files],
+    }
+    if bad_files and share > max_share:
+        first = "; ".join(f"row {f[2]}: {f[0]} ({f[1]})" for f in bad_files[:3])
+        raise ManifestError(
+            f"{csv_path}: {len(bad_files)} of {listed} image files ({share:.2%}) are missing "
+            f"({missing}) or unreadable ({len(bad_files) - missing}), more than "
+            f"task.max_bad_image_share={max_share:g} (first: {first}); is an image zip not "
+            "unzipped, or the root wrong? Fix the files, or raise task.max_bad_image_share "
+            "to go on without them"
+        )
+    return out
+
+
 def build_manifest(task_cfg: T7TaskConfig, data_root: str | None = None) -> Manifest:
     """Manifest of T7 (PadChest): physician-labelled test set, findings with enough positives.
 
@@ -91,12 +187,15 @@ def build_manifest(task_cfg: T7TaskConfig, data_root: str | None = None) -> Mani
         Multi-label manifest: ``labels`` (n, K) uint8 over the kept findings, ``groups`` =
         PatientID, split train (RNN_model) / test (Physician); ``info`` counts every dropped
         category (empty, exclude, suboptimal study, train rows of test patients), skipped rows,
-        test positives per finding and the findings left out.
+        missing or unreadable image files (``bad_images``: every file and its reason; a line
+        in ``notes``), test positives per finding and the findings left out.
 
     Raises:
-        ManifestError: no label file or a missing column; with ``task.on_bad_row=stop`` a
-            malformed ``Labels`` cell, an unknown ``MethodLabel``, a duplicate image or a missing
-            image file (file and row named); no finding reaching ``min_test_positives``.
+        ManifestError: no label file or a missing column; an ``ImageDir``/``ImageID`` leading
+            out of the root; more than ``task.max_bad_image_share`` of the image files missing
+            or unreadable; with ``task.on_bad_row=stop`` a malformed ``Labels`` cell, an unknown
+            ``MethodLabel`` or a duplicate image (file and row named); no finding reaching
+            ``min_test_positives``.
     """
     root = task_root(task_cfg, data_root, "t7")
     bad = BadRows.from_config(task_cfg)
@@ -108,6 +207,7 @@ def build_manifest(task_cfg: T7TaskConfig, data_root: str | None = None) -> Mani
     dropped: Counter[str] = Counter()
     recs: list[tuple[str, list[str], str, str]] = []  # rel, tokens, split, patient
     seen: set[str] = set()
+    pending: list[tuple[str, list[str], str, str, int]] = []  # rel, tokens, split, patient, row
     for n, row in rows_iter:
         method = row["MethodLabel"]
         if method not in METHOD_SPLIT:
@@ -133,14 +233,31 @@ def build_manifest(task_cfg: T7TaskConfig, data_root: str | None = None) -> Mani
         mt = _INT_FLOAT.match(image_dir)
         image_dir = mt.group(1) if mt else image_dir
         rel = f"{image_dir}/{row['ImageID']}" if image_dir else row["ImageID"]
+        if _climbs_out(rel):
+            raise ManifestError(
+                f"{csv_path}, row {n}: ImageDir {row['ImageDir']!r} / ImageID "
+                f"{row['ImageID']!r} leads outside the dataset root {root}; PadChest's ImageDir "
+                "is the number of the image zip (0-54): fix the label file"
+            )
         if not row["ImageID"] or rel in seen:
             bad(csv_path, n, f"empty or duplicate image {rel!r}", "duplicate_row")
             continue
-        if not listing.exists(rel):
-            bad(csv_path, n, f"image file {root / rel} not found", "missing_image")
-            continue
         seen.add(rel)
-        recs.append((rel, toks, METHOD_SPLIT[method], row["PatientID"]))
+        pending.append((rel, toks, METHOD_SPLIT[method], row["PatientID"], n))
+
+    present = [r for r in pending if listing.exists(r[0])]
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:  # I/O bound: headers, ends
+        problems = dict(zip((r[0] for r in present),
+                            pool.map(lambda r: image_problem(root / r[0]), present),
+                            strict=True))  # fmt: skip
+    bad_files: list[list[Any]] = []  # [rel, reason, row], in file order
+    for rel, toks, side, pid, n in pending:
+        problem = problems.get(rel, "missing")
+        if problem is not None:
+            bad_files.append([rel, problem, n])
+        else:
+            recs.append((rel, toks, side, pid))
+    bad_images = _bad_images(bad_files, len(recs), float(task_cfg.max_bad_image_share), csv_path)
 
     test_patients = {p for _, _, s, p in recs if s == "test" and p}
     kept = [r for r in recs if not (r[2] == "train" and r[3] in test_patients)]
@@ -168,8 +285,15 @@ def build_manifest(task_cfg: T7TaskConfig, data_root: str | None = None) -> Mani
         "all_negative_rows": int((labels.sum(axis=1) == 0).sum()),
         "split_source": "MethodLabel: Physician (manually labelled) -> test, RNN_model -> "
         "train; patients with physician-labelled images kept on the test side",
+        "bad_images": bad_images,
         **bad.info(),
     }
+    if bad_images["files"]:
+        k, total = len(bad_images["files"]), bad_images["listed"]
+        info["notes"] = [
+            f"{k} of {total} PadChest image files missing or unreadable, left out "
+            f"({bad_images['share']:.2%}; listed in results.json task_info.bad_images)"
+        ]
     return make_manifest(
         "t7",
         root,

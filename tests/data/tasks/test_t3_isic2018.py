@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from task_helpers import build, image, link, no_group_on_two_sides, per_split, write_csv
 
@@ -191,3 +192,71 @@ def test_t3_real_ham10000(tmp_path: Path, shared_data: Path) -> None:
         build("t3", tmp_path)
     m = build("t3", tmp_path, on_bad_row="skip")
     assert len(m) == 280 and m.info["skipped_rows"] == {"missing_image": 9735}
+
+
+def write_official_only(root: Path, shared_data: Path) -> None:
+    """The official ISIC 2018 task 3 training files only, from the 280 real HAM10000 images:
+    ``ISIC2018_Task3_Training_Input/`` and the one-hot ground truth; no HAM10000 metadata and
+    no lesion groupings."""
+    src = shared_data / "T3_ham10000"
+    rows = []
+    for r in csv.DictReader(open(src / "labels.csv")):
+        name = Path(r["path"]).name
+        link(src / "images" / name, root / "ISIC2018_Task3_Training_Input" / name)
+        rows.append(onehot(Path(name).stem, T3_COLS.index(r["label"].upper()) - 1))
+    write_csv(
+        root / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv",
+        T3_COLS,
+        rows,
+    )
+
+
+def test_t3_official_files_only_refused_without_lesion_ids(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """Without lesion ids a split can put images of one lesion on both sides: refused with one
+    line naming the file to add, or (explicitly allowed) made by image and said so in
+    task_info, the split description and the console table."""
+    from dataclasses import replace
+
+    from results_factory import make_results
+
+    from medprobe.results import format_table, run_notes
+
+    write_official_only(tmp_path, shared_data)
+    with pytest.raises(ManifestError) as e:
+        build("t3", tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(
+        "task=t3: no lesion ids for 280 of 280 training images ("
+    )
+    assert "add HAM10000_metadata.csv (columns lesion_id,image_id,dx" in msg
+    assert "or ISIC2018_Task3_Training_LesionGroupings.csv" in msg
+    assert msg.endswith("or set task.allow_image_level_split=true to split by image "
+                        "(lesion leakage possible)")  # fmt: skip
+    m = build("t3", tmp_path, allow_image_level_split=True)
+    assert len(m) == 280 and per_split(m) == {"train": 224, "test": 56}
+    assert m.counts()["test"] == dict.fromkeys(m.classes, 8)
+    assert m.info["grouped"] is False and m.info["lesion_ids_missing"] == 280
+    assert m.info["split_source"].startswith(
+        "image-level split (lesion leakage possible); no test ground truth: training images "
+        "stratified split"
+    )
+    assert m.info["split_source"].endswith("by image; official validation images (if any) -> val")
+    note = (
+        "image-level split (lesion leakage possible): no lesion ids for 280 of 280 training "
+        "images (task.allow_image_level_split=true)"
+    )
+    assert m.info["notes"] == [note]
+    res = replace(make_results(), task_info=m.info)
+    res = replace(res, notes=run_notes(res, np.array([0, 1, 2])))
+    assert res.notes[0] == note and f"note: {note}" in format_table(res).splitlines()
+    # with the lesion ids added (the metadata restricted to the sample) it is lesion-grouped
+    src = shared_data / "T3_ham10000"
+    present = {f.stem for f in (src / "images").iterdir()}
+    lines = (src / "HAM10000_metadata.csv").read_text().splitlines()
+    kept = [ln for ln in lines[1:] if ln.split(",")[1] in present]
+    (tmp_path / "HAM10000_metadata.csv").write_text("\n".join([lines[0], *kept]) + "\n")
+    m = build("t3", tmp_path)
+    assert m.info["grouped"] is True and "notes" not in m.info
+    assert "grouped by lesion_id" in m.info["split_source"]

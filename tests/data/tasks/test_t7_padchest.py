@@ -148,36 +148,47 @@ def test_t7_gzip_threshold_and_malformed_rows(tmp_path: Path) -> None:
     assert t7_padchest.parse_labels("__import__('os')") is None
 
 
-def test_t7_real_nih_cxr_as_padchest_stand_in(tmp_path: Path, shared_data: Path) -> None:
-    """NIH ChestX-ray14 written as a PadChest CSV: the 64-px ``test`` folder plays the
-    physician-labelled subset; the full-resolution images and train/valid are RNN-labelled.
-    Expected values were computed independently from Data_Entry_2017_v2020.csv.gz: 200 test
-    images; 77 of the 804 others belong to patients with a test image and are dropped."""
+def padchest_row(name: str, image_dir: str, pid: str, method: str, labels: str) -> list[str]:
+    rec = dict.fromkeys(PADCHEST_COLS, "")
+    rec.update(ImageID=name, ImageDir=image_dir, PatientID=pid, MethodLabel=method, Labels=labels)
+    return [rec[c] for c in PADCHEST_COLS]
+
+
+def write_nih_as_padchest(
+    root: Path, shared_data: Path, extra: list[list[str]] | None = None
+) -> Path:
+    """The 1,004 real NIH ChestX-ray14 images in the PadChest layout (``<ImageDir>/<ImageID>``
+    and the label CSV): the 64-px ``test`` folder plays the physician-labelled subset."""
     src = shared_data / "T7_cxr_nih"
     entry = {}
     with gzip.open(src / "Data_Entry_2017_v2020.csv.gz", "rt") as f:
         for r in csv.DictReader(f):
             entry[r["Image Index"]] = (r["Finding Labels"], r["Patient ID"])
-    link(src / "fullres", tmp_path / "fullres")
-    link(src / "nih1000_64px", tmp_path / "nih1000_64px")
+    link(src / "fullres", root / "fullres")
+    link(src / "nih1000_64px", root / "nih1000_64px")
     rows = []
     for r in csv.DictReader(open(src / "labels.csv")):
         d, name = r["path"].rsplit("/", 1)
         findings, pid = entry[name]
         method = "Physician" if d.startswith("nih1000_64px/test") else "RNN_model"
-        rec = dict.fromkeys(PADCHEST_COLS, "")
-        rec.update(
-            ImageID=name,
-            ImageDir=d,
-            PatientID=pid,
-            MethodLabel=method,
-            Labels=str(findings.split("|")),
-        )
-        rows.append([rec[c] for c in PADCHEST_COLS])
-    write_csv(
-        tmp_path / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv", PADCHEST_COLS, rows
+        rows.append(padchest_row(name, d, pid, method, str(findings.split("|"))))
+    return write_csv(
+        root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv",
+        PADCHEST_COLS,
+        rows + (extra or []),
     )
+
+
+def test_t7_real_nih_cxr_as_padchest_stand_in(tmp_path: Path, shared_data: Path) -> None:
+    """NIH ChestX-ray14 written as a PadChest CSV: the 64-px ``test`` folder plays the
+    physician-labelled subset; the full-resolution images and train/valid are RNN-labelled.
+    Expected values were computed independently from Data_Entry_2017_v2020.csv.gz: 200 test
+    images; 77 of the 804 others belong to patients with a test image and are dropped."""
+    write_nih_as_padchest(tmp_path, shared_data)
     m = build("t7", tmp_path, min_test_positives=10)
+    assert m.info["bad_images"] == {"listed": 1004, "missing": 0, "unreadable": 0,
+                                    "share": 0.0, "max_share": 0.01, "files": []}  # fmt: skip
+    assert "notes" not in m.info
     assert m.info["test_positives"] == {
         "Atelectasis": 18, "Cardiomegaly": 18, "Consolidation": 14, "Effusion": 29,
         "Fibrosis": 11, "Infiltration": 43, "No Finding": 100, "Nodule": 10,
@@ -191,3 +202,77 @@ def test_t7_real_nih_cxr_as_padchest_stand_in(tmp_path: Path, shared_data: Path)
     assert m.groups[m.ids.index(a)] == m.groups[m.ids.index(b)] == "1"
     assert m.labels[m.ids.index(a)].tolist() == [0, 1, 0, 0, 0, 0, 0, 0]  # Cardiomegaly
     no_group_on_two_sides(m)
+
+
+def test_t7_missing_and_truncated_images_are_listed_and_skipped(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """The release has broken files: a truncated PNG and a missing one are left out, counted
+    and listed (with a note for the console table); only a large share stops."""
+    from medprobe.data.images import scan_images
+
+    real = shared_data / "T7_cxr_nih" / "fullres" / "00000001_000.png"
+    cut = tmp_path / "broken" / "00000001_000.png"
+    cut.parent.mkdir()
+    cut.write_bytes(real.read_bytes()[: real.stat().st_size // 2])  # a download cut short
+    assert scan_images([cut], progress=False)  # the run's image scan would stop on it
+    extra = [
+        padchest_row(cut.name, "broken", "T1", "RNN_model", "['Effusion']"),
+        padchest_row("gone.png", "broken", "T2", "RNN_model", "['Effusion']"),
+    ]
+    write_nih_as_padchest(tmp_path, shared_data, extra)
+    m = build("t7", tmp_path, min_test_positives=10)
+    # the same manifest as without the two rows (test_t7_real_nih_cxr_as_padchest_stand_in)
+    assert m.labels.shape == (927, 8) and per_split(m) == {"train": 727, "test": 200}
+    assert not any(i.startswith("broken/") for i in m.ids)
+    assert m.info["bad_images"] == {
+        "listed": 1006,
+        "missing": 1,
+        "unreadable": 1,
+        "share": 0.001988,
+        "max_share": 0.01,
+        "files": [
+            ["broken/00000001_000.png", "truncated PNG (no IEND chunk at the end)"],
+            ["broken/gone.png", "missing"],
+        ],
+    }
+    assert m.info["notes"] == [
+        "2 of 1006 PadChest image files missing or unreadable, left out (0.20%; listed in "
+        "results.json task_info.bad_images)"
+    ]
+    assert m.info["skipped_rows"] == {}  # image files are not bad rows
+    for share in (0.001, 0.0):
+        with pytest.raises(
+            ManifestError,
+            match=r"160K_01.02.19.csv: 2 of 1006 image files \(0.20%\) are missing \(1\) or "
+            rf"unreadable \(1\), more than task.max_bad_image_share={share:g} \(first: row 1006: "
+            r"broken/00000001_000.png \(truncated PNG",
+        ):
+            build("t7", tmp_path, min_test_positives=10, max_bad_image_share=share)
+    empty = tmp_path / "broken" / "empty.png"
+    empty.touch()
+    (tmp_path / "broken" / "text.png").write_text("not a png")
+    assert t7_padchest.image_problem(empty) == "empty file"
+    assert t7_padchest.image_problem(tmp_path / "broken" / "text.png") == (
+        "not a PNG file (starts with b'not ')"
+    )
+    assert t7_padchest.image_problem(real) is None
+
+
+@pytest.mark.parametrize("image_dir", ["../outside", "0/../../outside", "/tmp"])
+def test_t7_image_dir_climbing_out_of_the_root_is_refused(tmp_path: Path, image_dir: str) -> None:
+    root = tmp_path / "padchest"
+    path = write_t7(root)
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    name = rows[1][0]
+    image(tmp_path / "outside" / name, (24, 20), mode="I;16")  # a real file out there
+    rows[1][1] = image_dir
+    write_csv(path, rows[0], rows[1:])
+    for policy in ("stop", "skip"):
+        with pytest.raises(
+            ManifestError,
+            match=rf"160K_01.02.19.csv, row 2: ImageDir '{image_dir}' / ImageID '{name}' leads "
+            r"outside the dataset root .*fix the label file",
+        ):
+            build("t7", root, min_test_positives=2, on_bad_row=policy)
