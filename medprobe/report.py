@@ -62,6 +62,7 @@ __all__ = [
     "authors_order_curve",
     "bar_runs",
     "decoder_depth",
+    "few_positive_classes",
     "fraction_curves",
     "layer_curves",
     "load_results",
@@ -102,6 +103,31 @@ def _dir(r: Results) -> str:
 def bar_label(r: Results) -> str:
     """A bar's tick label: the model's identity and the layer shown (``plip\n(layer 2)``)."""
     return f"{r.model}\n(layer {r.layer})"
+
+
+FEW_MARK = "\u2020"  # dagger: a CI from fewer than stats.FEW_POSITIVES test positives
+
+
+def few_positive_classes(r: Results) -> list[str]:
+    """Classes of ``r`` with 1 to ``stats.FEW_POSITIVES - 1`` (9) test positives, in class order.
+
+    Read from ``results.counts.per_split["test"]`` (examples per class; positives per finding
+    when multi-label). Their AUROC intervals, and so the macro metrics' intervals, are
+    unreliable whatever the method (docs/statistics.md, "Small classes"); the figures mark
+    them with :data:`FEW_MARK`.
+    """
+    from medprobe.stats import FEW_POSITIVES
+
+    test = r.counts.per_split.get("test", {})
+    return [c for c in r.classes if 0 < test.get(c, 0) < FEW_POSITIVES]
+
+
+def _few_note(fig: Any, what: str) -> None:
+    """The legend note under a figure that marks unreliable intervals (``what`` has them)."""
+    from medprobe.stats import FEW_POSITIVES
+
+    fig.text(0.01, 0.005, f"{FEW_MARK} {what} fewer than {FEW_POSITIVES} test positives: "
+             "CI unreliable", fontsize=7, ha="left", va="bottom")  # fmt: skip
 
 
 def load_results(dirs: Iterable[str | Path]) -> list[Results]:
@@ -302,6 +328,10 @@ def plot_bars(
 ) -> Path:
     """Bars per model with CI error bars and pairwise significance brackets (Fig. 3-5).
 
+    A bar whose run has a class with fewer than ``stats.FEW_POSITIVES`` test positives
+    (:func:`few_positive_classes`) is hatched and its label carries :data:`FEW_MARK`, with a
+    note under the figure: its interval is unreliable.
+
     Args:
         runs: one run per bar (see :func:`bar_runs`); labelled by model identity and layer
             (:func:`bar_label`).
@@ -317,9 +347,15 @@ def plot_bars(
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(runs), 4.2))
     err = np.array([[v.value - v.ci_low for v in vals], [v.ci_high - v.value for v in vals]])
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    ax.bar(x, [v.value for v in vals], yerr=err, capsize=5, width=0.6,
-           color=[colors[i % len(colors)] for i in range(len(runs))], edgecolor="black")  # fmt: skip
-    ax.set_xticks(x, [bar_label(r) for r in runs])
+    few = [bool(few_positive_classes(r)) for r in runs]
+    bars = ax.bar(x, [v.value for v in vals], yerr=err, capsize=5, width=0.6,
+                  color=[colors[i % len(colors)] for i in range(len(runs))], edgecolor="black")  # fmt: skip
+    for bar, f in zip(bars, few, strict=True):
+        if f:
+            bar.set_hatch("//")
+    ax.set_xticks(
+        x, [bar_label(r) + (f" {FEW_MARK}" if f else "") for r, f in zip(runs, few, strict=True)]
+    )
     lo = min(v.ci_low for v in vals)
     top = max(v.ci_high for v in vals)
     ymin = max(0.0, lo - 0.1 * max(top - lo, 0.05) - 0.05)
@@ -341,6 +377,9 @@ def plot_bars(
     ax.set_title(title or metric)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
+    if any(few):
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.04)
+        _few_note(fig, "a class with")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -358,10 +397,13 @@ def plot_per_class(
     With exactly two models, a class is marked ``*`` when its test (DeLong) is significant
     after the multiplicity adjustment over the per-class family (``significant`` of the rows
     of ``comparisons``); with more models no marks are drawn (see ``comparison.csv`` for every
-    pair).
+    pair). A class with fewer than ``stats.FEW_POSITIVES`` test positives in some run
+    (:func:`few_positive_classes`) carries :data:`FEW_MARK` in its label, with a note under
+    the figure: its intervals are unreliable.
     """
     plt = _plt()
     classes = list(runs[0].metrics.per_class())
+    few = {c for r in runs for c in few_positive_classes(r)}
     x = np.arange(len(classes))
     width = 0.8 / len(runs)
     fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(classes) + 2), 4.2))
@@ -382,7 +424,8 @@ def plot_per_class(
                     k = classes.index(name)
                     top = max(r.metrics[c["metric"]].ci_high for r in runs)
                     ax.text(k, top + 0.01, "*", ha="center", va="bottom", fontsize=12)
-    ax.set_xticks(x, classes, rotation=45 if len(classes) > 6 else 0, ha="right"
+    ticks = [c + (f" {FEW_MARK}" if c in few else "") for c in classes]
+    ax.set_xticks(x, ticks, rotation=45 if len(classes) > 6 else 0, ha="right"
                   if len(classes) > 6 else "center")  # fmt: skip
     ax.set_ylim(0.0, 1.22)  # room for the marks and a one-row legend above the bars
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
@@ -392,6 +435,9 @@ def plot_per_class(
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
+    if few:
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.04)
+        _few_note(fig, "class with")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
