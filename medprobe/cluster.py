@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from typing import Any, NoReturn
 
 from hydra.experimental.callback import Callback
@@ -21,6 +22,8 @@ from omegaconf import DictConfig
 def _fail(message: str) -> NoReturn:
     if os.environ.get("RANK", "0") == "0":  # processes of a torchrun launch would all say it
         print(f"medprobe: error: {message}", file=sys.stderr, flush=True)
+    else:  # let rank 0 say it before the launcher stops everyone on this exit
+        time.sleep(2.0)
     sys.exit(2)
 
 

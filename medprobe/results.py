@@ -288,7 +288,7 @@ class Counts:
         )
 
 
-_CACHE_OPTIONAL = ("resumed_from", "processes")
+_CACHE_OPTIONAL = ("resumed_from", "processes", "far_from_square")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,8 +296,11 @@ class CacheInfo:
     """The feature-cache entry used: ``cache_key`` (hex) in ``cache_dir``; ``cache_hit``;
     rows found already written by a killed run (``resumed_from``, None on a hit);
     ``skipped_images`` as ``[path, reason]`` pairs; seconds spent making sure the features
-    exist (``extract_seconds``); data-parallel processes (``processes``, None for one). The
-    two optional keys are left out of ``results.json`` when None."""
+    exist (``extract_seconds``); data-parallel processes (``processes``, None for one); the
+    share of the manifest's images whose aspect ratio is at least
+    :data:`medprobe.data.images.FAR_FROM_SQUARE` (``far_from_square``, from file headers;
+    None when not measured: files written before issue 14.5). The optional keys are left out
+    of ``results.json`` when None."""
 
     cache_key: str
     cache_dir: str
@@ -306,6 +309,7 @@ class CacheInfo:
     skipped_images: list[list[str]]
     extract_seconds: float
     processes: int | None = None
+    far_from_square: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As in ``results.json``: ``resumed_from`` and ``processes`` only when set."""
@@ -317,6 +321,7 @@ class CacheInfo:
         """From ``results.json`` or from the features stage's info dict (a ``spec`` key and
         other extra keys are ignored)."""
         resumed, procs = d.get("resumed_from"), d.get("processes")
+        far = d.get("far_from_square")
         return cls(
             cache_key=str(d["cache_key"]),
             cache_dir=str(d["cache_dir"]),
@@ -325,6 +330,7 @@ class CacheInfo:
             skipped_images=[[str(x) for x in s] for s in d["skipped_images"]],
             extract_seconds=float(d["extract_seconds"]),
             processes=None if procs is None else int(procs),
+            far_from_square=None if far is None else float(far),
         )
 
 
@@ -768,6 +774,11 @@ def read_predictions(
 # ----------------------------------------------------------------------------- console
 
 
+#: Share of far-from-square images (:data:`medprobe.data.images.FAR_FROM_SQUARE`) from which
+#: :func:`run_notes` warns under ``model.resize=crop``.
+FAR_FROM_SQUARE_NOTE = 0.1
+
+
 def run_notes(results: Results, y_test: np.ndarray) -> list[str]:
     """Warnings worth a line under the console table (also kept in ``results.json``).
 
@@ -779,7 +790,8 @@ def run_notes(results: Results, y_test: np.ndarray) -> list[str]:
         lines for: unreadable images left out, a probe fit that did not converge, classes
         with 1 to ``stats.FEW_POSITIVES - 1`` (9) test positives (CI unreliable:
         docs/statistics.md, section 4), constant features, fewer than 200 bootstrap
-        replicates.
+        replicates, a share of at least :data:`FAR_FROM_SQUARE_NOTE` (10%) of the images far
+        from square under ``model.resize=crop`` (``results.cache.far_from_square``).
     """
     from medprobe.stats import FEW_POSITIVES, few_positives
 
@@ -799,6 +811,16 @@ def run_notes(results: Results, y_test: np.ndarray) -> list[str]:
                      "CLS token is the class embedding): the probe can only predict the prior")  # fmt: skip
     if results.bootstrap.n < 200:
         notes.append(f"only {results.bootstrap.n} bootstrap replicates; CI bounds are rough")
+    far = results.cache.far_from_square
+    model_cfg = results.config.get("model") or {}
+    if (
+        far is not None
+        and far >= FAR_FROM_SQUARE_NOTE
+        and str(model_cfg.get("resize", "crop")) == "crop"
+    ):
+        notes.append(f"{far:.0%} of the images are far from square (aspect ratio >= 1.5): under "
+                     "model.resize=crop the extractor's preprocessing may crop their borders "
+                     "(EfficientNet, CLIP); model.resize=pad keeps every pixel")  # fmt: skip
     return notes
 
 

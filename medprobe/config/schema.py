@@ -55,6 +55,7 @@ __all__ = [
     "Quantization",
     "RandomSplit",
     "ResamplingUnit",
+    "ResizeMode",
     "SelectionMetric",
     "SuspectedGlaucoma",
     "T1TaskConfig",
@@ -131,6 +132,18 @@ class PromptFormat(StrEnum):
 
     chat = "chat"
     plain = "plain"
+
+
+class ResizeMode(StrEnum):
+    """How an image becomes square before the extractor's own preprocessing
+    (``medprobe.data.images.to_square``): ``crop`` = nothing here, the extractor's own
+    preprocessing as its weights were trained (EfficientNet and CLIP centre-crop, dropping the
+    borders of a non-square image; IDEFICS squashes); ``pad`` = pad to a square, centred, with
+    black (every pixel kept); ``squash`` = resize to a square ignoring the aspect ratio."""
+
+    crop = "crop"
+    pad = "pad"
+    squash = "squash"
 
 
 class ProbeBackend(StrEnum):
@@ -298,6 +311,8 @@ class ModelConfig:
     truncate: bool = True
     # IDEFICS: how a bare prompt question is wrapped (PromptFormat): chat | plain (the paper's)
     prompt_format: PromptFormat = PromptFormat.chat
+    # every extractor: how a non-square image becomes square (ResizeMode): crop | pad | squash
+    resize: ResizeMode = ResizeMode.crop
 
 
 # ---- tasks: a base with the keys every task has, one subclass per adapter kind

@@ -77,11 +77,15 @@ from medprobe.errors import DataError, ImageLoadError  # noqa: F401 (re-exported
 
 __all__ = [
     "LOADER_VERSION",
+    "FAR_FROM_SQUARE",
+    "RESIZE_MODES",
     "ImageLoadError",
     "check_inside_root",
+    "far_from_square_share",
     "load_image",
     "loader_fingerprint",
     "scan_images",
+    "to_square",
 ]
 
 #: Bump whenever a rule in this module changes what pixels come out (it keys the feature cache).
@@ -310,6 +314,73 @@ def loader_fingerprint(max_side: int) -> dict[str, Any]:
         "output_mode": "RGB",
         "pillow": PIL.__version__,
     }
+
+
+#: ``model.resize`` values (:class:`medprobe.config.ResizeMode`), in the order documented.
+RESIZE_MODES = ("crop", "pad", "squash")
+
+#: Aspect ratio (longer side / shorter side) from which an image counts as far from square.
+FAR_FROM_SQUARE = 1.5
+
+
+def to_square(image: Image.Image, mode: str) -> Image.Image:
+    """Make a loaded image square as ``model.resize`` says, before the extractor's own
+    preprocessing (issue 14, item 5).
+
+    Args:
+        image: an image from :func:`load_image` (mode ``"RGB"``, size (width, height)).
+        mode: ``crop``: returned unchanged (the extractor's own preprocessing decides, as its
+            weights were trained: EfficientNet and CLIP centre-crop the shorter side's square);
+            ``pad``: pasted centred on a black square of side ``max(width, height)`` (every
+            pixel kept, unchanged; an odd margin puts the extra pixel right/bottom);
+            ``squash``: resized (LANCZOS) to ``max(width, height)`` square, ignoring the
+            aspect ratio (every pixel contributes, shapes are stretched).
+
+    Returns:
+        ``image`` itself for ``crop`` or an already square image; else a new square image of
+        the same mode.
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`RESIZE_MODES`.
+    """
+    mode = str(mode)
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode {mode!r}: expected one of {list(RESIZE_MODES)}")
+    w, h = image.size
+    if mode == "crop" or w == h:
+        return image
+    side = max(w, h)
+    if mode == "squash":
+        return image.resize((side, side), _RESAMPLE)
+    out = Image.new(image.mode, (side, side))  # zeros: black
+    out.paste(image, ((side - w) // 2, (side - h) // 2))
+    return out
+
+
+def far_from_square_share(
+    paths: Iterable[str | os.PathLike[str]], ratio: float = FAR_FROM_SQUARE
+) -> float | None:
+    """Share of the images whose longer side is at least ``ratio`` times the shorter one.
+
+    Reads only each file's header (``Image.open(...).size``, no pixel decoding; EXIF rotation
+    does not change the ratio). Files that cannot be opened are left out of the share (the
+    image scan reports them).
+
+    Returns:
+        the share in [0, 1], or None when no file could be read.
+    """
+    n = far = 0
+    for p in paths:
+        try:
+            with Image.open(os.fspath(p)) as im:
+                w, h = im.size
+        except Exception:  # noqa: BLE001 (unreadable files are the scan's to report)
+            continue
+        if min(w, h) <= 0:
+            continue
+        n += 1
+        far += max(w, h) >= ratio * min(w, h)
+    return far / n if n else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,20 +44,26 @@ def _enum_value(v: Any) -> Any:
 
 
 class _ImageDataset:
-    """Map-style dataset: index -> preprocessed image (runs in DataLoader workers)."""
+    """Map-style dataset: index -> preprocessed image (runs in DataLoader workers): loaded,
+    made square as ``model.resize`` says (:func:`medprobe.data.images.to_square`), then the
+    extractor's own preprocessing."""
 
-    def __init__(self, paths: Sequence[Path], extractor: Extractor, max_side: int) -> None:
+    def __init__(
+        self, paths: Sequence[Path], extractor: Extractor, max_side: int, resize: str = "crop"
+    ) -> None:
         self.paths = list(paths)
         self.extractor = extractor
         self.max_side = max_side
+        self.resize = str(resize)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Any:
-        from medprobe.data.images import load_image
+        from medprobe.data.images import load_image, to_square
 
-        return self.extractor.preprocess(load_image(self.paths[i], max_side=self.max_side))
+        image = load_image(self.paths[i], max_side=self.max_side)
+        return self.extractor.preprocess(to_square(image, self.resize))
 
 
 def extract_to_cache(
@@ -72,13 +78,15 @@ def extract_to_cache(
     progress: bool = True,
     desc: str = "extracting",
     position: int | None = None,
+    resize: str = "crop",
 ) -> int:
     """Stream features of the writer's pending rows of ``paths`` into ``writer``, batch by batch.
 
     ``paths[i]`` is the image of row ``i`` of the cache entry (``len(paths) == writer.n_total``);
     the rows still to write are ``writer.pending_rows()``: everything left by a killed run, or
     this process's shard in a data-parallel run. One forward pass per batch returns every layer
-    in ``layers``. Returns the number of rows extracted now.
+    in ``layers``. ``resize`` (``model.resize``) makes each image square first
+    (:func:`medprobe.data.images.to_square`). Returns the number of rows extracted now.
     """
     import torch
     from tqdm.auto import tqdm
@@ -88,7 +96,7 @@ def extract_to_cache(
         return 0
     todo = [paths[i] for i in rows]
     loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(
-        _ImageDataset(todo, extractor, max_side),  # type: ignore[arg-type]
+        _ImageDataset(todo, extractor, max_side, resize),  # type: ignore[arg-type]
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -145,10 +153,11 @@ def features(
     Raises:
         BadImagesError: unreadable files and ``data.on_error=stop``.
     """
-    from medprobe.data.images import loader_fingerprint
+    from medprobe.data.images import far_from_square_share, loader_fingerprint
 
     dist = dist or Dist()
     max_side = int(cfg.data.max_side)
+    resize = str(cfg.model.resize)
     spec = None
     if dist.is_main:  # hashing reads every image byte: once, not once per process
         spec = {
@@ -160,13 +169,17 @@ def features(
             "n_images": len(manifest),
             "loader": loader_fingerprint(max_side),
         }
+        if resize != "crop":  # only then: every key written before model.resize stays valid
+            spec["resize"] = resize
     spec = dist.broadcast(spec)
     if dist.world > 1:
-        _check_same_job(dist, manifest, extractor, layers, max_side)
+        _check_same_job(dist, manifest, extractor, layers, max_side, resize)
     key = cache_key(spec)
     cache = FeatureCache(Path(cfg.cache_dir).expanduser(), verify=cfg.cache.verify)
     on_error = _enum_value(cfg.data.on_error)
     info: dict[str, Any] = {"cache_key": key, "cache_dir": str(cache.root), "spec": spec}
+    if dist.is_main:  # header reads only (about 0.1 ms per file): cheap enough on every run
+        info["far_from_square"] = far_from_square_share(manifest.paths)
     t0 = time.perf_counter()
     # A complete entry never changes again: read it without the lock (read-only shared caches).
     info["cache_hit"] = dist.broadcast(cache.is_complete(key))
@@ -185,7 +198,12 @@ def features(
 
 
 def _check_same_job(
-    dist: Dist, manifest: Manifest, extractor: Extractor, layers: Sequence[LayerId], max_side: int
+    dist: Dist,
+    manifest: Manifest,
+    extractor: Extractor,
+    layers: Sequence[LayerId],
+    max_side: int,
+    resize: str = "crop",
 ) -> None:
     """Refuse processes of one data-parallel launch that would extract different features.
 
@@ -202,6 +220,7 @@ def _check_same_job(
             "extractor": extractor.fingerprint(),
             "layers": [str(x) for x in layers],
             "loader": loader_fingerprint(max_side),
+            "resize": resize,
             "ids": hashlib.sha256("\n".join(manifest.ids).encode()).hexdigest(),
             "paths": hashlib.sha256("\n".join(map(str, manifest.paths)).encode()).hexdigest(),
         }
@@ -314,6 +333,7 @@ def _extract_locked(
             progress=bool(cfg.progress),
             desc=desc,
             position=position,
+            resize=str(cfg.model.resize),
         )
         if part is not writer:
             part.close()

@@ -40,7 +40,7 @@ def _script(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
             "medprobe: error: Could not override 'nokey'. To append to your config "
             "use +nokey=1: Key 'nokey' not in 'Config(model, task, prompt, probe, tracker, data, "
             "cache, bootstrap, cluster, layer, train_fraction, seed, data_root, cache_dir, output_dir, "
-            "overrides, sweep_group, progress, dist_timeout_min)'",
+            "overwrite, overrides, sweep_group, progress, dist_timeout_min)'",
         ),  # fmt: skip
     ],
 )

@@ -112,12 +112,12 @@ def test_every_model_task_composes_validates_and_converts(
     typed = to_typed(cfg)
     assert isinstance(typed, Config) and type(typed.task) is TASK_SCHEMAS[typed.task.kind]
     assert isinstance(typed.model, ModelConfig) and isinstance(typed.probe, ProbeConfig)
-    # model: dtype, pooling, quantization, prompt_format; task: metric; probe: class_weight,
+    # model: dtype, pooling, quantization, prompt_format, resize; task: metric; probe: class_weight,
     # selection_metric,
     # backend, dtype, fraction_of; tracker: name, mode; data: on_error, fingerprint; bootstrap:
     # unit, auroc_ci; cluster: name; the paper tasks' on_bad_row; T5 / T6 options
     extra = (task not in ("demo", "csv")) + (task in ("t5", "t6"))
-    assert assert_typed(typed) == 17 + extra
+    assert assert_typed(typed) == 18 + extra
     assert (typed.model.name, typed.task.name) == (cfg.model.name, cfg.task.name)
     assert typed.model.name == model  # identity: the config choice
     assert typed.layer == cfg.layer and isinstance(typed.probe.C_grid, list)
@@ -161,8 +161,8 @@ def test_enums_compare_and_print_as_their_values() -> None:
     assert ProbeBackend.torch == "torch" and OnBadRow("skip") is OnBadRow.skip
     enums = [v for v in vars(schema).values() if isinstance(v, type) and issubclass(v, Enum)]
     enums.remove(StrEnum)  # imported there
-    # issue 13: ResamplingUnit, AurocCI, FractionOf; issue 12: PromptFormat
-    assert len(enums) == 20 and Quantization in enums
+    # issue 13: ResamplingUnit, AurocCI, FractionOf; issue 12: PromptFormat; 14.5: ResizeMode
+    assert len(enums) == 21 and Quantization in enums
     for enum in enums:  # OmegaConf looks members up by name; hash(member) is hash(name)
         assert issubclass(enum, StrEnum)
         for member in enum:

@@ -15,9 +15,11 @@ from PIL import Image, ImageFile
 from medprobe.data.images import (
     LOADER_VERSION,
     ImageLoadError,
+    far_from_square_share,
     load_image,
     loader_fingerprint,
     scan_images,
+    to_square,
 )
 
 DATA = SHARED_DATA
@@ -678,3 +680,39 @@ def test_paths_leading_outside_the_root_are_refused(tmp_path: Path) -> None:
     (tmp_path / "data2").mkdir()
     with pytest.raises(DataError, match="1 image path"):
         check_inside_root([tmp_path / "data2" / "x.png"], root)
+
+
+def test_to_square_on_a_2_to_1_image() -> None:
+    """Issue 14.5: pad keeps every pixel (centred, black margins); squash changes the aspect;
+    crop leaves the image to the extractor's own preprocessing."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(1, 256, size=(20, 40, 3), dtype=np.uint8)  # height 20, width 40
+    image = Image.fromarray(pixels)
+    assert to_square(image, "crop") is image
+    padded = np.asarray(to_square(image, "pad"))
+    assert padded.shape == (40, 40, 3)
+    np.testing.assert_array_equal(padded[10:30], pixels)  # all pixels, unchanged, centred
+    assert not padded[:10].any() and not padded[30:].any()  # black margins
+    odd = np.asarray(to_square(Image.fromarray(pixels[:, :25]), "pad"))  # 25 x 20
+    assert odd.shape == (25, 25, 3) and not odd[:2].any() and not odd[22:].any()
+    np.testing.assert_array_equal(odd[2:22], pixels[:, :25])  # extra margin pixel at the bottom
+    squashed = to_square(image, "squash")
+    assert squashed.size == (40, 40) and squashed.mode == "RGB"
+    stripes = np.repeat(pixels[:1], 20, axis=0)  # vertical stripes: a stretch keeps them
+    stretched = np.asarray(to_square(Image.fromarray(stripes), "squash"), dtype=int)
+    assert stretched.shape == (40, 40, 3)
+    assert np.abs(stretched - np.repeat(pixels[:1], 40, axis=0)).max() <= 1
+    square = Image.fromarray(pixels[:, :20])
+    assert to_square(square, "pad") is square and to_square(square, "squash") is square
+    with pytest.raises(ValueError, match=r"expected one of \['crop', 'pad', 'squash'\]"):
+        to_square(image, "fit")
+
+
+def test_far_from_square_share_reads_headers(tmp_path: Path) -> None:
+    paths = []
+    for i, size in enumerate([(40, 20), (20, 30), (30, 20), (16, 16)]):  # ratios 2, 1.5, 1.5, 1
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", size).save(paths[-1])
+    (tmp_path / "bad.png").write_bytes(b"not an image")  # left out of the share
+    assert far_from_square_share([*paths, tmp_path / "bad.png"]) == 0.75
+    assert far_from_square_share([tmp_path / "bad.png"]) is None

@@ -235,7 +235,7 @@ def test_errors(ext: CLIPExtractor, tmp_path: Path, pixels: torch.Tensor) -> Non
 
 
 def test_image_processor_pinned_to_pil_and_transformers_version_fingerprinted(
-    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """transformers 5.x switches CLIPImageProcessor to its torchvision backend whenever
     torchvision is importable; medprobe always runs the PIL one and fingerprints it."""
@@ -243,7 +243,7 @@ def test_image_processor_pinned_to_pil_and_transformers_version_fingerprinted(
     import transformers.utils
 
     monkeypatch.setattr(transformers.utils, "is_torchvision_available", lambda: True)
-    e = CLIPExtractor(str(tiny_dir), device="cpu")
+    e = CLIPExtractor(str(tiny_clip), device="cpu")
     assert type(e.processor()).__name__ == "CLIPImageProcessorPil"
     fp = e.fingerprint()
     assert fp["preprocessing"]["backend"] == "CLIPImageProcessorPil"

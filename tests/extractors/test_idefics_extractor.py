@@ -113,15 +113,15 @@ def test_rendering_tokenises_exactly_like_the_idefics_processor(
 
 
 def test_plain_format_tokenises_like_the_authors_processor_call(
-    tiny_dir: Path, ext: IdeficsExtractor, images: list[Image.Image]
+    tiny_idefics: Path, ext: IdeficsExtractor, images: list[Image.Image]
 ) -> None:
     """prompt_format=plain: the ids equal IdeficsProcessor on the authors' [image, text] (their
     activation.py), with the processor's defaults; the pooled last token is ":" of "Answer:";
     the fingerprint says plain, the chat fingerprint carries no prompt_format key (its cache
     keys are unchanged)."""
-    plain = IdeficsExtractor(str(tiny_dir), GENERAL, dtype="float32", device="cpu",
+    plain = IdeficsExtractor(str(tiny_idefics), GENERAL, dtype="float32", device="cpu",
                              truncate=False, prompt_format="plain")  # fmt: skip
-    proc = AutoProcessor.from_pretrained(tiny_dir)
+    proc = AutoProcessor.from_pretrained(tiny_idefics)
     for text in PRESETS.values():
         want = proc(text=[[images[0], text]], return_tensors="pt")
         got = plain.encode([text])
@@ -351,7 +351,7 @@ def test_fingerprint_without_weights_and_what_changes_it(
 
 
 def test_image_processor_pinned_to_pil_and_transformers_version_fingerprinted(
-    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_idefics: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whatever image processor transformers attaches (5.x: the torchvision one whenever
     torchvision is importable), the extractor runs the PIL one and fingerprints it."""
@@ -367,7 +367,7 @@ def test_image_processor_pinned_to_pil_and_transformers_version_fingerprinted(
         return proc
 
     monkeypatch.setattr(IdeficsProcessor, "from_pretrained", classmethod(other_backend))
-    e = IdeficsExtractor(str(tiny_dir), GENERAL)
+    e = IdeficsExtractor(str(tiny_idefics), GENERAL)
     assert type(e.processor().image_processor).__name__ == "IdeficsImageProcessorPil"
     fp = e.fingerprint()
     assert fp["preprocessing"]["backend"] == "IdeficsImageProcessorPil"

@@ -89,9 +89,7 @@ def test_python_m_plan_runs_as_a_module(tmp_path: Path) -> None:
 def test_the_plans_printed_in_the_docs_are_current(capsys: pytest.CaptureFixture[str]) -> None:
     """Every complete plan output in docs/idefics.md is what the command prints today."""
     doc = (REPO / "docs" / "idefics.md").read_text()
-    blocks = re.findall(
-        r"```\n\$ python -m medprobe\.extractors\.idefics (plan [^\n]*)\n(.*?)```", doc, re.S
-    )
+    blocks = re.findall(r"```\n\$ medprobe (plan [^\n]*)\n(.*?)```", doc, re.S)
     complete = [(cmd, out) for cmd, out in blocks if "\n...\n" not in out]
     assert len(complete) == 4  # (i) 4 x 48 GB, (ii) 80 GB, (iii) 2 x 24 GB 4-bit, (iv) 9B
     for cmd, expected in complete:
