@@ -819,6 +819,7 @@ def make_report(
     Raises:
         ResultsError: no results found (and no multiple-choice summaries), or a run folder
             that cannot be read.
+        ValueError: ``paper`` is not ``auto``, ``always`` or ``never``.
     """
     from medprobe.compare import ComparisonError, compare_runs, load_run, write_comparison
 
