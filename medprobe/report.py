@@ -607,13 +607,15 @@ def plot_per_class(
 
 def plot_layers(
     curves: dict[str, list[tuple[int, float, float, float]]], metric: str, path: Path, *,
-    title: str = "", paper: dict[str, float] | None = None,
+    title: str = "", paper: dict[str, float] | None = None, unreliable: bool = False,
 ) -> Path:  # fmt: skip
     """Metric vs layer per model, CI band (Fig. S5).
 
     ``paper``: model identity -> the paper's reported value (all training data, the authors'
     layer; :mod:`medprobe.paper.reported`), drawn as a dotted horizontal line in the model's
-    colour.
+    colour. ``unreliable``: some run drawn has a class with fewer than
+    ``stats.FEW_POSITIVES`` test positives (:func:`few_positive_classes`): the band's legend
+    title carries :data:`FEW_MARK` and a note under the figure says its CIs are unreliable.
     """
     plt = _plt()
     paper = paper or {}
@@ -629,8 +631,12 @@ def plot_layers(
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} vs layer")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="band: the runs' CI", title_fontsize=8)
+    ax.legend(fontsize=8, title="band: the runs' CI" + (f" {FEW_MARK}" if unreliable else ""),
+              title_fontsize=8)  # fmt: skip
     fig.tight_layout()
+    if unreliable:
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.04)
+        _few_note(fig, "runs with a class with")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -739,7 +745,7 @@ def plot_layers_authors_order(
 def plot_fractions(
     curves: dict[str, list[tuple[float, float, float, float, int]]], metric: str, path: Path, *,
     title: str = "", paper: dict[str, float] | None = None,
-    retained: dict[str, float] | None = None,
+    retained: dict[str, float] | None = None, unreliable: bool = False,
 ) -> Path:  # fmt: skip
     """Metric vs training fraction per model and layer, band over seeds (Fig. 6).
 
@@ -751,6 +757,9 @@ def plot_fractions(
             (:mod:`medprobe.paper.reported`): a dotted horizontal line in the curve's colour.
         retained: curve name -> the share of the full-data score kept at 10%
             (:func:`retained_at`), written into the curve's legend entry.
+        unreliable: some run drawn has a class with fewer than ``stats.FEW_POSITIVES`` test
+            positives: the legend title carries :data:`FEW_MARK`, with a note under the figure
+            (the single-seed bands are those runs' CIs).
     """
     plt = _plt()
     paper, retained = paper or {}, retained or {}
@@ -776,9 +785,12 @@ def plot_fractions(
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} vs training fraction")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="band: ±1 SD over seeds (1 seed: the run's CI)",
-              title_fontsize=8)  # fmt: skip
+    ax.legend(fontsize=8, title="band: ±1 SD over seeds (1 seed: the run's CI)"
+              + (f" {FEW_MARK}" if unreliable else ""), title_fontsize=8)  # fmt: skip
     fig.tight_layout()
+    if unreliable:
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.04)
+        _few_note(fig, "runs with a class with")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -848,6 +860,7 @@ def make_report(
     for task in sorted({r.task for r in results}):
         met = metric or next(r.primary_metric for r in results if r.task == task)
         lines = _paper_lines(task, met, {m for t, m in repro_models if t == task})
+        few = any(few_positive_classes(r) for r in results if r.task == task)
         sel = bars.get(task, [])
         n_before = len(files)
         task_cmp: list[dict[str, Any]] = []
@@ -868,7 +881,8 @@ def make_report(
         lc = layer_curves(results, task, met)
         if lc:
             files.append(plot_layers(lc, met, out / f"layers_{task}.png",
-                                     title=f"{task}: {met} vs layer", paper=lines))  # fmt: skip
+                                     title=f"{task}: {met} vs layer", paper=lines,
+                                     unreliable=few))  # fmt: skip
             depths = {r.model: d for r in results if r.task == task and r.model in lc
                       and (d := decoder_depth(r)) is not None}  # fmt: skip
             if depths:
@@ -881,7 +895,7 @@ def make_report(
         if fc:
             files.append(plot_fractions(
                 fc, met, out / f"fractions_{task}.png",
-                title=f"{task}: {met} vs training fraction", paper=lines,
+                title=f"{task}: {met} vs training fraction", paper=lines, unreliable=few,
                 retained={f"{k['model']} L{k['layer']}": k["retained"] for k in kept}))  # fmt: skip
         task_files[task] = files[n_before:]
     if comparisons:

@@ -244,3 +244,37 @@ def test_a_broken_image_is_caught_by_the_render_check(paper_report: Path, tmp_pa
     dom = _render(broken, tmp_path)
     n = text.count("<img ")
     assert f'data-images-loaded="{n - 1}"' in dom and f'data-images-total="{n}"' in dom
+
+
+def test_cis_from_fewer_than_10_test_positives_are_marked_in_every_figure_and_the_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Class ``a`` has 5 test positives (``c`` has none: no AUROC, nothing to mark): the bars,
+    per-class, layer and fraction figures get the dagger note, the page names the class."""
+    from dataclasses import replace
+
+    from medprobe import report
+    from medprobe.results import Counts
+
+    def run(layer: int, frac: float) -> Results:
+        r = make_results(task="t", model="m", layer=layer, train_fraction=frac)
+        return replace(r, counts=Counts(fit=60, val=15, test=15, skipped_images=0,
+                                        per_split={"test": {"a": 5, "b": 10, "c": 0}},
+                                        feature_dim=8, constant_features=False))  # fmt: skip
+
+    runs = [run(k, 1.0) for k in (1, 2)] + [run(1, 0.5)]
+    assert report.few_positive_classes(runs[0]) == ["a"]
+    for r in runs:
+        write_results(tmp_path / "runs" / f"L{r.layer}_f{r.train_fraction:g}", r)
+    notes: list[str] = []
+    real = report._few_note
+    monkeypatch.setattr(report, "_few_note",
+                        lambda fig, what: (notes.append(what), real(fig, what))[1])  # fmt: skip
+    rep = report.make_report([tmp_path / "runs"], tmp_path / "report")
+    names = [p.name for p in rep["files"] if p.suffix == ".png"]
+    assert names == ["bars_t.png", "per_class_t.png", "layers_t.png", "fractions_t.png"]
+    assert notes == ["a class with", "class with", "runs with a class with",
+                     "runs with a class with"]  # fmt: skip
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "classes with &lt; 10 test positives (CI unreliable)" in html
+    assert "<td>\u2020 a</td>" in html
