@@ -50,6 +50,10 @@ def test_notebook_executes_headless(
     assert "clip L2 frac1 s0" in text and " f1 s0" not in text
     # the demo's test split has classes with fewer than 10 positives: marked unreliable
     assert "fewer than 10 test positives in" in text
+    # layers 1, 2 at full data, no paper task: no paper values, no retained-at-10% number
+    assert "no paper reproduction and no runs at training fractions 0.1 and 1.0" in text
+    assert f"page: {sweep / 'report' / 'index.html'}" in text
+    assert (sweep / "report" / "index.html").is_file()
     assert (sweep / "report" / "summary.csv").is_file()
     assert list((sweep / "report").glob("bars_*.png"))
 
