@@ -130,9 +130,10 @@ class Run:
     @property
     def label(self) -> str:
         """Short display name keyed on the model's identity (never its extractor kind):
-        ``<model> L<layer> f<fraction> s<seed>``, e.g. ``plip L2 f1 s0``."""
+        ``<model> L<layer> frac<train fraction> s<seed>``, e.g. ``plip L2 frac1 s0`` (``frac``,
+        not ``f``, so that a label never reads like a metric name such as ``f1_macro``)."""
         r = self.results
-        return f"{r.model} L{r.layer} f{r.train_fraction:g} s{r.seed}"
+        return f"{r.model} L{r.layer} frac{r.train_fraction:g} s{r.seed}"
 
     def subset(self, order: np.ndarray) -> Run:
         """The same run with rows reordered / selected by ``order`` (int indices)."""

@@ -38,7 +38,18 @@ never by the extractor or adapter kind: CLIP and PLIP are two bars and two curve
   :mod:`medprobe.paper.layers`). No second extraction: both panels read the same runs.
 - ``fractions_<task>.png`` (Fig. 6 style): metric vs training fraction per model and layer:
   mean over seeds with a band of +-1 SD over seeds when there are several seeds, else the
-  bootstrap CI of the single run; only when there are two or more fractions.
+  bootstrap CI of the single run; only when there are two or more fractions. The legend gives
+  the share of the full-data score retained at 10% (:func:`retained_at`).
+- ``retained.csv`` (when some model has runs at training fractions 0.1 and 1.0): the paper's
+  Fig. 6 number, mean over seeds at 0.1 divided by the mean over seeds at 1.0, per model and
+  layer (:data:`RETAINED_COLUMNS`).
+- ``paper.csv`` (paper reproductions: runs made with ``experiment=fig*`` or ``fidelity=paper``,
+  or every run with ``--paper always``): ours beside the paper's reported value
+  (:mod:`medprobe.paper.reported`, with its source) for each bar run the paper reports; the
+  figures draw the paper's value as a white diamond beside the bar (Fig. 3-5) and as a dotted
+  line on the layer (Fig. S5) and fraction (Fig. 6) panels.
+- ``index.html``: every table and figure above in one page (PNG inlined as base64 data URIs:
+  one file, opens offline; :func:`write_html`).
 """
 
 from __future__ import annotations
@@ -62,16 +73,21 @@ __all__ = [
     "authors_order_curve",
     "bar_runs",
     "decoder_depth",
+    "few_positive_classes",
     "fraction_curves",
     "layer_curves",
     "load_results",
     "make_report",
+    "paper_rows",
+    "paper_runs",
     "plot_bars",
     "plot_fractions",
     "plot_layers",
     "plot_layers_authors_order",
     "plot_per_class",
+    "retained_at",
     "summary_rows",
+    "write_html",
     "write_summary",
 ]
 
@@ -102,6 +118,31 @@ def _dir(r: Results) -> str:
 def bar_label(r: Results) -> str:
     """A bar's tick label: the model's identity and the layer shown (``plip\n(layer 2)``)."""
     return f"{r.model}\n(layer {r.layer})"
+
+
+FEW_MARK = "\u2020"  # dagger: a CI from fewer than stats.FEW_POSITIVES test positives
+
+
+def few_positive_classes(r: Results) -> list[str]:
+    """Classes of ``r`` with 1 to ``stats.FEW_POSITIVES - 1`` (9) test positives, in class order.
+
+    Read from ``results.counts.per_split["test"]`` (examples per class; positives per finding
+    when multi-label). Their AUROC intervals, and so the macro metrics' intervals, are
+    unreliable whatever the method (docs/statistics.md, "Small classes"); the figures mark
+    them with :data:`FEW_MARK`.
+    """
+    from medprobe.stats import FEW_POSITIVES
+
+    test = r.counts.per_split.get("test", {})
+    return [c for c in r.classes if 0 < test.get(c, 0) < FEW_POSITIVES]
+
+
+def _few_note(fig: Any, what: str) -> None:
+    """The legend note under a figure that marks unreliable intervals (``what`` has them)."""
+    from medprobe.stats import FEW_POSITIVES
+
+    fig.text(0.01, 0.005, f"{FEW_MARK} {what} fewer than {FEW_POSITIVES} test positives: "
+             "CI unreliable", fontsize=7, ha="left", va="bottom")  # fmt: skip
 
 
 def load_results(dirs: Iterable[str | Path]) -> list[Results]:
@@ -280,6 +321,140 @@ def fraction_curves(
     return out
 
 
+RETAINED_COLUMNS = [
+    "task", "model", "layer", "metric", "fraction", "full_fraction", "value_at_fraction",
+    "value_at_full", "n_seeds_at_fraction", "n_seeds_at_full", "retained",
+]  # fmt: skip
+
+
+def retained_at(
+    results: Sequence[Results], task: str, metric: str, *, fraction: float = 0.1,
+    full: float = 1.0,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The share of the full-data score kept with less training data (the paper's Fig. 6
+    "retained at 10%"), per model identity and layer of ``task``.
+
+    ``retained = mean_seeds(metric at train_fraction == fraction) / mean_seeds(metric at
+    train_fraction == full)``: the mean over seeds of each run's point estimate (results.json
+    ``metrics[metric].value``) at each fraction, then their ratio (a float; 1.0 = nothing
+    lost). Fractions are matched with ``math.isclose`` (rel 1e-9). Models and layers without
+    runs at both fractions are left out.
+
+    Returns:
+        rows with the keys :data:`RETAINED_COLUMNS`, ordered by model, then layer.
+    """
+    by: dict[tuple[str, Any], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        if r.task != task or metric not in r.metrics:
+            continue
+        for name, f in (("at", fraction), ("full", full)):
+            if math.isclose(r.train_fraction, f, rel_tol=1e-9):
+                by[(r.model, r.layer)][name].append(r.metrics[metric].value)
+    rows = []
+    for (model, layer), v in sorted(by.items(), key=lambda kv: (kv[0][0], _layer_key(kv[0][1]))):
+        if not v["at"] or not v["full"]:
+            continue
+        at, base = float(np.mean(v["at"])), float(np.mean(v["full"]))
+        rows.append(
+            {
+                "task": task, "model": model, "layer": layer, "metric": metric,
+                "fraction": fraction, "full_fraction": full, "value_at_fraction": at,
+                "value_at_full": base, "n_seeds_at_fraction": len(v["at"]),
+                "n_seeds_at_full": len(v["full"]),
+                "retained": at / base if base != 0 else float("nan"),
+            }
+        )  # fmt: skip
+    return rows
+
+
+PAPER_COLUMNS = [
+    "figure", "task", "model", "layer", "train_fraction", "seed", "metric", "value", "ci_low",
+    "ci_high", "paper_value", "diff", "paper_in_ci", "source", "run_dir",
+]  # fmt: skip
+
+
+def paper_runs(results: Sequence[Results], mode: str = "auto") -> list[Results]:
+    """The runs whose numbers are set beside the paper's.
+
+    Args:
+        results: runs.
+        mode: ``auto`` (runs whose command line made them a paper reproduction:
+            ``experiment=fig*`` or ``fidelity=paper``, :func:`medprobe.paper.reported.
+            is_paper_run`), ``always`` (every run: its task and model identities decide),
+            ``never`` (none).
+
+    Raises:
+        ValueError: another ``mode``.
+    """
+    from medprobe.paper.reported import is_paper_run
+
+    if mode == "never":
+        return []
+    if mode == "always":
+        return list(results)
+    if mode == "auto":
+        return [r for r in results if is_paper_run(r.overrides)]
+    raise ValueError(f"paper mode must be auto, always or never, not {mode!r}")
+
+
+def paper_rows(bars: dict[str, list[Results]], runs: Sequence[Results]) -> list[dict[str, Any]]:
+    """Our value beside the paper's (:data:`medprobe.paper.reported.REPORTED`) for each bar run
+    (:func:`bar_runs`) that is among ``runs`` (:func:`paper_runs`) and whose task, model
+    identity and metric the paper reports.
+
+    Returns:
+        rows with the keys :data:`PAPER_COLUMNS`: ``value``/``ci_low``/``ci_high`` ours (the
+        task's paper metric), ``paper_value`` the paper's, ``diff = value - paper_value``,
+        ``paper_in_ci`` whether the paper's value lies inside our CI; task, then model order.
+    """
+    from medprobe.paper.reported import paper_values
+
+    chosen = {id(r) for r in runs}
+    rows = []
+    for task, sel in sorted(bars.items()):
+        for r in sel:
+            if id(r) not in chosen:
+                continue
+            for metric in dict.fromkeys(x.metric for x in _reported_for(task)):
+                rep = paper_values(task, metric).get(r.model)
+                if rep is None or metric not in r.metrics:
+                    continue
+                m = r.metrics[metric]
+                rows.append(
+                    {
+                        "figure": rep.figure, "task": task, "model": r.model, "layer": r.layer,
+                        "train_fraction": r.train_fraction, "seed": r.seed, "metric": metric,
+                        "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
+                        "paper_value": rep.value, "diff": m.value - rep.value,
+                        "paper_in_ci": bool(m.ci_low <= rep.value <= m.ci_high),
+                        "source": rep.source, "run_dir": _dir(r),
+                    }
+                )  # fmt: skip
+    return rows
+
+
+def _reported_for(task: str) -> list[Any]:
+    from medprobe.paper.reported import REPORTED
+
+    return [x for x in REPORTED if x.task == task]
+
+
+def _paper_lines(task: str, metric: str, models: Iterable[str]) -> dict[str, float]:
+    """Model -> the paper's value of ``task``/``metric`` for the given models (reference lines)."""
+    from medprobe.paper.reported import paper_values
+
+    vals = paper_values(task, metric)
+    return {m: vals[m].value for m in models if m in vals}
+
+
+def _write_rows(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, list(columns), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 # ----------------------------------------------------------------------------- figures
 
 
@@ -299,8 +474,13 @@ def plot_bars(
     path: Path,
     *,
     title: str = "",
+    paper: dict[str, float] | None = None,
 ) -> Path:
     """Bars per model with CI error bars and pairwise significance brackets (Fig. 3-5).
+
+    A bar whose run has a class with fewer than ``stats.FEW_POSITIVES`` test positives
+    (:func:`few_positive_classes`) is hatched and its label carries :data:`FEW_MARK`, with a
+    note under the figure: its interval is unreliable.
 
     Args:
         runs: one run per bar (see :func:`bar_runs`); labelled by model identity and layer
@@ -310,18 +490,33 @@ def plot_bars(
             row's test below alpha; ``n.s.`` otherwise).
         metric: results.json metric key.
         path: PNG to write.
+        paper: model identity -> the paper's reported value of ``metric``
+            (:mod:`medprobe.paper.reported`): drawn as a white diamond beside that model's
+            bar, its value printed next to it (legend "paper's reported value").
     """
     plt = _plt()
+    paper = paper or {}
     vals = [r.metrics[metric] for r in runs]
     x = np.arange(len(runs))
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(runs), 4.2))
     err = np.array([[v.value - v.ci_low for v in vals], [v.ci_high - v.value for v in vals]])
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    ax.bar(x, [v.value for v in vals], yerr=err, capsize=5, width=0.6,
-           color=[colors[i % len(colors)] for i in range(len(runs))], edgecolor="black")  # fmt: skip
-    ax.set_xticks(x, [bar_label(r) for r in runs])
-    lo = min(v.ci_low for v in vals)
-    top = max(v.ci_high for v in vals)
+    few = [bool(few_positive_classes(r)) for r in runs]
+    bars = ax.bar(x, [v.value for v in vals], yerr=err, capsize=5, width=0.6,
+                  color=[colors[i % len(colors)] for i in range(len(runs))], edgecolor="black")  # fmt: skip
+    for bar, f in zip(bars, few, strict=True):
+        if f:
+            bar.set_hatch("//")
+    ax.set_xticks(
+        x, [bar_label(r) + (f" {FEW_MARK}" if f else "") for r, f in zip(runs, few, strict=True)]
+    )
+    marks = [(i, paper[r.model]) for i, r in enumerate(runs) if r.model in paper]
+    for k, (i, pv) in enumerate(marks):
+        ax.plot([i + 0.38], [pv], marker="D", ms=7, mfc="white", mec="black", ls="none",
+                label="paper's reported value" if k == 0 else None, zorder=5)  # fmt: skip
+        ax.text(i + 0.46, pv, f"{pv:.3f}", fontsize=7, va="center", ha="left")
+    lo = min([v.ci_low for v in vals] + [pv for _, pv in marks])
+    top = max([v.ci_high for v in vals] + [pv for _, pv in marks])
     ymin = max(0.0, lo - 0.1 * max(top - lo, 0.05) - 0.05)
     step = 0.06 * max(top - ymin, 0.1)
     label_of = {_dir(r): i for i, r in enumerate(runs)}
@@ -337,10 +532,16 @@ def plot_bars(
         ax.text((i + j) / 2, y, "*" if sig else "n.s.", ha="center", va="bottom",
                 fontsize=12 if sig else 9)  # fmt: skip
     ax.set_ylim(ymin, top + step * (2 + 1.6 * level))
+    ax.set_xlim(-0.6, len(runs) - 0.4 + (0.35 if marks else 0.0))
     ax.set_ylabel(metric)
     ax.set_title(title or metric)
     ax.grid(axis="y", alpha=0.3)
+    if marks:
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+    if any(few):
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.04)
+        _few_note(fig, "a class with")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -358,10 +559,13 @@ def plot_per_class(
     With exactly two models, a class is marked ``*`` when its test (DeLong) is significant
     after the multiplicity adjustment over the per-class family (``significant`` of the rows
     of ``comparisons``); with more models no marks are drawn (see ``comparison.csv`` for every
-    pair).
+    pair). A class with fewer than ``stats.FEW_POSITIVES`` test positives in some run
+    (:func:`few_positive_classes`) carries :data:`FEW_MARK` in its label, with a note under
+    the figure: its intervals are unreliable.
     """
     plt = _plt()
     classes = list(runs[0].metrics.per_class())
+    few = {c for r in runs for c in few_positive_classes(r)}
     x = np.arange(len(classes))
     width = 0.8 / len(runs)
     fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(classes) + 2), 4.2))
@@ -382,7 +586,8 @@ def plot_per_class(
                     k = classes.index(name)
                     top = max(r.metrics[c["metric"]].ci_high for r in runs)
                     ax.text(k, top + 0.01, "*", ha="center", va="bottom", fontsize=12)
-    ax.set_xticks(x, classes, rotation=45 if len(classes) > 6 else 0, ha="right"
+    ticks = [c + (f" {FEW_MARK}" if c in few else "") for c in classes]
+    ax.set_xticks(x, ticks, rotation=45 if len(classes) > 6 else 0, ha="right"
                   if len(classes) > 6 else "center")  # fmt: skip
     ax.set_ylim(0.0, 1.22)  # room for the marks and a one-row legend above the bars
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
@@ -392,6 +597,9 @@ def plot_per_class(
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
+    if few:
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.04)
+        _few_note(fig, "class with")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -399,21 +607,36 @@ def plot_per_class(
 
 def plot_layers(
     curves: dict[str, list[tuple[int, float, float, float]]], metric: str, path: Path, *,
-    title: str = "",
+    title: str = "", paper: dict[str, float] | None = None, unreliable: bool = False,
 ) -> Path:  # fmt: skip
-    """Metric vs layer per model, CI band (Fig. S5)."""
+    """Metric vs layer per model, CI band (Fig. S5).
+
+    ``paper``: model identity -> the paper's reported value (all training data, the authors'
+    layer; :mod:`medprobe.paper.reported`), drawn as a dotted horizontal line in the model's
+    colour. ``unreliable``: some run drawn has a class with fewer than
+    ``stats.FEW_POSITIVES`` test positives (:func:`few_positive_classes`): the band's legend
+    title carries :data:`FEW_MARK` and a note under the figure says its CIs are unreliable.
+    """
     plt = _plt()
+    paper = paper or {}
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for model, pts in curves.items():
         a = np.array(pts, dtype=float)
         (line,) = ax.plot(a[:, 0], a[:, 1], marker="o", label=model)
         ax.fill_between(a[:, 0], a[:, 2], a[:, 3], alpha=0.2, color=line.get_color())
+        if model in paper:
+            ax.axhline(paper[model], color=line.get_color(), ls=":", lw=1.2,
+                       label=f"{model}: paper {paper[model]:.3f}")  # fmt: skip
     ax.set_xlabel("layer")
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} vs layer")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="band: the runs' CI", title_fontsize=8)
+    ax.legend(fontsize=8, title="band: the runs' CI" + (f" {FEW_MARK}" if unreliable else ""),
+              title_fontsize=8)  # fmt: skip
     fig.tight_layout()
+    if unreliable:
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.04)
+        _few_note(fig, "runs with a class with")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -521,18 +744,40 @@ def plot_layers_authors_order(
 
 def plot_fractions(
     curves: dict[str, list[tuple[float, float, float, float, int]]], metric: str, path: Path, *,
-    title: str = "",
+    title: str = "", paper: dict[str, float] | None = None,
+    retained: dict[str, float] | None = None, unreliable: bool = False,
 ) -> Path:  # fmt: skip
-    """Metric vs training fraction per model and layer, band over seeds (Fig. 6)."""
+    """Metric vs training fraction per model and layer, band over seeds (Fig. 6).
+
+    Args:
+        curves: ``"<model> L<layer>"`` -> points (:func:`fraction_curves`).
+        metric: y-axis label.
+        path: PNG written.
+        paper: model identity -> the paper's reported value with all training data
+            (:mod:`medprobe.paper.reported`): a dotted horizontal line in the curve's colour.
+        retained: curve name -> the share of the full-data score kept at 10%
+            (:func:`retained_at`), written into the curve's legend entry.
+        unreliable: some run drawn has a class with fewer than ``stats.FEW_POSITIVES`` test
+            positives: the legend title carries :data:`FEW_MARK`, with a note under the figure
+            (the single-seed bands are those runs' CIs).
+    """
     plt = _plt()
+    paper, retained = paper or {}, retained or {}
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     fracs = sorted({p[0] for pts in curves.values() for p in pts})
     for name, pts in curves.items():
         a = np.array(pts, dtype=float)
         seeds = int(a[:, 4].max())
         label = f"{name} (mean of {seeds} seeds)" if seeds > 1 else name
+        if name in retained:
+            label += f"; 10%: {100 * retained[name]:.1f}% retained"
         (line,) = ax.plot(a[:, 0], a[:, 1], marker="o", label=label)
         ax.fill_between(a[:, 0], a[:, 2], a[:, 3], alpha=0.2, color=line.get_color())
+        model = name.rsplit(" L", 1)[0]
+        if model in paper:
+            ax.axhline(paper[model], color=line.get_color(), ls=":", lw=1.2,
+                       label=f"{model}: paper {paper[model]:.3f} (all data)")  # fmt: skip
+            paper = {k: v for k, v in paper.items() if k != model}  # one line per model
     if fracs and fracs[0] < 0.1:
         ax.set_xscale("log")
     ax.set_xticks(fracs, [f"{f:g}" for f in fracs])
@@ -540,9 +785,12 @@ def plot_fractions(
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} vs training fraction")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="band: ±1 SD over seeds (1 seed: the run's CI)",
-              title_fontsize=8)  # fmt: skip
+    ax.legend(fontsize=8, title="band: ±1 SD over seeds (1 seed: the run's CI)"
+              + (f" {FEW_MARK}" if unreliable else ""), title_fontsize=8)  # fmt: skip
     fig.tight_layout()
+    if unreliable:
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.04)
+        _few_note(fig, "runs with a class with")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -558,8 +806,10 @@ def make_report(
     metric: str | None = None,
     n_boot: int | None = None,
     adjust: str = "holm",
+    paper: str = "auto",
 ) -> dict[str, Any]:
-    """Tables, comparisons and figures for every run below ``dirs`` (see module docstring).
+    """Tables, comparisons, figures and ``index.html`` for every run below ``dirs`` (see the
+    module docstring).
 
     Args:
         dirs: run or sweep directories.
@@ -569,18 +819,24 @@ def make_report(
         n_boot: replicates of the paired comparisons (default: each run's ``bootstrap.n``).
         adjust: multiplicity adjustment of the comparisons' p-values, ``holm`` or ``bh``
             (:func:`medprobe.compare.adjust_rows`; families per task).
+        paper: which runs get the paper's reported values beside them (:func:`paper_runs`:
+            ``auto``, the paper reproductions; ``always``; ``never``).
 
     Returns:
         ``{"files": [written paths], "comparisons": [rows], "results": [Results],
-        "warnings": [str]}``; a task whose bar runs are not on the same test set gets bars
-        without significance marks and a warning instead of comparisons.
+        "warnings": [str], "paper": [rows of paper.csv], "retained": [rows of retained.csv],
+        "html": path of index.html}``; a task whose bar runs are not on the same test set
+        gets bars without significance marks and a warning instead of comparisons.
 
     Raises:
         ResultsError: no results found (and no multiple-choice summaries), or a run folder
             that cannot be read.
+        ValueError: ``paper`` is not ``auto``, ``always`` or ``never``.
     """
     from medprobe.compare import ComparisonError, compare_runs, load_run, write_comparison
 
+    if paper not in ("auto", "always", "never"):
+        raise ValueError(f"paper must be auto, always or never, not {paper!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mcq_files = mcq_sections(dirs, out)
@@ -589,14 +845,24 @@ def make_report(
     except ResultsError:
         if not mcq_files:
             raise
-        return {"files": mcq_files, "comparisons": [], "results": [], "warnings": []}
+        html = write_html(out, dirs=dirs, results=[], task_files={}, mcq_files=mcq_files)
+        return {"files": [*mcq_files, html], "comparisons": [], "results": [], "warnings": [],
+                "paper": [], "retained": [], "html": html}  # fmt: skip
     files: list[Path] = mcq_files + list(write_summary(results, out))
     comparisons: list[dict[str, Any]] = []
     warnings: list[str] = []
     bars = bar_runs(results)
+    reproduced = paper_runs(results, paper)
+    repro_models = {(r.task, r.model) for r in reproduced}
+    p_rows = paper_rows(bars, reproduced)
+    r_rows: list[dict[str, Any]] = []
+    task_files: dict[str, list[Path]] = {}
     for task in sorted({r.task for r in results}):
         met = metric or next(r.primary_metric for r in results if r.task == task)
+        lines = _paper_lines(task, met, {m for t, m in repro_models if t == task})
+        few = any(few_positive_classes(r) for r in results if r.task == task)
         sel = bars.get(task, [])
+        n_before = len(files)
         task_cmp: list[dict[str, Any]] = []
         if len(sel) >= 2:
             try:
@@ -608,14 +874,15 @@ def make_report(
             comparisons += task_cmp
         if sel:
             files.append(plot_bars(sel, task_cmp, met, out / f"bars_{task}.png",
-                                   title=f"{task}: {met} (95% CI)"))  # fmt: skip
+                                   title=f"{task}: {met} (95% CI)", paper=lines))  # fmt: skip
             if len(sel[0].metrics.per_class()) > 2:
                 files.append(plot_per_class(sel, task_cmp, out / f"per_class_{task}.png",
                                             title=f"{task}: per-class AUROC (95% CI)"))  # fmt: skip
         lc = layer_curves(results, task, met)
         if lc:
             files.append(plot_layers(lc, met, out / f"layers_{task}.png",
-                                     title=f"{task}: {met} vs layer"))  # fmt: skip
+                                     title=f"{task}: {met} vs layer", paper=lines,
+                                     unreliable=few))  # fmt: skip
             depths = {r.model: d for r in results if r.task == task and r.model in lc
                       and (d := decoder_depth(r)) is not None}  # fmt: skip
             if depths:
@@ -623,12 +890,215 @@ def make_report(
                     lc, depths, met, out / f"layers_authors_order_{task}.png",
                     title=f"{task}: {met} vs layer, depth order and the authors' file order"))  # fmt: skip
         fc = fraction_curves(results, task, met)
+        kept = retained_at(results, task, met)
+        r_rows += kept
         if fc:
-            files.append(plot_fractions(fc, met, out / f"fractions_{task}.png",
-                                        title=f"{task}: {met} vs training fraction"))  # fmt: skip
+            files.append(plot_fractions(
+                fc, met, out / f"fractions_{task}.png",
+                title=f"{task}: {met} vs training fraction", paper=lines, unreliable=few,
+                retained={f"{k['model']} L{k['layer']}": k["retained"] for k in kept}))  # fmt: skip
+        task_files[task] = files[n_before:]
     if comparisons:
         files += list(write_comparison(comparisons, out))
-    return {"files": files, "comparisons": comparisons, "results": results, "warnings": warnings}
+    if p_rows:
+        files.append(_write_rows(out / "paper.csv", PAPER_COLUMNS, p_rows))
+    if r_rows:
+        files.append(_write_rows(out / "retained.csv", RETAINED_COLUMNS, r_rows))
+    html = write_html(out, dirs=dirs, results=results, task_files=task_files,
+                      mcq_files=mcq_files, bars=bars, comparisons=comparisons,
+                      paper_table=p_rows, retained=r_rows, warnings=warnings,
+                      show_reported=bool(reproduced))  # fmt: skip
+    files.append(html)
+    return {"files": files, "comparisons": comparisons, "results": results, "warnings": warnings,
+            "paper": p_rows, "retained": r_rows, "html": html}  # fmt: skip
+
+
+#: Records, once the page has loaded, how many ``<img>`` decoded (``naturalWidth > 0``) as
+#: ``data-images-loaded`` / ``data-images-total`` on ``<body>`` (what a headless browser check
+#: reads; tests/test_report_html.py).
+_IMG_CHECK = """<script>
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute("data-images-loaded", String(ok));
+  document.body.setAttribute("data-images-total", String(imgs.length));
+});
+</script>"""
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;
+color:#222}table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.85em}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left}td.n{text-align:right;
+font-variant-numeric:tabular-nums}th{background:#f3f3f3}figure{margin:1em 0}
+img{max-width:100%;border:1px solid #eee}figcaption{font-size:.8em;color:#555}
+.note{font-size:.85em;color:#555}.warn{color:#a40}pre{background:#f7f7f7;padding:.6em;
+overflow-x:auto;font-size:.8em}"""
+
+
+def _esc(v: Any) -> str:
+    import html
+
+    return html.escape(str(v))
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
+    """An HTML table; columns at ``numeric`` positions right-aligned."""
+    th = "".join(f"<th>{_esc(h)}</th>" for h in head)
+    body = []
+    for row in rows:
+        tds = "".join(
+            f'<td class="n">{_esc(v)}</td>' if i in numeric else f"<td>{_esc(v)}</td>"
+            for i, v in enumerate(row)
+        )
+        body.append(f"<tr>{tds}</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _img(path: Path) -> str:
+    """A ``<figure>`` with the PNG at ``path`` inlined as a base64 data URI (no file links:
+    the page is one file that opens offline)."""
+    import base64
+
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{_esc(path.name)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_esc(path.name)}</figcaption></figure>")  # fmt: skip
+
+
+def write_html(
+    out: Path,
+    *,
+    dirs: Sequence[str | Path],
+    results: Sequence[Results],
+    task_files: dict[str, list[Path]],
+    mcq_files: Sequence[Path] = (),
+    bars: dict[str, list[Results]] | None = None,
+    comparisons: Sequence[dict[str, Any]] = (),
+    paper_table: Sequence[dict[str, Any]] = (),
+    retained: Sequence[dict[str, Any]] = (),
+    warnings: Sequence[str] = (),
+    show_reported: bool = False,
+) -> Path:
+    """``<out>/index.html``: every figure (PNG inlined as base64 data URIs) and table of the
+    report in one self-contained page that opens offline (no scripts or styles from elsewhere).
+
+    Per task: the runs shown in the bars (primary metric, CI, CIs from fewer than 10 test
+    positives marked), ours beside the paper's reported value (``paper_table``, rows of
+    :func:`paper_rows`), the share retained at 10% of the training data (``retained``, rows of
+    :func:`retained_at`), the valid paired tests (primary metric and per-class AUROC:
+    DeLong / McNemar / paired bootstrap, adjusted p), then the task's figures. Then the
+    multiple-choice sections and, when ``show_reported``, the paper's numbers with their
+    sources (:data:`medprobe.paper.reported.REPORTED`). An inline script records how many
+    images decoded as ``data-images-loaded`` on ``<body>``.
+
+    Returns:
+        the path written.
+    """
+    from medprobe import __version__
+    from medprobe.stats import FEW_POSITIVES
+
+    bars = bars or {}
+    tasks = sorted(task_files)
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>medprobe report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>medprobe report</h1>",
+        f"<p>{len(results)} run(s) read from: "
+        f"{', '.join(f'<code>{_esc(d)}</code>' for d in dirs)} (medprobe {_esc(__version__)}). "
+        "Tables: <code>summary.csv</code>, <code>comparison.csv</code>"
+        f"{', <code>paper.csv</code>' if paper_table else ''}"
+        f"{', <code>retained.csv</code>' if retained else ''} beside this page.</p>",
+    ]
+    if warnings:
+        parts.append("<ul>" + "".join(f'<li class="warn">{_esc(w)}</li>' for w in warnings)
+                     + "</ul>")  # fmt: skip
+    if tasks:
+        parts.append("<p>Tasks: " + " · ".join(f'<a href="#task-{_esc(t)}">{_esc(t)}</a>'
+                                               for t in tasks) + "</p>")  # fmt: skip
+    for task in tasks:
+        primary = next(r.primary_metric for r in results if r.task == task)
+        parts.append(f'<h2 id="task-{_esc(task)}">{_esc(task)}: {_esc(primary)}</h2>')
+        sel = bars.get(task, [])
+        if sel:
+            rows = []
+            for r in sel:
+                m = r.metrics[primary] if primary in r.metrics else None
+                few = few_positive_classes(r)
+                rows.append([
+                    r.model, r.layer, f"{r.train_fraction:g}", r.seed,
+                    _f(m.value) if m else "", f"[{_f(m.ci_low)}, {_f(m.ci_high)}]" if m else "",
+                    m.ci_method if m else "",
+                    f"{_f(m.boot_mean)} ± {_f(m.sd)}" if m else "", r.metrics.resampling_unit,
+                    (f"{FEW_MARK} " + ", ".join(few)) if few else "",
+                ])  # fmt: skip
+            parts.append("<h3>Runs shown in the bars</h3>")
+            parts.append(_table(["model", "layer", "train fraction", "seed", primary, "95% CI",
+                                 "CI method", "bootstrap mean ± SD", "resampling unit",
+                                 f"classes with < {FEW_POSITIVES} test positives (CI unreliable)"],
+                                rows, numeric=(1, 2, 3, 4)))  # fmt: skip
+        prow = [p for p in paper_table if p["task"] == task]
+        if prow:
+            parts.append("<h3>Ours beside the paper's reported value</h3>")
+            parts.append(_table(
+                ["model", "layer", "metric", "ours", "our 95% CI", "paper", "ours − paper",
+                 "paper inside our CI", "figure", "source"],
+                ([p["model"], p["layer"], p["metric"], _f(p["value"]),
+                  f"[{_f(p['ci_low'])}, {_f(p['ci_high'])}]", f"{p['paper_value']:.3f}",
+                  f"{p['diff']:+.4f}", "yes" if p["paper_in_ci"] else "no", p["figure"],
+                  p["source"]] for p in prow),
+                numeric=(1, 3, 5, 6)))  # fmt: skip
+        krow = [k for k in retained if k["task"] == task]
+        if krow:
+            parts.append("<h3>Retained at 10% of the training data (Fig. 6)</h3>")
+            parts.append(_table(
+                ["model", "layer", "metric", "mean at 10%", "mean at 100%", "seeds (10% / 100%)",
+                 "retained"],
+                ([k["model"], k["layer"], k["metric"], _f(k["value_at_fraction"]),
+                  _f(k["value_at_full"]), f"{k['n_seeds_at_fraction']} / {k['n_seeds_at_full']}",
+                  f"{100 * k['retained']:.1f}%"] for k in krow),
+                numeric=(1, 3, 4, 6)))  # fmt: skip
+        crow = [c for c in comparisons if c.get("task") == task
+                and (c["metric"] == primary or str(c["metric"]).startswith("auroc/"))]  # fmt: skip
+        if crow:
+            names = {"delong": "DeLong", "mcnemar": "McNemar", "bootstrap": "paired bootstrap"}
+            parts.append("<h3>Paired comparisons (the valid tests)</h3>")
+            parts.append(_table(
+                ["A", "B", "metric", "A − B", "95% CI", "test", "p", "p adjusted", "", "family"],
+                ([c["run_a"], c["run_b"], c["metric"], f"{c['diff']:+.4f}",
+                  f"[{_f(c['diff_ci_low'])}, {_f(c['diff_ci_high'])}]",
+                  names.get(str(c.get("test")), c.get("test")),
+                  "" if c.get("p") is None else f"{c['p']:.3g}",
+                  "" if c.get("p_adj") is None else f"{c['p_adj']:.3g}",
+                  "*" if c.get("significant") else "", c.get("family", "")] for c in crow),
+                numeric=(3, 6, 7)))  # fmt: skip
+            parts.append('<p class="note">* adjusted p below alpha. The paper\'s t-test on '
+                         "bootstrap replicates is in comparison.csv (paper_ttest_*) as a "
+                         "reproduction only: its p falls without bound as the replicates "
+                         "grow.</p>")  # fmt: skip
+        parts += [_img(p) for p in task_files[task] if p.suffix == ".png"]
+    if mcq_files:
+        parts.append("<h2>Multiple-choice questions</h2>")
+        for p in mcq_files:
+            if p.suffix == ".png":
+                parts.append(_img(p))
+            else:
+                parts.append(f"<pre>{_esc(p.read_text())}</pre>")
+    if show_reported:
+        from medprobe.paper.reported import REPORTED, SOURCE
+
+        parts.append("<h2>The paper's reported numbers</h2>")
+        parts.append(f'<p class="note">Source of every value: {_esc(SOURCE)}. Not found and '
+                     "left out: Flamingo-9B's values, Fig. 5 per finding, Fig. S5 layer "
+                     "values, Fig. 6 training-fraction values; values whose model the text "
+                     "does not name are listed here only.</p>")  # fmt: skip
+        parts.append(_table(
+            ["figure", "task", "model", "metric", "value", "words it is read from"],
+            ([x.figure, x.task, x.model or "(not named)", x.metric, f"{x.value:.3f}", x.quote]
+             for x in REPORTED), numeric=(4,)))  # fmt: skip
+    parts += [_IMG_CHECK, "</body></html>"]
+    path = out / "index.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
 
 
 def mcq_sections(dirs: Sequence[str | Path], out: Path) -> list[Path]:
@@ -676,14 +1146,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n-boot", type=int, default=None, help="replicates of the comparisons")
     ap.add_argument("--adjust", choices=("holm", "bh"), default="holm",
                     help="multiplicity adjustment of the comparisons: holm (default) or bh")  # fmt: skip
+    ap.add_argument("--paper", choices=("auto", "always", "never"), default="auto",
+                    help="set the paper's reported values beside ours: auto (default: runs "
+                         "made with experiment=fig* or fidelity=paper), always (every run of a "
+                         "paper task and model), never")  # fmt: skip
     args = ap.parse_args(argv)
     rep = make_report(args.dirs, args.out, metric=args.metric, n_boot=args.n_boot,
-                      adjust=args.adjust)  # fmt: skip
+                      adjust=args.adjust, paper=args.paper)  # fmt: skip
     print(f"{len(rep['results'])} run(s) read")
     for w in rep["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     if rep["comparisons"]:
         print(format_comparison(rep["comparisons"]))
+    for p in rep["paper"]:
+        print(f"{p['task']} {p['model']} L{p['layer']} {p['metric']}: ours {p['value']:.4f} "
+              f"[{p['ci_low']:.4f}, {p['ci_high']:.4f}], paper {p['paper_value']:.3f} "
+              f"({p['figure']})")  # fmt: skip
+    for k in rep["retained"]:
+        print(f"{k['task']} {k['model']} L{k['layer']} {k['metric']}: "
+              f"{100 * k['retained']:.1f}% retained at train_fraction {k['fraction']:g} "
+              f"(mean {k['value_at_fraction']:.4f} / {k['value_at_full']:.4f})")  # fmt: skip
     for p in rep["files"]:
         print(f"wrote {p}")
     return 0

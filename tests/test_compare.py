@@ -272,9 +272,9 @@ def test_labels_key_on_model_identity_and_bad_run_dirs_are_one_line(tmp_path: Pa
                                   bootstrap_n=300))  # fmt: skip
     ra, rb = load_run(a), load_run(b)
     assert (ra.results.model_kind, rb.results.model_kind) == ("clip", "clip")
-    assert (ra.label, rb.label) == ("clip L1 f1 s0", "plip L1 f1 s0")
+    assert (ra.label, rb.label) == ("clip L1 frac1 s0", "plip L1 frac1 s0")
     rows = compare_runs([ra, rb])
-    assert {(r["run_a"], r["run_b"]) for r in rows} == {("clip L1 f1 s0", "plip L1 f1 s0")}
+    assert {(r["run_a"], r["run_b"]) for r in rows} == {("clip L1 frac1 s0", "plip L1 frac1 s0")}
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ResultsError, match=r"empty/results.json: no such file"):

@@ -37,7 +37,9 @@ def test_report_cli_writes_tables_figures_and_comparison(sweep: Path) -> None:
     assert names == {
         "summary.csv", "summary.md", "comparison.csv", "comparison.json", "bars_T8_knee_kl.png",
         "per_class_T8_knee_kl.png", "layers_T8_knee_kl.png", "fractions_T8_knee_kl.png",
+        "index.html",
     }  # fmt: skip
+    # fractions 0.5 and 1.0 only: no retained-at-10% number; no paper run: no paper.csv
     for png in (
         "bars_T8_knee_kl.png",
         "per_class_T8_knee_kl.png",

@@ -121,9 +121,9 @@ def test_report_draws_two_bars_two_layer_curves_two_fraction_curves(runs: Runs) 
 def test_compare_labels_them_apart(runs: Runs) -> None:
     a = load_run(runs.sweeps["clip"] / "1" / "layer_2")  # job 1: train_fraction 1.0
     b = load_run(runs.sweeps["plip"] / "1" / "layer_2")
-    assert (a.label, b.label) == ("clip L2 f1 s0", "plip L2 f1 s0")
+    assert (a.label, b.label) == ("clip L2 frac1 s0", "plip L2 frac1 s0")
     rows = compare_runs([a, b])
-    assert {(r["run_a"], r["run_b"]) for r in rows} == {("clip L2 f1 s0", "plip L2 f1 s0")}
+    assert {(r["run_a"], r["run_b"]) for r in rows} == {("clip L2 frac1 s0", "plip L2 frac1 s0")}
     assert next(r for r in rows if r["metric"] == METRIC)["diff"] != 0.0
 
 
