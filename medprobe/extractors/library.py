@@ -46,7 +46,9 @@ def import_object(spec: str) -> Any:
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ExtractorError(f"cannot import {spec!r} (write 'package.module:Name'): {exc}") from None
+        raise ExtractorError(
+            f"cannot import {spec!r} (write 'package.module:Name'): {exc}"
+        ) from None
 
 
 def resolve_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -60,10 +60,15 @@ PUBLISHED_CONFIGS: dict[str, tuple[dict[str, Any], int]] = {
     # BiomedCLIP (Zhang et al. 2023): ViT-B/16 (timm vit_base_patch16_224) + linear projection
     # to 512, trained on 15M PubMed Central figure-caption pairs
     "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224": (
-        {"image_size": 224, "timm_model_name": "vit_base_patch16_224",
-         "timm_model_pretrained": False, "timm_pool": "", "timm_proj": "linear"},
+        {
+            "image_size": 224,
+            "timm_model_name": "vit_base_patch16_224",
+            "timm_model_pretrained": False,
+            "timm_pool": "",
+            "timm_proj": "linear",
+        },
         512,
-    ),  # fmt: skip
+    ),
 }
 
 

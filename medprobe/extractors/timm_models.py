@@ -65,21 +65,34 @@ PUBLISHED_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     # UNI (Chen et al., Nat Med 2024): ViT-L/16 DINOv2-trained on 100M pathology tiles
     "MahmoodLab/UNI": (
         "vit_large_patch16_224",
-        {"img_size": 224, "patch_size": 16, "init_values": 1e-5, "num_classes": 0,
-         "dynamic_img_size": True},
-    ),  # fmt: skip
+        {
+            "img_size": 224,
+            "patch_size": 16,
+            "init_values": 1e-5,
+            "num_classes": 0,
+            "dynamic_img_size": True,
+        },
+    ),
     # Virchow2 (Zimmermann et al. 2024): ViT-H/14 with 4 registers, SwiGLU MLP (ratio 5.3375)
     "paige-ai/Virchow2": (
         "vit_huge_patch14_224",
-        {"img_size": 224, "init_values": 1e-5, "num_classes": 0, "reg_tokens": 4,
-         "mlp_ratio": 5.3375, "global_pool": "", "dynamic_img_size": True,
-         "mlp_layer": "timm.layers:SwiGLUPacked", "act_layer": "torch.nn:SiLU"},
-    ),  # fmt: skip
+        {
+            "img_size": 224,
+            "init_values": 1e-5,
+            "num_classes": 0,
+            "reg_tokens": 4,
+            "mlp_ratio": 5.3375,
+            "global_pool": "",
+            "dynamic_img_size": True,
+            "mlp_layer": "timm.layers:SwiGLUPacked",
+            "act_layer": "torch.nn:SiLU",
+        },
+    ),
     # H-optimus-0 (Bioptimus 2024): ViT-g/14 with 4 registers
     "bioptimus/H-optimus-0": (
         "vit_giant_patch14_reg4_dinov2",
         {"img_size": 224, "init_values": 1e-5, "num_classes": 0, "dynamic_img_size": False},
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -213,7 +226,7 @@ class TimmExtractor(LibraryExtractor):
         blocks, _, _ = self.structure(model)
         numbered = [w for w in layers if isinstance(w, int)]
         captured, normed = forward_with_hooks(blocks, numbered, lambda: model.forward_features(x))
-        out: dict[LayerId, Any] = dict(captured)
+        out: dict[LayerId, Any] = {k: v for k, v in captured.items()}
         if "norm" in layers:
             out["norm"] = normed
         return out

@@ -155,32 +155,65 @@ PUBLISHED_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     # et al. 2024), LayerScale 1.0, position embeddings for 518 px (interpolated to the input)
     "facebook/dinov2-base": (
         "dinov2",
-        dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4,
-             image_size=518, patch_size=14, layerscale_value=1.0),
-    ),  # fmt: skip
+        dict(
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            mlp_ratio=4,
+            image_size=518,
+            patch_size=14,
+            layerscale_value=1.0,
+        ),
+    ),
     "microsoft/rad-dino": (
         "dinov2",
-        dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4,
-             image_size=518, patch_size=14, layerscale_value=1.0),
-    ),  # fmt: skip
+        dict(
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            mlp_ratio=4,
+            image_size=518,
+            patch_size=14,
+            layerscale_value=1.0,
+        ),
+    ),
     # SigLIP ViT-B/16 at 224 px (Zhai et al. 2023); SigLIP 2 fixed-resolution B/16 has the same
     # vision tower shape (Tschannen et al. 2025)
     "google/siglip-base-patch16-224": (
         "siglip_vision_model",
-        dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-             num_attention_heads=12, image_size=224, patch_size=16),
-    ),  # fmt: skip
+        dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=16,
+        ),
+    ),
     "google/siglip2-base-patch16-224": (
         "siglip_vision_model",
-        dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-             num_attention_heads=12, image_size=224, patch_size=16),
-    ),  # fmt: skip
+        dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=16,
+        ),
+    ),
     # Phikon: iBOT ViT-B/16 on 40M TCGA tiles (Filiot et al. 2023)
     "owkin/phikon": (
         "vit",
-        dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-             num_attention_heads=12, image_size=224, patch_size=16, qkv_bias=True),
-    ),  # fmt: skip
+        dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=16,
+            qkv_bias=True,
+        ),
+    ),
 }
 
 

@@ -225,7 +225,10 @@ def test_a_key_of_another_task_fails_at_compose_time(
     [
         (["model.quantization=16bit"], "none, 8bit, 4bit"),
         (["probe.backend=jax"], "sklearn, torch"),
-        (["model.pooling=max"], "default, cls, mean, mean_patch, cls_mean_patch, last, mean_after_image, image_latents"),
+        (
+            ["model.pooling=max"],
+            "default, cls, mean, mean_patch, cls_mean_patch, last, mean_after_image, image_latents",
+        ),
         (["model.dtype=int8"], "float32, bfloat16, float16"),
         (["probe.dtype=float16"], "float32, float64"),
         (["probe.class_weight=foo"], "balanced"),
@@ -264,7 +267,10 @@ def test_closed_sets_match_the_code_that_uses_them() -> None:
     for kind in ("vision", "timm", "open_clip"):
         assert [str(p) for p in POOLINGS[kind][1:]] == list(vision.POOLINGS)
     assert {str(p) for p in Pooling} == {
-        "default", *clip.POOLINGS, *idefics.POOLINGS, *vision.POOLINGS
+        "default",
+        *clip.POOLINGS,
+        *idefics.POOLINGS,
+        *vision.POOLINGS,
     }
     # the primary metric is one of the summary metrics every run reports with a CI
     from medprobe import stats

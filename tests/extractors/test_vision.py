@@ -229,8 +229,13 @@ def test_config_refuses_a_pooling_of_another_kind(compose: Compose) -> None:
 
 
 def test_from_config_reads_the_node(hf_dirs: dict[str, Path]) -> None:
-    node = ModelConfig(name="dinov2_base", kind="vision", hf_id=str(hf_dirs["vit"]),
-                       pooling="mean_patch", device="cpu")  # type: ignore[arg-type]
+    node = ModelConfig(
+        name="dinov2_base",
+        kind="vision",
+        hf_id=str(hf_dirs["vit"]),
+        pooling="mean_patch",
+        device="cpu",
+    )  # type: ignore[arg-type]
     e = from_config(node, "ignored prompt")
     assert e.pooling == "mean_patch" and e.fingerprint()["family"] == "vit"
 
@@ -328,7 +333,8 @@ def test_timm_hub_id_offline_and_not_cached_is_one_error() -> None:
 
 
 @pytest.mark.parametrize(
-    "tower", ["native", pytest.param("timm", marks=pytest.mark.slow)]  # timm: 224 px, ~10-30 s
+    "tower",
+    ["native", pytest.param("timm", marks=pytest.mark.slow)],  # timm: 224 px, ~10-30 s
 )
 def test_open_clip_layers_embeds_and_preprocess(tower: str, tmp_path: Path) -> None:
     open_clip = pytest.importorskip("open_clip")
@@ -345,7 +351,7 @@ def test_open_clip_layers_embeds_and_preprocess(tower: str, tmp_path: Path) -> N
             inter = visual.forward_intermediates(x, intermediates_only=True, output_fmt="NLC",
                                                  output_extra_tokens=True)  # fmt: skip
             tokens = [torch.cat([c, p], 1) for c, p in
-                      zip(inter["image_intermediates_prefix"], inter["image_intermediates"])]  # fmt: skip
+                      zip(inter["image_intermediates_prefix"], inter["image_intermediates"], strict=True)]  # fmt: skip
             depth, prefix = 2, 1
         else:
             trunk = visual.trunk
