@@ -45,6 +45,7 @@ from medprobe.errors import ExtractorError
 from medprobe.extractors.base import LayerId
 from medprobe.extractors.hf import jsonable
 from medprobe.extractors.library import LibraryExtractor, forward_with_hooks, param_count_of
+from medprobe.extractors.vision import refuse_quantization
 
 if TYPE_CHECKING:
     import torch
@@ -263,7 +264,9 @@ def from_config(cfg: Any, prompt: str = "") -> OpenCLIPExtractor:
 
     Raises:
         ExtractorError: empty ``hf_id``, a local directory that does not exist, unknown dtype
-            or pooling, ``model_kwargs`` that is not a mapping.
+            or pooling, ``model_kwargs`` that is not a mapping, ``quantization`` other than
+            ``none``.
     """
     del prompt
+    refuse_quantization(cfg)
     return OpenCLIPExtractor.from_model_config(cfg)

@@ -50,6 +50,7 @@ from medprobe.extractors.library import (
     param_count_of,
     resolve_kwargs,
 )
+from medprobe.extractors.vision import refuse_quantization
 
 if TYPE_CHECKING:
     import torch
@@ -239,7 +240,9 @@ def from_config(cfg: Any, prompt: str = "") -> TimmExtractor:
 
     Raises:
         ExtractorError: empty ``hf_id``, a local directory that does not exist, unknown dtype
-            or pooling, ``model_kwargs`` that is not a mapping.
+            or pooling, ``model_kwargs`` that is not a mapping, ``quantization`` other than
+            ``none``.
     """
     del prompt
+    refuse_quantization(cfg)
     return TimmExtractor.from_model_config(cfg)

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medprobe.errors import ExtractorError
-from medprobe.extractors.base import LayerId, check_features, resolve_layers
+from medprobe.extractors.base import LayerId, check_features, option_value, resolve_layers
 from medprobe.extractors.hf import WEIGHT_GLOBS, HFExtractor, jsonable
 
 if TYPE_CHECKING:
@@ -259,6 +259,43 @@ def param_count_from_config(hf_config: Any) -> int:
     with torch.device("meta"):
         model = cls(vision_config(hf_config), **dict(fam.load_kwargs))
     return int(sum(p.numel() for p in model.parameters()))
+
+
+def published_param_count(hf_id: str) -> int:
+    """Parameters medprobe loads for a published vision checkpoint of any kind (``vision``,
+    ``timm``, ``open_clip``), from the hyper-parameters in the modules' ``PUBLISHED_CONFIGS``,
+    on the meta device: no download, no memory (for ``medprobe plan``). Weight bytes: x4
+    float32, x2 bfloat16 / float16.
+
+    Raises:
+        ExtractorError: ``hf_id`` is in no table; timm / open_clip missing for their models.
+    """
+    from medprobe.extractors import openclip, timm_models
+
+    if hf_id in PUBLISHED_CONFIGS:
+        return param_count_from_config(published_config(hf_id))
+    if hf_id in timm_models.PUBLISHED_CONFIGS:
+        return timm_models.param_count_from_config(*timm_models.PUBLISHED_CONFIGS[hf_id])
+    if hf_id in openclip.PUBLISHED_CONFIGS:
+        return openclip.param_count_from_config(*openclip.PUBLISHED_CONFIGS[hf_id])
+    known = sorted(
+        [*PUBLISHED_CONFIGS, *timm_models.PUBLISHED_CONFIGS, *openclip.PUBLISHED_CONFIGS]
+    )
+    raise ExtractorError(f"vision: no published config for {hf_id!r}; known: {known}")
+
+
+def refuse_quantization(cfg: Any) -> None:
+    """Vision encoders run unquantised (at most 1.1B parameters: 2.3 GB in bfloat16).
+
+    Raises:
+        ExtractorError: ``cfg.quantization`` is not ``none`` (it would be silently ignored).
+    """
+    q = str(option_value(cfg.quantization) or "none")
+    if q != "none":
+        raise ExtractorError(
+            f"{cfg.kind}: model.quantization={q} is not supported for vision encoders (they "
+            "fit any GPU in bfloat16: model.dtype=bfloat16)"
+        )
 
 
 class VisionExtractor(HFExtractor):
@@ -495,7 +532,8 @@ def from_config(cfg: Any, prompt: str = "") -> VisionExtractor:
 
     Raises:
         ExtractorError: empty ``hf_id``, a local directory that does not exist, unknown
-            dtype or pooling.
+            dtype or pooling, ``quantization`` other than ``none``.
     """
     del prompt
+    refuse_quantization(cfg)
     return VisionExtractor.from_model_config(cfg)

@@ -211,6 +211,21 @@ def test_published_configs_param_counts() -> None:
                       "owkin/phikon": 85_798_656}  # fmt: skip
 
 
+def test_published_param_counts_of_the_library_models() -> None:
+    """UNI, Virchow2, H-optimus-0 and BiomedCLIP's image tower from their model cards' shapes
+    (docs/models_vision.md quotes these; meta device, no download)."""
+    pytest.importorskip("open_clip")
+    from medprobe.extractors.vision import published_param_count
+
+    assert published_param_count("MahmoodLab/UNI") == 303_350_784
+    assert published_param_count("paige-ai/Virchow2") == 631_239_424
+    assert published_param_count("bioptimus/H-optimus-0") == 1_134_774_272
+    biomedclip = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+    assert published_param_count(biomedclip) == 86_191_872
+    with pytest.raises(ExtractorError, match="no published config for 'x/y'"):
+        published_param_count("x/y")
+
+
 # ------------------------------------------------------------------ configs
 
 
@@ -226,6 +241,15 @@ def test_model_configs_compose_and_validate(compose: Compose, model: str) -> Non
 def test_config_refuses_a_pooling_of_another_kind(compose: Compose) -> None:
     with pytest.raises(ConfigError, match="valid: default, cls, mean_patch, cls_mean_patch"):
         validate(compose("model=dinov2_base", "model.pooling=last"))
+
+
+@pytest.mark.parametrize("model", ["dinov2_base", "uni", "biomedclip"])
+def test_quantization_is_refused_not_ignored(compose: Compose, model: str) -> None:
+    from medprobe.registry import EXTRACTORS
+
+    node = compose(f"model={model}", "model.quantization=8bit").model
+    with pytest.raises(ExtractorError, match="model.quantization=8bit is not supported"):
+        EXTRACTORS.get(node.kind)(node, "")
 
 
 def test_from_config_reads_the_node(hf_dirs: dict[str, Path]) -> None:
