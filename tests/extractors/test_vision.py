@@ -345,6 +345,33 @@ def test_timm_fingerprint_and_model_kwargs(timm_dir: Path, tmp_path: Path) -> No
         TimmExtractor(str(silu), model_kwargs={"act_layer": "torch.nn:Nope"}).layers()
 
 
+def test_hub_ids_are_read_from_the_hf_cache_at_the_resolved_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub id (UNI, BiomedCLIP style) offline: the snapshot of the cached commit is loaded
+    and that commit is fingerprinted."""
+    pytest.importorskip("open_clip")
+    import huggingface_hub.constants as hub_constants
+
+    from medprobe.extractors.openclip import OpenCLIPExtractor
+    from medprobe.extractors.timm_models import TimmExtractor
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    for repo, save in (("org/tiny-timm", save_tiny_timm), ("org/tiny-oc", save_tiny_open_clip)):
+        repo_dir = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+        save(repo_dir / "snapshots" / commit)
+        (repo_dir / "refs").mkdir()
+        (repo_dir / "refs" / "main").write_text(commit)
+    x = torch.full((1, 3, 32, 32), 0.1)
+    for cls, repo in ((TimmExtractor, "org/tiny-timm"), (OpenCLIPExtractor, "org/tiny-oc")):
+        e = cls(repo, device="cpu")
+        fp = e.fingerprint()
+        assert (fp["source"], fp["resolved_revision"]) == ("hub", commit)
+        assert e.extract(x, "norm")["norm"].shape == (1, 32)
+
+
 def test_timm_hub_id_offline_and_not_cached_is_one_error() -> None:
     pytest.importorskip("timm")
     from medprobe.extractors.timm_models import TimmExtractor
