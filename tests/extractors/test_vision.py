@@ -372,6 +372,21 @@ def test_hub_ids_are_read_from_the_hf_cache_at_the_resolved_commit(
         assert e.extract(x, "norm")["norm"].shape == (1, 32)
 
 
+def test_composed_and_typed_nodes_build_the_same_timm_extractor(
+    compose: Compose, timm_dir: Path
+) -> None:
+    """model=uni: the composed node (model_kwargs a DictConfig) and the typed config (a dict)
+    give the same extractor and fingerprint."""
+    from medprobe.config.validate import to_typed
+    from medprobe.registry import EXTRACTORS
+
+    cfg = compose("model=uni", f"model.hf_id={timm_dir}")
+    a = EXTRACTORS.get("timm")(cfg.model, "")
+    b = EXTRACTORS.get("timm")(to_typed(cfg).model, "")
+    assert a.model_kwargs == b.model_kwargs == {"init_values": 1e-5, "dynamic_img_size": True}
+    assert a.fingerprint() == b.fingerprint()
+
+
 def test_timm_hub_id_offline_and_not_cached_is_one_error() -> None:
     pytest.importorskip("timm")
     from medprobe.extractors.timm_models import TimmExtractor
