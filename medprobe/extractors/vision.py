@@ -16,9 +16,10 @@ siglip_vision_model     ``SiglipVisionModel``        no           patches
 ======================= ============================ ============ ==========================
 
 ``siglip`` is a full SigLIP (or fixed-resolution SigLIP 2: ``google/siglip2-*-patch16-224`` are
-``model_type`` siglip) checkpoint; only its vision tower is loaded (the text tower's weights are
-never read into memory). SigLIP 2 NaFlex (``model_type`` siglip2: variable patch counts with an
-attention mask) is refused with a message naming the fixed-resolution checkpoints.
+``model_type`` siglip) checkpoint; only its vision tower is built and loaded (the text tower's
+weights are skipped as unused keys). SigLIP 2 NaFlex (``model_type`` siglip2: variable patch
+counts with an attention mask) is refused with a message naming the fixed-resolution
+checkpoints.
 
 Layers (checked on transformers 5.24; ``tests/extractors/test_vision.py`` pins them):
 
