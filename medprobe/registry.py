@@ -91,5 +91,8 @@ TASKS.register("t8", "medprobe.data.tasks.t8_knee:build_manifest")
 EXTRACTORS.register("effnet_lite0", "medprobe.extractors.effnet:from_config")
 EXTRACTORS.register("clip", "medprobe.extractors.clip:from_config")
 EXTRACTORS.register("idefics", "medprobe.extractors.idefics.extractor:from_config")
+EXTRACTORS.register("vision", "medprobe.extractors.vision:from_config")
+EXTRACTORS.register("timm", "medprobe.extractors.timm_models:from_config")
+EXTRACTORS.register("open_clip", "medprobe.extractors.openclip:from_config")
 
 PROBES.register("logistic", "medprobe.probe.logistic:from_config")

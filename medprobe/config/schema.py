@@ -116,12 +116,17 @@ Quantization = StrEnum("Quantization", [("none", "none"), ("8bit", "8bit"), ("4b
 class Pooling(StrEnum):
     """How hidden states become one vector per image; the valid ones depend on the extractor
     kind (``medprobe.config.validate.POOLINGS``): ``default`` (each kind's own: CLIP ``cls``,
-    IDEFICS ``last``, EfficientNet global average), CLIP ``cls`` | ``mean``, IDEFICS ``last`` |
-    ``mean_after_image`` | ``image_latents``."""
+    IDEFICS ``last``, EfficientNet global average, vision encoders ``cls`` or, without a class
+    token, ``mean_patch``), CLIP ``cls`` | ``mean``, IDEFICS ``last`` | ``mean_after_image`` |
+    ``image_latents``, vision encoders (kinds ``vision``, ``timm``, ``open_clip``) ``cls`` |
+    ``mean_patch`` (patch tokens only: class and register tokens excluded) |
+    ``cls_mean_patch`` (both, concatenated)."""
 
     default = "default"
     cls = "cls"
     mean = "mean"
+    mean_patch = "mean_patch"
+    cls_mean_patch = "cls_mean_patch"
     last = "last"
     mean_after_image = "mean_after_image"
     image_latents = "image_latents"
@@ -338,6 +343,9 @@ class ModelConfig:
     prompt_format: PromptFormat = PromptFormat.chat
     # every extractor: how a non-square image becomes square (ResizeMode): crop | pad | squash
     resize: ResizeMode = ResizeMode.crop
+    # timm / open_clip models: extra keyword arguments of the library's model constructor
+    # (timm.create_model); "package.module:Name" strings are imported (Virchow's mlp_layer)
+    model_kwargs: Any = None
 
 
 # ---- tasks: a base with the keys every task has, one subclass per adapter kind

@@ -37,6 +37,10 @@ POOLINGS: dict[str, tuple[Pooling, ...]] = {
     "effnet_lite0": (Pooling.default,),
     "clip": (Pooling.default, Pooling.cls, Pooling.mean),
     "idefics": (Pooling.default, Pooling.last, Pooling.mean_after_image, Pooling.image_latents),
+    # vision encoders (medprobe/extractors/vision.py, timm_models.py, openclip.py)
+    "vision": (Pooling.default, Pooling.cls, Pooling.mean_patch, Pooling.cls_mean_patch),
+    "timm": (Pooling.default, Pooling.cls, Pooling.mean_patch, Pooling.cls_mean_patch),
+    "open_clip": (Pooling.default, Pooling.cls, Pooling.mean_patch, Pooling.cls_mean_patch),
 }
 
 

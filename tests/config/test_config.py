@@ -108,7 +108,11 @@ def test_every_model_task_composes_validates_and_converts(
     assert cfg.model.kind in EXTRACTORS
     assert cfg.task.kind in TASKS
     # a model group may set the probed layer (# @package _global_): the paper's IDEFICS layers
-    assert OmegaConf.select(cfg, "layer") == {"idefics80b": 32, "idefics9b": 13}.get(model, -1)
+    # and the vision foundation models' named layers (conf/model/*.yaml, docs/models_vision.md)
+    model_layers = {"idefics80b": 32, "idefics9b": 13, "siglip_base": "pooled",
+                    "siglip2_base": "pooled", "biomedclip": "embeds", "dinov2_base": "norm",
+                    "rad_dino": "norm", "phikon": "norm", "uni": "norm", "virchow2": "norm"}  # fmt: skip
+    assert OmegaConf.select(cfg, "layer") == model_layers.get(model, -1)
     typed = to_typed(cfg)
     assert isinstance(typed, Config) and type(typed.task) is TASK_SCHEMAS[typed.task.kind]
     assert isinstance(typed.model, ModelConfig) and isinstance(typed.probe, ProbeConfig)
@@ -122,7 +126,7 @@ def test_every_model_task_composes_validates_and_converts(
     assert (typed.model.name, typed.task.name) == (cfg.model.name, cfg.task.name)
     assert typed.model.name == model  # identity: the config choice
     assert typed.layer == cfg.layer and isinstance(typed.probe.C_grid, list)
-    if model.startswith("idefics"):  # ${layer} resolved
+    if model.startswith("idefics") or model in ("uni", "virchow2"):  # ${layer} resolved
         assert typed.model.layers == typed.layer
     if task not in ("demo", "hf"):  # task.root defaults to data_root, resolved
         assert typed.task.root == "/data"  # type: ignore[attr-defined]
@@ -223,7 +227,10 @@ def test_a_key_of_another_task_fails_at_compose_time(
     [
         (["model.quantization=16bit"], "none, 8bit, 4bit"),
         (["probe.backend=jax"], "sklearn, torch"),
-        (["model.pooling=max"], "default, cls, mean, last, mean_after_image, image_latents"),
+        (
+            ["model.pooling=max"],
+            "default, cls, mean, mean_patch, cls_mean_patch, last, mean_after_image, image_latents",
+        ),
         (["model.dtype=int8"], "float32, bfloat16, float16"),
         (["probe.dtype=float16"], "float32, float64"),
         (["probe.class_weight=foo"], "balanced"),
@@ -257,7 +264,16 @@ def test_closed_sets_match_the_code_that_uses_them() -> None:
     assert [str(q) for q in Quantization] == list(idefics.QUANTIZATIONS)
     assert [str(p) for p in POOLINGS["clip"][1:]] == list(clip.POOLINGS)
     assert [str(p) for p in POOLINGS["idefics"][1:]] == list(idefics.POOLINGS)
-    assert {str(p) for p in Pooling} == {"default", *clip.POOLINGS, *idefics.POOLINGS}
+    from medprobe.extractors import vision
+
+    for kind in ("vision", "timm", "open_clip"):
+        assert [str(p) for p in POOLINGS[kind][1:]] == list(vision.POOLINGS)
+    assert {str(p) for p in Pooling} == {
+        "default",
+        *clip.POOLINGS,
+        *idefics.POOLINGS,
+        *vision.POOLINGS,
+    }
     # the primary metric is one of the summary metrics every run reports with a CI
     from medprobe import stats
 
