@@ -138,6 +138,7 @@ def features(
     extractor: Extractor,
     layers: Sequence[LayerId],
     dist: Dist | None = None,
+    scanned: Sequence[Sequence[str]] | None = None,
 ) -> tuple[FeatureCache, str, dict[str, Any]]:
     """Make sure the cache holds ``layers`` for the manifest; return (cache, key, info).
 
@@ -149,6 +150,10 @@ def features(
     sharded over the processes (:func:`medprobe.distributed.shard_rows`), each writing its rows
     of one partial entry; the main process finalises it. The entry is the one a single
     process writes (same key, ids and rows). Every process returns once the entry is complete.
+
+    ``scanned``: the unreadable images the job already found and left out of ``manifest``
+    before its split (``data.on_error=skip``: :func:`medprobe.pipeline.data.load_data`); the
+    images are then not scanned again, and the list is recorded as the entry's skipped files.
 
     Raises:
         BadImagesError: unreadable files and ``data.on_error=stop``.
@@ -184,7 +189,7 @@ def features(
     # A complete entry never changes again: read it without the lock (read-only shared caches).
     info["cache_hit"] = dist.broadcast(cache.is_complete(key))
     if not info["cache_hit"]:
-        _extract_locked(cfg, manifest, extractor, layers, cache, key, spec, info, dist)
+        _extract_locked(cfg, manifest, extractor, layers, cache, key, spec, info, dist, scanned)
     skipped = cache.meta(key)["spec"].get("skipped", [])  # the writer's meta is stored as "spec"
     if skipped and on_error == "stop":
         raise BadImagesError(_bad_images_message([tuple(s) for s in skipped]))
@@ -245,6 +250,7 @@ def _extract_locked(
     spec: dict[str, Any],
     info: dict[str, Any],
     dist: Dist,
+    scanned: Sequence[Sequence[str]] | None = None,
 ) -> None:
     """Extract under the entry's file lock; a second job waits (and says so), then reuses it.
 
@@ -274,14 +280,20 @@ def _extract_locked(
         if info["cache_hit"]:
             return
         paths = [str(p) for p in manifest.paths]
-        lo, hi = dist.rank * len(paths) // dist.world, (dist.rank + 1) * len(paths) // dist.world
-        bad = scan_images(
-            paths[lo:hi],
-            max_side=max_side,
-            max_workers=int(cfg.data.scan_workers),
-            progress=bool(cfg.progress) and dist.is_main,
-        )
-        bad = [tuple(x) for x in dist.gather(bad)]
+        bad: list[tuple[str, ...]]
+        if scanned is not None:  # scanned before the split; the bad ones are not in manifest
+            bad = [tuple(x) for x in scanned]
+            on_error = "skip"  # recorded below as the entry's skipped files
+        else:
+            lo = dist.rank * len(paths) // dist.world
+            hi = (dist.rank + 1) * len(paths) // dist.world
+            mine = scan_images(
+                paths[lo:hi],
+                max_side=max_side,
+                max_workers=int(cfg.data.scan_workers),
+                progress=bool(cfg.progress) and dist.is_main,
+            )
+            bad = [tuple(x) for x in dist.gather(mine)]
         if bad and on_error == "stop":
             raise BadImagesError(_bad_images_message(bad))
         bad_set = {p for p, _ in bad}
@@ -420,7 +432,9 @@ def ensure_features(job: Job) -> Features | None:
     dist = job.dist
     t0 = time.perf_counter()
     try:
-        cache, key, info = features(job.cfg, job.manifest, job.extractor, job.cached_layers, dist)
+        cache, key, info = features(
+            job.cfg, job.manifest, job.extractor, job.cached_layers, dist, job.scanned
+        )
     finally:
         if dist.world > 1:
             distributed.finish()  # from here on the main process works alone

@@ -152,7 +152,9 @@ class _Row:
     group: str
 
 
-def _column(header: list[str], given: str | None, default: str, what: str, path: Path) -> str | None:
+def _column(
+    header: list[str], given: str | None, default: str, what: str, path: Path
+) -> str | None:
     """The column to read: ``given`` (an error when absent), else ``default`` if present."""
     if given is None:
         return default if default in header else None
