@@ -182,7 +182,19 @@ def summary(
             "files": [[str(p), str(r)] for p, r in (bad_images or [])],
         },
         "outside_root": list(info.get("outside_root", [])),
+        "few_test_positives": _few_test_positives(m),
     }
+
+
+def _few_test_positives(m: Manifest) -> list[list[Any]]:
+    """``[[class, n], ...]``: classes with 1 to :data:`medprobe.stats.FEW_POSITIVES` - 1 test
+    positives (their AUROC intervals are unreliable; the run's table warns too)."""
+    from medprobe.stats import few_positives
+
+    test = m.split == "test"
+    if not test.any():
+        return []
+    return [[c, n] for c, n in few_positives(m.labels[test], m.classes, multilabel=m.multilabel)]
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -230,6 +242,9 @@ def format_summary(s: dict[str, Any]) -> str:
         lines += [f"  {path}: {reason}" for path, reason in b["files"]]
     else:
         lines.append("images: all readable")
+    if s["few_test_positives"]:
+        few = ", ".join(f"{c} {n}" for c, n in s["few_test_positives"])
+        lines.append(f"few test positives (AUROC intervals unreliable): {few}")
     if s["outside_root"]:
         lines.append(f"images outside the dataset root (data.allow_outside_root): "
                      f"{len(s['outside_root'])}")  # fmt: skip

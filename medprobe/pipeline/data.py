@@ -77,6 +77,7 @@ def load_data(
         if on_error == "skip" and bad:
             manifest = drop_images(manifest, bad)
     data = Data(manifest, bad, summary(manifest, bad, on_error=on_error))
+    data.summary["task"] = cfg.task.name  # the identity (the manifest holds the kind)
     if check:
         check_data(cfg, manifest)
     return data
