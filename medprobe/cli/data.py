@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from medprobe.pipeline.data import check_data, load_data
     from medprobe.results import write_json
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     bad_keys = [o for o in args.overrides if "=" not in o]
     if bad_keys:
         raise ConfigError(f"medprobe data: overrides are key=value, got {bad_keys[0]!r}")
