@@ -338,6 +338,8 @@ def stratified_split(
     strata: Sequence[Any] | np.ndarray,
     groups: Sequence[str] | np.ndarray | None,
     cfg: RandomSplit,
+    *,
+    ids: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, str]:
     """Seeded, stratified, patient-level split with the config's fractions.
 
@@ -346,6 +348,8 @@ def stratified_split(
         groups: (n,) patient ids or None; "" = unknown (own group).
         cfg: task config with ``val_fraction``, ``test_fraction``, ``split_seed`` (their
             per-task defaults: ``medprobe.config.schema``).
+        ids: (n,) example ids: the split is then independent of the rows' order (issue 16.5;
+            :func:`medprobe.data.splits.assign_splits`). None: the row order, as before.
 
     Returns:
         ``(split, description)``: (n,) object array of train/val/test and a one-line
@@ -361,6 +365,7 @@ def stratified_split(
             val_fraction=val,
             test_fraction=test,
             seed=seed,
+            ids=ids,
         )
     except ValueError as e:
         raise ManifestError(f"cannot split: {e}") from None
