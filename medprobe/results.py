@@ -11,7 +11,8 @@ objects, never by raw dict keys:
   ``layer``, ``train_fraction``, ``seed``, ``primary_metric``, ``metrics``, ``bootstrap``,
   ``probe``, ``counts``, ``classes``, ``multilabel``, ``task_info``, ``cache``,
   ``extractor``, ``extractor_load``, ``prompt``, ``config``, ``versions``, ``output_dir``,
-  ``overrides``, ``notes``, ``timings_s``, ``tracker``.
+  ``overrides``, ``notes``, ``timings_s``, ``tracker``, ``predictions_sha256``, ``job_key``,
+  ``data`` (the data check: :func:`medprobe.data.check.summary`).
 - ``predictions.csv``: one row per test example, :class:`Predictions` (columns ``id``,
   ``split``, ``label`` (class names, ``|``-joined when multi-label), ``p_<class>`` per class,
   and ``group`` (patient id) for tasks with patient ids; files without it still read).
@@ -430,6 +431,10 @@ class Results:
     #: digest of the settings that define the job (:func:`medprobe.pipeline.job.job_key`); a
     #: folder holding another job's results is refused
     job_key: str | None = None
+    #: the data check's summary (:func:`medprobe.data.check.summary`, what ``medprobe data``
+    #: prints): counts per class per split, patients, excluded rows and unreadable images with
+    #: their reasons, the split's digest ``split_sha256``; None in files written before it
+    data: dict[str, Any] | None = None
     run_dir: Path | None = field(default=None, compare=False)
 
     @property
@@ -473,7 +478,7 @@ class Results:
             )
         if version == 1:
             d = _upgrade_v1(d)
-        optional = ("schema_version", "run_dir", "tracker", "predictions_sha256", "job_key")
+        optional = ("schema_version", "run_dir", "tracker", "predictions_sha256", "job_key", "data")
         need = [f.name for f in fields(cls) if f.name not in optional]
         missing = [k for k in need if k not in d]
         if missing:
@@ -528,6 +533,7 @@ class Results:
                 tracker=tracker,
                 predictions_sha256=d.get("predictions_sha256"),
                 job_key=d.get("job_key"),
+                data=None if d.get("data") is None else dict(d["data"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             what = f"key {e.args[0]!r}" if isinstance(e, KeyError) else str(e)

@@ -36,7 +36,7 @@ TOP_LEVEL = [
     "train_fraction", "seed", "primary_metric", "metrics", "bootstrap", "probe", "counts",
     "classes", "multilabel", "task_info", "cache", "extractor", "extractor_load", "prompt",
     "config", "versions", "output_dir", "overrides", "notes", "timings_s", "tracker",
-    "predictions_sha256", "job_key",
+    "predictions_sha256", "job_key", "data",
 ]  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from medprobe.errors import MedprobeError, storage_error
 #: arguments after the subcommand and returns an exit status.
 COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "run": ("medprobe.cli.run:main", (), "probe a model on a task: Hydra overrides (the default)"),
+    "data": ("medprobe.cli.data:main", (), "check a task's data before any GPU time (no model)"),
     "compare": ("medprobe.compare:main", (), "paired tests between run folders"),
     "report": ("medprobe.report:main", (), "tables and figures from run and sweep folders"),
     "mcq": ("medprobe.mcq:main", (), "few-shot multiple-choice answering of NEJM-style cases"),

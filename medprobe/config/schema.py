@@ -397,11 +397,13 @@ class CsvTaskConfig(TaskConfig, RandomSplit):
     csv: str | None = None  # the label CSV; null = <root>/labels.csv
     path_column: str = "path"
     label_column: str = "label"
-    patient_column: str = "patient_id"
-    split_column: str = "split"
+    # null: 'patient_id' / 'split' when the CSV has that column; a name given must exist
+    patient_column: str | None = None
+    split_column: str | None = None
     label_sep: str | None = None  # multi-label: separator of labels in one cell, e.g. "|"
     classes: list[str] | None = None  # class order; null = sorted labels found
     val_fraction: float = 0.1
+    on_bad_row: OnBadRow = OnBadRow.stop  # stop: every bad row in one error; skip: count them
 
 
 @schema

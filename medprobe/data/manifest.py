@@ -23,6 +23,23 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val", "test")
 
 
+@dataclass(frozen=True)
+class AutoSplit:
+    """How an automatic split was made, so that it can be made again on fewer rows.
+
+    A task whose split medprobe makes (``task=csv`` without a split column, ``task=hf``
+    without one) records it on its manifest; images left out by ``data.on_error=skip`` are
+    then removed *before* the split (:func:`medprobe.data.check.resplit`), so that the class
+    coverage checks see the rows that will be used. The split itself is
+    :func:`medprobe.data.splits.assign_splits` on (ids, groups, labels, seed): independent
+    of the order of the rows.
+    """
+
+    val_fraction: float
+    test_fraction: float
+    seed: int
+
+
 @dataclass
 class Manifest:
     """A task's examples.
@@ -40,6 +57,8 @@ class Manifest:
         info: free-form facts recorded in results (source, licence, counts dropped ...).
         source: where the images come from when they are not the files ``paths``
             (:mod:`medprobe.data.sources`); None = files. :attr:`images` is never None.
+        auto_split: the parameters of the split when medprobe made it (None when the split
+            is the dataset's own): :class:`AutoSplit`.
     """
 
     task: str
@@ -59,6 +78,8 @@ class Manifest:
         from medprobe.data.sources import FILES
 
         return FILES if self.source is None else self.source
+
+    auto_split: AutoSplit | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -91,7 +112,14 @@ class Manifest:
             multilabel=self.multilabel,
             info=dict(self.info),
             source=self.source,
+            auto_split=self.auto_split,
         )
+
+    def sorted_by_id(self) -> Manifest:
+        """The same rows in id order: the canonical order (issue 16.5), so that everything
+        computed from the manifest (split, probe rows, cache key) is independent of the order
+        of the rows in the label file."""
+        return self.subset(np.argsort(np.asarray(self.ids, dtype=str), kind="stable"))
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per split, per class example counts (positives per finding if multi-label)."""

@@ -21,6 +21,11 @@ Rules (and why):
   furthest below its total target. With one row per group the targets are met exactly (split
   sizes within one row of ``fraction * n``); with larger groups, within about one group.
 * **Deterministic.** Everything random draws from ``numpy.random.default_rng(seed)``.
+* **Independent of row order** (issue 16.5). Given the example ids (``ids=``), every function
+  here first puts the rows in id order, so the result is a function of (ids, groups, labels,
+  seed) only: the same ``labels.csv`` with its rows shuffled gives the same split. Rows already
+  in id order give exactly what they gave before ids were taken into account. Without ``ids``
+  the row order stands in for them (callers that have ids pass them).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ def assign_splits(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    ids: Any | None = None,
 ) -> np.ndarray:
     """Stratified, patient-level train/val/test assignment.
 
@@ -60,22 +66,29 @@ def assign_splits(
         val_fraction: target fraction of rows in "val", in [0, 1); 0 -> no val rows.
         test_fraction: target fraction of rows in "test", in [0, 1).
         seed: RNG seed; the same inputs and seed give the same split.
+        ids: (n,) unique example ids (str); rows are taken in id order, so the split does not
+            depend on the order of the rows. None: the row order.
 
     Returns:
-        (n,) array of str (dtype ``<U5``), each "train", "val" or "test". No group is on two
-        sides; per-class proportions follow the fractions as nearly as whole groups allow.
+        (n,) array of str (dtype ``<U5``), each "train", "val" or "test", in the input's row
+        order. No group is on two sides; per-class proportions follow the fractions as nearly
+        as whole groups allow.
 
     Raises:
-        ValueError: fractions out of range or summing to >= 1; y or groups of the wrong shape
-            or length; multi-hot y with values other than 0/1; n == 0.
+        ValueError: fractions out of range or summing to >= 1; y, groups or ids of the wrong
+            shape or length; duplicate ids; multi-hot y with values other than 0/1; n == 0.
     """
     fractions = _check_fractions(val_fraction, test_fraction)
     strata = _strata(y)
     n = strata.shape[0]
     if n == 0:
         raise ValueError("cannot split an empty dataset (y has 0 rows)")
-    gcodes = _group_codes(groups, n)
-    idx = _stratified_group_assign(strata, gcodes, fractions, np.random.default_rng(seed))
+    order = _id_order(ids, n)
+    g = None if groups is None else _object_1d(groups, n)[order]
+    gcodes = _group_codes(g, n)
+    placed = _stratified_group_assign(strata[order], gcodes, fractions, np.random.default_rng(seed))
+    idx = np.empty(n, dtype=np.int64)
+    idx[order] = placed
     return np.asarray(SPLIT_NAMES)[idx]
 
 
@@ -117,6 +130,7 @@ def carve_validation(
     train_idx: Any,
     val_fraction: float,
     seed: int,
+    ids: Any | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split the train rows into the probe's fit and validation parts (stratified, grouped).
 
@@ -130,6 +144,8 @@ def carve_validation(
         train_idx: (m,) integer indices into y of the train rows (unique).
         val_fraction: target fraction of the train rows for validation, in [0, 1); 0 -> empty.
         seed: RNG seed.
+        ids: (n,) unique example ids of ALL rows: the rows are taken in id order (see
+            :func:`assign_splits`). None: the row order.
 
     Returns:
         ``(fit_idx, val_idx)``: sorted int64 arrays partitioning ``train_idx``; no group in both.
@@ -145,14 +161,23 @@ def carve_validation(
     tidx = _check_indices(train_idx, n, "train_idx")
     if tidx.size == 0:
         raise ValueError("train_idx is empty")
-    strata = _strata(strata_all[tidx])
-    gcodes = _group_codes(groups, n)[tidx]
+    order = _id_order(ids, n)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    g = None if groups is None else _object_1d(groups, n)[order]
+    # every row in id order: tidx becomes positions in that order (sorted: one canonical input)
+    pos = np.sort(rank[tidx])
+    strata = _strata(strata_all[order][pos])
+    gcodes = _group_codes(g, n)[pos]
     fractions = np.array([1.0 - val_fraction, val_fraction])
     side = _stratified_group_assign(strata, gcodes, fractions, np.random.default_rng(seed))
-    return np.sort(tidx[side == 0]), np.sort(tidx[side == 1])
+    rows = order[pos]
+    return np.sort(rows[side == 0]), np.sort(rows[side == 1])
 
 
-def subsample_train(y: Any, idx: Any, fraction: float, seed: int) -> np.ndarray:
+def subsample_train(
+    y: Any, idx: Any, fraction: float, seed: int, ids: Any | None = None
+) -> np.ndarray:
     """Stratified, seeded, nested subsample of train indices (training-fraction sweep).
 
     Per class (for multi-label: per rarest positive label among ``idx``, as in
@@ -167,6 +192,8 @@ def subsample_train(y: Any, idx: Any, fraction: float, seed: int) -> np.ndarray:
         idx: (m,) unique integer indices into y (the train rows).
         fraction: in (0, 1]; 1.0 returns ``idx`` unchanged (sorted).
         seed: RNG seed.
+        ids: (n,) unique example ids of all rows; rows are taken in id order (see
+            :func:`assign_splits`). None: the row order.
 
     Returns:
         Sorted int64 array, a subset of ``idx``.
@@ -181,8 +208,10 @@ def subsample_train(y: Any, idx: Any, fraction: float, seed: int) -> np.ndarray:
     if fraction == 1.0 or tidx.size == 0:
         return np.sort(tidx)
     strata = _strata(labels[tidx])
-    # Sort first so the result does not depend on the order idx was given in.
-    order = np.argsort(tidx, kind="stable")
+    # Sort first (by id, else by row) so the result does not depend on the order of the rows.
+    rank = np.empty(labels.shape[0], dtype=np.int64)
+    rank[_id_order(ids, labels.shape[0])] = np.arange(labels.shape[0])
+    order = np.argsort(rank[tidx], kind="stable")
     tidx, strata = tidx[order], strata[order]
     rng = np.random.default_rng(seed)
     keep: list[np.ndarray] = []
@@ -213,6 +242,26 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> np.ndarray:
             f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
         )
     return np.array([1.0 - val_fraction - test_fraction, val_fraction, test_fraction])
+
+
+def _id_order(ids: Any | None, n: int) -> np.ndarray:
+    """(n,) int64 permutation putting the rows in id order (identity when ids is None)."""
+    if ids is None:
+        return np.arange(n, dtype=np.int64)
+    a = np.asarray([str(i) for i in ids], dtype=str)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise ValueError(f"ids must have shape ({n},), got {a.shape}")
+    order = np.argsort(a, kind="stable").astype(np.int64)
+    if n > 1 and (a[order][1:] == a[order][:-1]).any():
+        raise ValueError("ids contain duplicates")
+    return order
+
+
+def _object_1d(groups: Any, n: int) -> np.ndarray:
+    g = np.asarray(groups, dtype=object)
+    if g.ndim != 1 or g.shape[0] != n:
+        raise ValueError(f"groups must have shape ({n},), got {g.shape}")
+    return g
 
 
 def _check_indices(idx: Any, n: int, name: str) -> np.ndarray:

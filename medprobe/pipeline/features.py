@@ -157,6 +157,7 @@ def features(
     extractor: Extractor,
     layers: Sequence[LayerId],
     dist: Dist | None = None,
+    scanned: Sequence[Sequence[str]] | None = None,
 ) -> tuple[FeatureCache, str, dict[str, Any]]:
     """Make sure the cache holds ``layers`` for the manifest; return (cache, key, info).
 
@@ -171,6 +172,10 @@ def features(
     sharded over the processes (:func:`medprobe.distributed.shard_rows`), each writing its rows
     of one partial entry; the main process finalises it. The entry is the one a single
     process writes (same key, ids and rows). Every process returns once the entry is complete.
+
+    ``scanned``: the unreadable images the job already found and left out of ``manifest``
+    before its split (``data.on_error=skip``: :func:`medprobe.pipeline.data.load_data`); the
+    images are then not scanned again, and the list is recorded as the entry's skipped files.
 
     Raises:
         BadImagesError: unreadable files and ``data.on_error=stop``.
@@ -210,7 +215,8 @@ def features(
     # A complete entry never changes again: read it without the lock (read-only shared caches).
     info["cache_hit"] = dist.broadcast(cache.is_complete(key))
     if not info["cache_hit"]:
-        _extract_locked(cfg, manifest, extractor, layers, cache, key, spec, info, dist, row_keys)
+        _extract_locked(cfg, manifest, extractor, layers, cache, key, spec, info, dist, row_keys,
+                        scanned)  # fmt: skip
     skipped = cache.meta(key)["spec"].get("skipped", [])  # the writer's meta is stored as "spec"
     if skipped and on_error == "stop":
         raise BadImagesError(_bad_images_message([tuple(s) for s in skipped]))
@@ -272,6 +278,7 @@ def _extract_locked(
     info: dict[str, Any],
     dist: Dist,
     row_keys: Sequence[str] = (),
+    scanned: Sequence[Sequence[str]] | None = None,
 ) -> None:
     """Extract under the entry's file lock; a second job waits (and says so), then reuses it.
 
@@ -311,18 +318,23 @@ def _extract_locked(
             for note in plan.notes:
                 print(f"note: {note}", file=sys.stderr, flush=True)
             to_scan = [i for i in range(len(paths)) if i not in plan.rows]
-        # images whose rows are reused were read whole when they were extracted: not again
-        to_scan = dist.broadcast(to_scan)
-        assert to_scan is not None
-        m = len(to_scan)
-        lo, hi = dist.rank * m // dist.world, (dist.rank + 1) * m // dist.world
-        bad = manifest.images.scan(
-            [paths[i] for i in to_scan[lo:hi]],
-            max_side=max_side,
-            max_workers=int(cfg.data.scan_workers),
-            progress=bool(cfg.progress) and dist.is_main,
-        )
-        bad = [tuple(x) for x in dist.gather(bad)]
+        bad: list[tuple[str, ...]]
+        if scanned is not None:  # scanned before the split; the bad ones are not in manifest
+            bad = [tuple(x) for x in scanned]
+            on_error = "skip"  # recorded below as the entry's skipped files
+        else:
+            # images whose rows are reused were read whole when they were extracted: not again
+            to_scan = dist.broadcast(to_scan)
+            assert to_scan is not None
+            m = len(to_scan)
+            lo, hi = dist.rank * m // dist.world, (dist.rank + 1) * m // dist.world
+            mine = manifest.images.scan(
+                [paths[i] for i in to_scan[lo:hi]],
+                max_side=max_side,
+                max_workers=int(cfg.data.scan_workers),
+                progress=bool(cfg.progress) and dist.is_main,
+            )
+            bad = [tuple(x) for x in dist.gather(mine)]
         if bad and on_error == "stop":
             raise BadImagesError(_bad_images_message(bad))
         bad_set = {p for p, _ in bad}
@@ -617,7 +629,9 @@ def ensure_features(job: Job) -> Features | None:
     dist = job.dist
     t0 = time.perf_counter()
     try:
-        cache, key, info = features(job.cfg, job.manifest, job.extractor, job.cached_layers, dist)
+        cache, key, info = features(
+            job.cfg, job.manifest, job.extractor, job.cached_layers, dist, job.scanned
+        )
     finally:
         if dist.world > 1:
             distributed.finish()  # from here on the main process works alone

@@ -18,19 +18,15 @@ from omegaconf import DictConfig
 
 from medprobe.config import (
     Config,
-    CsvTaskConfig,
-    PaperTaskConfig,
-    T2TaskConfig,
-    T8TaskConfig,
     to_typed,
 )
 from medprobe.data.manifest import Manifest
 from medprobe.distributed import Dist
 from medprobe.errors import ConfigError
 from medprobe.extractors.base import Extractor, LayerId, resolve_layers
+from medprobe.pipeline.data import load_data
 from medprobe.pipeline.features import join_process_group
-from medprobe.pipeline.rows import bootstrap_groups, probe_rows
-from medprobe.registry import EXTRACTORS, TASKS
+from medprobe.registry import EXTRACTORS
 
 
 @dataclass
@@ -47,6 +43,10 @@ class Job:
         out_dir: the job's output folder (per-layer subfolders ``layer_<L>`` for ``layer=all``).
         dist: this process in a data-parallel launch (world 1 otherwise).
         timings: seconds per stage, filled in as the job runs.
+        data: the data check's summary (:func:`medprobe.data.check.summary`), results.json
+            ``data``.
+        scanned: unreadable images found before the split (``data.on_error=skip``; they are
+            not in ``manifest``), or None when the images were not scanned yet.
     """
 
     cfg: Config
@@ -60,6 +60,8 @@ class Job:
     claim: Any = None
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    data: dict[str, Any] = field(default_factory=dict)
+    scanned: list[tuple[str, str]] | None = None
 
     def __enter__(self) -> Job:
         return self
@@ -97,37 +99,6 @@ def _writable(out_dir: Path) -> Path:
     except OSError as e:
         raise ConfigError(f"output_dir {out_dir}: cannot write there ({e.strerror})") from None
     return out_dir
-
-
-def _outside_root(cfg: Config, manifest: Manifest) -> list[list[str]]:
-    """Image paths that lead outside the dataset root (through a symlink or ``..``).
-
-    The root is ``task.root`` (else ``data_root``); images a task derives (T2 patches, T8
-    crops) may also live under its ``derived_dir``. Refused unless ``data.allow_outside_root``,
-    which records them (``[path, resolved path]`` each) in results.json ``task_info``.
-
-    Raises:
-        medprobe.errors.DataError: such paths without ``data.allow_outside_root``, one line per
-            file, all at once.
-    """
-    from medprobe.data.images import check_inside_root
-
-    if manifest.source is not None:  # dataset rows (task=hf), not files under a root
-        return []
-    task = cfg.task
-    root = task.root if isinstance(task, (CsvTaskConfig, PaperTaskConfig)) else None
-    root = root or cfg.data_root
-    if not root:  # the shipped demo set
-        return []
-    outside = check_inside_root(manifest.paths, Path(root).expanduser(), allow_outside=True)
-    derived = task.derived_dir if isinstance(task, (T2TaskConfig, T8TaskConfig)) else None
-    if derived:
-        keep = {p for p, _ in check_inside_root([p for p, _ in outside], derived,
-                                                allow_outside=True)}  # fmt: skip
-        outside = [(p, r) for p, r in outside if p in keep]
-    if outside and not cfg.data.allow_outside_root:
-        check_inside_root([p for p, _ in outside], Path(root).expanduser())  # raises, listing all
-    return [[p, r] for p, r in outside]
 
 
 #: config keys that do not change what a job computes (where it writes, how it reports)
@@ -214,23 +185,17 @@ def build_job(config: DictConfig | Config) -> Job:
     Raises:
         ConfigError, RegistryError: bad config values or names (before any work).
         medprobe.errors.ManifestError: bad task input (file and row named).
-        ConfigError: a split on which the metrics would be made up (before extraction).
+        ConfigError: a split on which the metrics would be made up (before the extractor
+            is built: :func:`medprobe.pipeline.data.check_data`).
         medprobe.errors.ExtractorError: a layer the model does not have.
     """
     t0 = time.perf_counter()
     cfg = config if isinstance(config, Config) else to_typed(config)
     dist, cfg = join_process_group(cfg)
-    manifest: Manifest = TASKS.get(cfg.task.kind)(cfg.task, cfg.data_root)
-    # every check that needs only the manifest runs before any model is loaded
-    manifest.info["outside_root"] = _outside_root(cfg, manifest)
-    probe_rows(
-        manifest,
-        cfg.probe.val_fraction,
-        cfg.train_fraction,
-        cfg.seed,
-        fraction_of=str(cfg.probe.fraction_of),
-    )
-    bootstrap_groups(manifest, str(cfg.bootstrap.unit))
+    # every check that needs only the manifest runs before any model is built or loaded;
+    # under data.on_error=skip the images are scanned and the unreadable ones left out first
+    data = load_data(cfg, dist)
+    manifest = data.manifest
     extractor: Extractor = EXTRACTORS.get(cfg.model.kind)(cfg.model, cfg.prompt.text)
     cached, probed = _layers(cfg, extractor)
     out_dir = Path(cfg.output_dir).expanduser() if cfg.output_dir else default_output_dir(cfg)
@@ -238,7 +203,8 @@ def build_job(config: DictConfig | Config) -> Job:
     claim = None
     if dist.is_main:  # the other processes of a data-parallel job write no results
         claim = claim_output_dir(_writable(out_dir), key, overwrite=cfg.overwrite)
-    job = Job(cfg, manifest, extractor, cached, probed, out_dir, dist, key, claim)
+    job = Job(cfg, manifest, extractor, cached, probed, out_dir, dist, key, claim,
+              data=data.summary, scanned=data.bad_images)  # fmt: skip
     job.timings["setup"] = time.perf_counter() - t0
     return job
 

@@ -144,12 +144,25 @@ def probe_layer(job: Job, feats: Features, layer: LayerId) -> LayerOutcome:
         overrides=list(cfg.overrides),
         notes=[],
         timings_s={},
+        data=data_section(job, feats),
     )
     timings = {**job.timings, "probe": t_probe, "bootstrap": t_boot,
                "total": time.perf_counter() - job.started}  # fmt: skip
     res = replace(res, notes=run_notes(res, m.labels[test]),
                   timings_s={k: round(v, 3) for k, v in timings.items()})  # fmt: skip
     return LayerOutcome(res, predictions)
+
+
+def data_section(job: Job, feats: Features) -> dict[str, object]:
+    """results.json ``data``: the job's data check (:func:`medprobe.data.check.summary`), its
+    image part completed by the features stage: the images were loaded then (or when the
+    cache entry was written), and the unreadable ones left out under ``data.on_error=skip``."""
+    data = dict(job.data)
+    skipped = [[str(p), str(r)] for p, r in feats.info["skipped_images"]]
+    data["bad_images"] = {**data["bad_images"], "scanned": True, "n": len(skipped),
+                          "files": skipped}  # fmt: skip
+    data["splits_file"] = "splits.csv"
+    return data
 
 
 def resolved_probe_config(cfg: Config) -> ProbeConfig:

@@ -46,7 +46,8 @@ def probe_rows(
     from those. ``fraction_of="fit"`` is the behaviour before issue 13: validation rows in
     full (the task's val split, or carved from all train rows), only the fit rows subsampled.
     Subsamples are :func:`medprobe.data.splits.subsample_train` (every class keeps at least
-    one row; nested across fractions for one seed).
+    one row; nested across fractions for one seed). Carving and subsampling take the rows in
+    id order (``ids=m.ids``), so the rows do not depend on the manifest's row order.
 
     Args:
         m: the manifest.
@@ -73,18 +74,20 @@ def probe_rows(
     f = float(train_fraction)
     pool = fraction_of == "pool" and f < 1.0
     if pool:
-        train = subsample_train(m.labels, train, f, int(seed))
+        train = subsample_train(m.labels, train, f, int(seed), ids=m.ids)
         if len(val):
-            val = subsample_train(m.labels, val, f, int(seed))
+            val = subsample_train(m.labels, val, f, int(seed), ids=m.ids)
     if len(val):
         fit, source = train, "task val split"
     else:
-        fit, val = carve_validation(m.labels, m.groups, train, float(val_fraction), int(seed))
+        fit, val = carve_validation(
+            m.labels, m.groups, train, float(val_fraction), int(seed), ids=m.ids
+        )
         source = f"carved from train (probe.val_fraction={val_fraction})"
     if pool:
         source += f", train_fraction={f:g} of the labelled pool"
     elif f < 1.0:
-        fit = subsample_train(m.labels, fit, f, int(seed))
+        fit = subsample_train(m.labels, fit, f, int(seed), ids=m.ids)
     check_class_coverage(m, fit, test)
     return ProbeRows(np.sort(fit), np.sort(val), test, source)
 
@@ -92,16 +95,33 @@ def probe_rows(
 def check_class_coverage(m: Manifest, fit: np.ndarray, test: np.ndarray) -> None:
     """Refuse splits on which the metrics would be made up (one line naming the classes).
 
-    A class present in test but absent from the probe's training rows would get a constant
-    score (AUROC 0.5 by construction), and a multiclass test set with a single class has no
-    AUROC at all.
+    * multiclass: the test split holds two classes or more (one class has no AUROC), and so
+      do the probe's fit rows (a probe cannot learn from one class);
+    * multi-label: at least one finding has positives and negatives in the test split (the
+      others are left out of the macro averages, :func:`medprobe.stats.evaluate`), and every
+      finding positive in the fit rows is also negative there (else it cannot be fitted);
+    * every class (finding) present in test is present in the fit rows: otherwise it gets a
+      constant score (AUROC 0.5 by construction).
 
     Raises:
         ConfigError: naming the task and the classes.
     """
     if m.multilabel:
-        in_test = m.labels[test].sum(axis=0) > 0
-        in_fit = m.labels[fit].sum(axis=0) > 0
+        y_test, y_fit = m.labels[test].astype(bool), m.labels[fit].astype(bool)
+        in_test, in_fit = y_test.any(axis=0), y_fit.any(axis=0)
+        scorable = in_test & ~y_test.all(axis=0)
+        if not scorable.any():
+            raise ConfigError(
+                f"task {m.task}: no finding has both positive and negative rows in the test "
+                "split, so no AUROC is defined"
+            )
+        always = [c for c, a in zip(m.classes, y_fit.all(axis=0), strict=True) if a]
+        if always:
+            raise ConfigError(
+                f"task {m.task}: {', '.join(map(repr, always))} positive on every one of the "
+                "probe's training rows, so no probe can be fitted for it; fix the split or the "
+                "labels"
+            )
     else:
         in_test = np.bincount(m.labels[test], minlength=len(m.classes)) > 0
         in_fit = np.bincount(m.labels[fit], minlength=len(m.classes)) > 0
@@ -110,6 +130,12 @@ def check_class_coverage(m: Manifest, fit: np.ndarray, test: np.ndarray) -> None
             raise ConfigError(
                 f"task {m.task}: the test split holds a single class {only}; "
                 "AUROC and F1 need at least two"
+            )
+        if in_fit.sum() < 2:
+            only = [c for c, t in zip(m.classes, in_fit, strict=True) if t]
+            raise ConfigError(
+                f"task {m.task}: the probe's training rows hold a single class {only}; a "
+                "probe needs at least two"
             )
     untrained = [c for c, t, f in zip(m.classes, in_test, in_fit, strict=True) if t and not f]
     if untrained:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from medprobe import tracking
 from medprobe.config import Config
 from medprobe.hashing import file_sha256
-from medprobe.pipeline.features import ensure_features
+from medprobe.pipeline.features import Features, ensure_features
 from medprobe.pipeline.job import Job, build_job
 from medprobe.pipeline.probing import LayerOutcome, probe_layer
 from medprobe.results import (
@@ -81,9 +81,24 @@ def run(cfg: DictConfig | Config) -> RunOutcome:
         feats = ensure_features(job)
         if feats is None:  # processes 1.. of a data-parallel launch: their rows are written
             return RunOutcome(job.out_dir)
+        write_splits(job, feats)
         outcomes = [probe_layer(job, feats, layer) for layer in job.probe_layers]
         outcome = write(job, outcomes)
         return track(job, outcome)
+
+
+def write_splits(job: Job, feats: Features) -> None:
+    """``splits.csv`` in the job's folder: each row's id, split, patient id and what the probe
+    used it for (fit / val / test / unused); its digest is ``data.split_sha256`` in
+    results.json (:func:`medprobe.data.check.split_digest`)."""
+    from medprobe.data.check import SPLITS_FILE, write_splits_csv
+    from medprobe.pipeline.rows import probe_rows
+
+    cfg, m = job.cfg, feats.manifest
+    rows = probe_rows(m, cfg.probe.val_fraction, cfg.train_fraction, cfg.seed,
+                      fraction_of=str(cfg.probe.fraction_of))  # fmt: skip
+    write_splits_csv(m, job.out_dir / SPLITS_FILE, {"fit": rows.fit, "val": rows.val,
+                                                    "test": rows.test})  # fmt: skip
 
 
 def write(job: Job, outcomes: list[LayerOutcome]) -> RunOutcome:

@@ -67,7 +67,9 @@ def test_help_lists_every_subcommand(tmp_path: Path) -> None:
     proc = run_medprobe(tmp_path, "help")
     for name in COMMANDS:
         assert f"\n  {name} " in proc.stdout
-    assert set(COMMANDS) == {"run", "compare", "report", "mcq", "plan", "cache", "dashboard"}
+    assert set(COMMANDS) == {
+        "run", "data", "compare", "report", "mcq", "plan", "cache", "dashboard"
+    }  # fmt: skip
 
 
 def test_one_line_flattens_hydra_messages() -> None:

@@ -119,9 +119,9 @@ def test_every_model_task_composes_validates_and_converts(
     # model: dtype, pooling, quantization, prompt_format, resize; task: metric; probe: class_weight,
     # selection_metric,
     # backend, dtype, fraction_of; tracker: name, mode; data: on_error, fingerprint; bootstrap:
-    # unit, auroc_ci; cluster: name; the paper tasks' on_bad_row; T5 / T6 options; task=hf:
-    # on_bad_row, split_by
-    extra = (task not in ("demo", "csv")) + (task in ("t5", "t6", "hf"))
+    # unit, auroc_ci; cluster: name; on_bad_row (paper tasks, csv, hf); T5 / T6 options; task=hf:
+    # split_by
+    extra = (task != "demo") + (task in ("t5", "t6", "hf"))
     assert assert_typed(typed) == 18 + extra
     assert (typed.model.name, typed.task.name) == (cfg.model.name, cfg.task.name)
     assert typed.model.name == model  # identity: the config choice
@@ -212,7 +212,7 @@ def test_task_option_typo_fails_naming_the_task_options(compose: Compose) -> Non
         (["task=demo", "task.root=/x"], "root", "DemoTaskConfig("),  # the demo ships its data
         (["task=t3", "task.roi_boxes=b.csv"], "roi_boxes", "T3TaskConfig("),  # T8 only
         (["task=t7", "task.val_fraction=0.1"], "val_fraction", "T7TaskConfig("),  # fixed split
-        (["task=csv", "task.on_bad_row=skip"], "on_bad_row", "CsvTaskConfig("),  # paper tasks
+        (["task=demo", "task.on_bad_row=skip"], "on_bad_row", "DemoTaskConfig("),  # no rows
     ],
 )
 def test_a_key_of_another_task_fails_at_compose_time(

@@ -296,3 +296,65 @@ def test_subsample_multilabel() -> None:
     assert int((sub < 20).sum()) == 10
     assert int(((sub >= 20) & (sub < 24)).sum()) == 2
     assert int((sub >= 24).sum()) == 3
+
+
+# --- issue 16.5: a split is a function of (ids, groups, labels, seed), not of the row order
+
+
+def _real_rows(rel: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    assert DATA is not None
+    with open(DATA / rel, newline="") as f:
+        rows = list(csv.DictReader(f))
+    ids = np.array([r["path"] for r in rows])
+    y = np.array([r["label"] for r in rows])
+    return ids, y, np.array([r["patient_id"] for r in rows], dtype=object)
+
+
+@needs_data
+@pytest.mark.parametrize("rel", ["T3_ham10000/labels.csv", "T8_knee_kl/labels.csv"])
+def test_split_does_not_depend_on_row_order(rel: str) -> None:
+    ids, y, g = _real_rows(rel)
+    kw = {"val_fraction": 0.1, "test_fraction": 0.2, "seed": 3}
+    base = assign_splits(y, g, ids=ids, **kw)
+    rng = np.random.default_rng(0)
+    for order in (np.arange(len(ids))[::-1], rng.permutation(len(ids))):
+        again = assign_splits(y[order], g[order], ids=ids[order], **kw)
+        assert dict(zip(ids[order], again, strict=True)) == dict(zip(ids, base, strict=True))
+    # without ids the row order decides (what issue 16.5 found): reversed rows differ
+    rev = np.arange(len(ids))[::-1]
+    old = assign_splits(y[rev], g[rev], **kw)
+    assert dict(zip(ids[rev], old, strict=True)) != dict(zip(ids, base, strict=True))
+    # rows already in id order split exactly as they did before ids were taken into account
+    s = np.argsort(ids)
+    assert (assign_splits(y[s], g[s], ids=ids[s], **kw) == assign_splits(y[s], g[s], **kw)).all()
+    # no group (image-level): the same holds
+    a = assign_splits(y, None, ids=ids, **kw)
+    b = assign_splits(y[rev], None, ids=ids[rev], **kw)
+    assert dict(zip(ids, a, strict=True)) == dict(zip(ids[rev], b, strict=True))
+
+
+@needs_data
+def test_carve_and_subsample_do_not_depend_on_row_order() -> None:
+    ids, y, g = _real_rows("T3_ham10000/labels.csv")
+    rev = np.arange(len(ids))[::-1]
+    train = np.flatnonzero(assign_splits(y, g, ids=ids, val_fraction=0, test_fraction=0.2,
+                                         seed=0) == "train")  # fmt: skip
+    fit, val = carve_validation(y, g, train, 0.2, 5, ids=ids)
+    pos = np.empty(len(ids), dtype=np.int64)
+    pos[rev] = np.arange(len(ids))  # row i of the original is row pos[i] of the reversed
+    fit_r, val_r = carve_validation(y[rev], g[rev], pos[train], 0.2, 5, ids=ids[rev])
+    assert set(ids[fit]) == set(ids[rev][fit_r]) and set(ids[val]) == set(ids[rev][val_r])
+    sub = subsample_train(y, train, 0.3, 7, ids=ids)
+    sub_r = subsample_train(y[rev], pos[train], 0.3, 7, ids=ids[rev])
+    assert set(ids[sub]) == set(ids[rev][sub_r])
+    # and they differ without ids (the row order stood in for them)
+    fit_o, _ = carve_validation(y[rev], g[rev], pos[train], 0.2, 5)
+    assert set(ids[fit]) != set(ids[rev][fit_o])
+
+
+def test_ids_must_be_unique_and_match() -> None:
+    y = np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="ids contain duplicates"):
+        assign_splits(y, None, val_fraction=0, test_fraction=0.5, seed=0, ids=["a", "a", "b", "c"])
+    with pytest.raises(ValueError, match=r"ids must have shape \(4,\)"):
+        assign_splits(y, None, val_fraction=0, test_fraction=0.5, seed=0, ids=["a"])

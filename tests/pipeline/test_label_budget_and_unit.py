@@ -49,13 +49,14 @@ def test_pool_budget_counts_fit_and_validation_rows(with_val: bool) -> None:
             f * len(full.fit), abs=4)  # fmt: skip
         assert not set(pool.fit) & set(pool.val) and not set(pool.val) & set(pool.test)
         train = np.flatnonzero(m.split == "train")
+        ids = m.ids  # rows are taken in id order (issue 16.5): "i10" before "i2"
         if with_val:  # plain recomputation: each split subsampled on its own
             val = np.flatnonzero(m.split == "val")
-            assert np.array_equal(pool.fit, subsample_train(m.labels, train, f, 0))
-            assert np.array_equal(pool.val, subsample_train(m.labels, val, f, 0))
+            assert np.array_equal(pool.fit, subsample_train(m.labels, train, f, 0, ids=ids))
+            assert np.array_equal(pool.val, subsample_train(m.labels, val, f, 0, ids=ids))
         else:  # the pool subsampled, then validation carved from it
-            fit, val = carve_validation(m.labels, None, subsample_train(m.labels, train, f, 0),
-                                        0.25, 0)  # fmt: skip
+            sub = subsample_train(m.labels, train, f, 0, ids=ids)
+            fit, val = carve_validation(m.labels, None, sub, 0.25, 0, ids=ids)
             assert np.array_equal(pool.fit, fit) and np.array_equal(pool.val, val)
     one = probe_rows(m, 0.25, 1.0, 0, fraction_of="fit")
     assert np.array_equal(one.fit, full.fit) and np.array_equal(one.val, full.val)

@@ -68,21 +68,29 @@ def task_root(cfg: PaperTaskConfig, data_root: str | os.PathLike[str] | None, ta
 
 
 class BadRows:
-    """The ``task.on_bad_row`` policy: raise on the first bad row, or skip and count.
+    """The ``task.on_bad_row`` policy: stop on bad rows, or skip and count them.
 
     Args:
         policy: ``"stop"`` or ``"skip"``.
+        collect: with ``stop``, record every bad row and raise once, listing them all, from
+            :meth:`finish` (``task=csv``: fix every row in one go); without it (the paper
+            adapters) the first bad row raises at once.
 
-    Raises (from :meth:`__call__` with ``stop``):
+    Raises (from :meth:`__call__` with ``stop`` and not ``collect``):
         ManifestError: ``"<file>, row <n>: <message>"``.
     """
 
-    def __init__(self, policy: str = "stop") -> None:
+    #: bad rows listed in the error of :meth:`finish` (the counts by reason cover all)
+    MAX_LISTED = 100
+
+    def __init__(self, policy: str = "stop", *, collect: bool = False) -> None:
         if policy not in ("stop", "skip"):
             raise ManifestError(f"task.on_bad_row must be 'stop' or 'skip', got {policy!r}")
         self.policy = str(policy)  # OnBadRow.skip -> "skip"
+        self.collect = collect
         self.counts: Counter[str] = Counter()
         self.examples: list[str] = []
+        self.rows: list[str] = []  # every bad row's message (collect or skip)
 
     @classmethod
     def from_config(cls, cfg: PaperTaskConfig) -> BadRows:
@@ -92,16 +100,39 @@ class BadRows:
     def __call__(
         self, where: str | os.PathLike[str], row: int | str | None, message: str, reason: str
     ) -> None:
-        """Report one bad row; returns only under ``skip`` (the caller then drops the row)."""
+        """Report one bad row; returns under ``skip`` or ``collect`` (the caller then drops
+        the row)."""
         loc = f"{where}, row {row}" if row is not None else str(where)
         text = f"{loc}: {message}"
-        if self.policy == "stop":
+        if self.policy == "stop" and not self.collect:
             raise ManifestError(
                 f"{text} (set task.on_bad_row=skip to leave such rows out and count them)"
             )
         self.counts[reason] += 1
+        self.rows.append(text)
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(text)
+
+    def finish(self) -> None:
+        """Under ``stop``, raise once if any row was bad, listing every one (up to
+        :attr:`MAX_LISTED` lines; the counts by reason cover them all).
+
+        Raises:
+            ManifestError: ``"<n> bad row(s) (<reason> <k>, ...):"`` then one line per row,
+                ``"<file>, row <n>: <message>"``.
+        """
+        if self.policy != "stop" or not self.rows:
+            return
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        listed = self.rows[: self.MAX_LISTED]
+        more = len(self.rows) - len(listed)
+        tail = [f"  ... and {more} more (medprobe data ... task.on_bad_row=skip counts them)"]
+        head = (
+            f"{len(self.rows)} bad row(s) ({reasons}); fix them, or set task.on_bad_row=skip "
+            "to leave them out and count them:"
+        )
+        lines = [head, *(f"  {r}" for r in listed), *(tail if more else [])]
+        raise ManifestError("\n".join(lines))
 
     def info(self) -> dict[str, Any]:
         return {
@@ -307,6 +338,8 @@ def stratified_split(
     strata: Sequence[Any] | np.ndarray,
     groups: Sequence[str] | np.ndarray | None,
     cfg: RandomSplit,
+    *,
+    ids: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, str]:
     """Seeded, stratified, patient-level split with the config's fractions.
 
@@ -315,6 +348,8 @@ def stratified_split(
         groups: (n,) patient ids or None; "" = unknown (own group).
         cfg: task config with ``val_fraction``, ``test_fraction``, ``split_seed`` (their
             per-task defaults: ``medprobe.config.schema``).
+        ids: (n,) example ids: the split is then independent of the rows' order (issue 16.5;
+            :func:`medprobe.data.splits.assign_splits`). None: the row order, as before.
 
     Returns:
         ``(split, description)``: (n,) object array of train/val/test and a one-line
@@ -330,6 +365,7 @@ def stratified_split(
             val_fraction=val,
             test_fraction=test,
             seed=seed,
+            ids=ids,
         )
     except ValueError as e:
         raise ManifestError(f"cannot split: {e}") from None

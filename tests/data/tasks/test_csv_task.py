@@ -76,3 +76,97 @@ def test_csv_patient_overlap_in_given_split_is_refused(tmp_path: Path) -> None:
     p = _write(tmp_path, "path,label,patient_id,split\na.png,x,P1,train\nb.png,y,P1,test\n")
     with pytest.raises(ManifestError, match="P1"):
         read_label_csv(p, root=tmp_path)
+
+
+# --- issue 16.4 / 16.5 on the real HAM10000 sample (280 images, path,label,patient_id)
+
+
+def _t3_with_bad_rows(shared_data: Path, tmp: Path) -> tuple[Path, Path]:
+    """The real T3 labels.csv plus four bad rows (the images stay in ../shared/data)."""
+    root = shared_data / "T3_ham10000"
+    lines = (root / "labels.csv").read_text().splitlines()
+    first = lines[1]
+    bad = [
+        "images/ISIC_9999999.jpg,,HAM_0000001",  # row 282: empty label
+        first,  # row 283: duplicate path
+        "/etc/passwd,nv,HAM_0000002",  # row 284: absolute path
+        "images/x.jpg,nv,HAM_3,extra",  # row 285: too many fields
+    ]
+    p = tmp / "labels.csv"
+    p.write_text("\n".join([*lines, *bad]) + "\n")
+    return root, p
+
+
+def _csv_cfg(*overrides: str):  # type: ignore[no-untyped-def]
+    from helpers import compose_config
+
+    from medprobe.config import to_typed
+
+    return to_typed(compose_config("task=csv", *overrides))
+
+
+def test_every_bad_row_is_listed_at_once(shared_data: Path, tmp_path: Path) -> None:
+    root, p = _t3_with_bad_rows(shared_data, tmp_path)
+    with pytest.raises(ManifestError) as e:
+        read_label_csv(p, root=root)
+    lines = str(e.value).splitlines()
+    assert lines[0] == (
+        "4 bad row(s) (duplicate_path 1, empty_label 1, path_outside_root 1, too_many_fields 1); "
+        "fix them, or set task.on_bad_row=skip to leave them out and count them:"
+    )
+    assert lines[1:] == [
+        f"  {p}, row 282: empty 'label'",
+        f"  {p}, row 283: duplicate path 'images/ISIC_0027767.jpg' (first at row 2)",
+        f"  {p}, row 284: path '/etc/passwd' must be relative to the root",
+        f"  {p}, row 285: 4 fields for 3 columns (quote cells that contain the separator)",
+    ]
+
+
+def test_on_bad_row_skip_is_honoured(shared_data: Path, tmp_path: Path) -> None:
+    from medprobe.data.tasks.csv_task import build_manifest
+
+    root, p = _t3_with_bad_rows(shared_data, tmp_path)
+    cfg = _csv_cfg(f"task.root={root}", f"task.csv={p}", "task.on_bad_row=skip")
+    m = build_manifest(cfg.task, cfg.data_root)
+    assert len(m) == 280 and m.info["on_bad_row"] == "skip"
+    assert m.info["skipped_rows"] == {
+        "duplicate_path": 1, "empty_label": 1, "path_outside_root": 1, "too_many_fields": 1
+    }  # fmt: skip
+    assert m.info["skipped_examples"][0] == f"{p}, row 282: empty 'label'"
+    # the same rows as the clean file, the same split
+    clean = read_label_csv(root / "labels.csv", root=root)
+    assert m.ids == clean.ids and (m.split == clean.split).all()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("task.patient_column=PatientID", "no patient column 'PatientID'"),
+        ("task.split_column=fold", "no split column 'fold'"),
+    ],
+)
+def test_a_named_column_that_does_not_exist_is_an_error(
+    shared_data: Path, override: str, message: str
+) -> None:
+    from medprobe.data.tasks.csv_task import build_manifest
+
+    cfg = _csv_cfg(f"data_root={shared_data / 'T3_ham10000'}", override)
+    with pytest.raises(ManifestError) as e:
+        build_manifest(cfg.task, cfg.data_root)
+    assert str(e.value) == (
+        f"{shared_data / 'T3_ham10000' / 'labels.csv'}: {message} (columns: path, label, "
+        f"patient_id); set task.{message.split()[1]}_column to one of them"
+    )
+
+
+def test_reversed_rows_give_the_same_manifest(shared_data: Path, tmp_path: Path) -> None:
+    root = shared_data / "T3_ham10000"
+    header, *rows = (root / "labels.csv").read_text().splitlines()
+    rev = tmp_path / "reversed.csv"
+    rev.write_text("\n".join([header, *rows[::-1]]) + "\n")
+    a = read_label_csv(root / "labels.csv", root=root)
+    b = read_label_csv(rev, root=root)
+    assert a.ids == b.ids == sorted(a.ids)  # id order, whatever the file's order
+    assert (a.split == b.split).all() and (a.labels == b.labels).all()
+    assert (a.groups == b.groups).all() and a.info["grouped"] is True
+    assert a.image_fingerprint("stat") == b.image_fingerprint("stat")
