@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medprobe.config.schema import HfTaskConfig, SplitBy, SplitRole
-from medprobe.data.manifest import Manifest, ManifestError
+from medprobe.data.manifest import AutoSplit, Manifest, ManifestError
 from medprobe.data.tasks.common import BadRows, make_manifest, stratified_split
 from medprobe.data.tasks.csv_task import SPLIT_ALIASES
 from medprobe.errors import ImageLoadError
@@ -555,7 +555,7 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
             split = np.array([], dtype=object)
         else:
             strata = labels
-            split, desc = stratified_split(strata, group_arr, task_cfg)
+            split, desc = stratified_split(strata, group_arr, task_cfg, ids=ids)
             info["split_source"] = f"{desc} of dataset split(s) {', '.join(roles)}"
         info["splits"] = dict.fromkeys(roles, "medprobe")
     manifest = make_manifest(
@@ -572,4 +572,10 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
     )
     info["root"] = label
     manifest.source = HfImages(label, {s: splits[s] for s in roles}, image_col)
+    if split_by != "dataset":
+        # medprobe's split is a function of (ids, patients, labels, seed) only (issue 16.5), and
+        # is made again on the rows left when data.on_error=skip leaves images out
+        manifest.auto_split = AutoSplit(
+            float(task_cfg.val_fraction), float(task_cfg.test_fraction), int(task_cfg.split_seed)
+        )
     return manifest
