@@ -90,5 +90,6 @@ TASKS.register("t8", "medprobe.data.tasks.t8_knee:build_manifest")
 EXTRACTORS.register("effnet_lite0", "medprobe.extractors.effnet:from_config")
 EXTRACTORS.register("clip", "medprobe.extractors.clip:from_config")
 EXTRACTORS.register("idefics", "medprobe.extractors.idefics.extractor:from_config")
+EXTRACTORS.register("vlm", "medprobe.extractors.vlm.extractor:from_config")
 
 PROBES.register("logistic", "medprobe.probe.logistic:from_config")

@@ -122,6 +122,7 @@ class Pooling(StrEnum):
     last = "last"
     mean_after_image = "mean_after_image"
     image_latents = "image_latents"
+    mean_image = "mean_image"
 
 
 class PromptFormat(StrEnum):
@@ -313,6 +314,12 @@ class ModelConfig:
     prompt_format: PromptFormat = PromptFormat.chat
     # every extractor: how a non-square image becomes square (ResizeMode): crop | pad | squash
     resize: ResizeMode = ResizeMode.crop
+    # chat-template VLMs (kind=vlm, docs/models.md): a system turn (null = the chat template's
+    # own default, e.g. Qwen2-VL's "You are a helpful assistant."), and options for the
+    # checkpoint's AutoProcessor (e.g. {max_pixels: 1003520}, {do_image_splitting: false});
+    # both enter the cache key
+    system_prompt: str | None = None
+    processor_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 # ---- tasks: a base with the keys every task has, one subclass per adapter kind

@@ -37,6 +37,7 @@ POOLINGS: dict[str, tuple[Pooling, ...]] = {
     "effnet_lite0": (Pooling.default,),
     "clip": (Pooling.default, Pooling.cls, Pooling.mean),
     "idefics": (Pooling.default, Pooling.last, Pooling.mean_after_image, Pooling.image_latents),
+    "vlm": (Pooling.default, Pooling.last, Pooling.mean_image, Pooling.mean_after_image),
 }
 
 
