@@ -261,11 +261,15 @@ def build_mllama(path: Path) -> tuple[Any, Any]:
                   intermediate_layers_indices=[0], vision_output_dim=64,
                   supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]])  # fmt: skip
     cfg = MllamaConfig(text_config=text, vision_config=vision, image_token_index=image_id)
+    model = MllamaForConditionalGeneration(cfg)
+    for name, p in model.named_parameters():  # open the cross-attention gates (init: zeros,
+        if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):  # image ignored)
+            p.data.fill_(1.0)
     proc = MllamaProcessor(
         image_processor=MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=2),
         tokenizer=tok, chat_template=MLLAMA_TEMPLATE,
     )  # fmt: skip
-    return MllamaForConditionalGeneration(cfg), proc
+    return model, proc
 
 
 def build_paligemma(path: Path) -> tuple[Any, Any]:

@@ -10,6 +10,8 @@ Every family is read the same way (chat template -> language-model forward with
   lets the text cross-attend to the image in dedicated cross-attention layers;
 * which marker tokens close the image (skipped by ``pooling=mean_after_image``);
 * which extra processor outputs the forward needs (Qwen2-VL: ``mm_token_type_ids``);
+* whether text before the image is kept from seeing it (not in PaliGemma, a prefix-LM, nor in
+  transformers' Mllama, whose fully masked cross-attention rows attend to the whole image);
 * whether the processor has a chat template at all (PaliGemma's does not: it prepends the image
   tokens itself);
 * how the decoder layers are numbered: Mllama counts its cross-attention layers in
@@ -70,7 +72,12 @@ FAMILIES: dict[str, Family] = {
     "gemma3": Family("Gemma 3", image_end=("<end_of_image>",)),
     # prefix-LM: the prompt attends bidirectionally to the image, which always comes first
     "paligemma": Family("PaliGemma", causal_before_image=False),
-    "mllama": Family("Mllama", in_stream=False, counts_cross_attention=True),
+    # transformers' Mllama gives a text row whose cross-attention mask is all zero (the text
+    # before the image) a zero bias: it attends uniformly to every image token, and only the MLP
+    # output of that row is masked, so the text before the image does see the image (tested)
+    "mllama": Family(
+        "Mllama", in_stream=False, counts_cross_attention=True, causal_before_image=False
+    ),
     "internvl": Family("InternVL", image_end=("</img>",)),
 }
 
