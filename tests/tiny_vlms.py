@@ -118,15 +118,17 @@ RENDERED = {
 
 
 def build_llava(path: Path) -> tuple[Any, Any]:
-    """LLaVA-1.5 style: CLIP vision tower (32 px, 8 px patches, CLS dropped: 16 image tokens),
-    2-layer MLP projector, Llama text model."""
+    """LLaVA-1.5 style: CLIP vision tower (width 64, 32 px, 8 px patches, CLS dropped: 16 image
+    tokens), 2-layer MLP projector, Llama text model. Every Linear input width is a multiple of
+    64, so bitsandbytes 4-bit runs on CPU."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     tok = byte_tokenizer(["<image>"])
     cfg = LlavaConfig(
         text_config=_llama_text(len(tok)),
-        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+        # width 64: every Linear input is a multiple of 64, so bitsandbytes 4-bit runs on CPU
+        vision_config=dict(model_type="clip_vision_model", hidden_size=64, intermediate_size=128,
                            num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
         image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
         vision_feature_select_strategy="default",

@@ -179,6 +179,47 @@ def test_text_before_the_image_does_not_see_it(fam: str, tiny_vlms: dict[str, Pa
     assert not torch.allclose(sa[DEPTH[fam]][:, -1], sb[DEPTH[fam]][:, -1])
 
 
+@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
+def test_quantized_on_cpu_is_placed_not_moved_and_close_to_float32(
+    quantization: str, tiny_vlms: dict[str, Path], images: list[Image.Image],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """bitsandbytes through the shared base (HFExtractor.from_pretrained_kwargs): the Linear
+    layers are quantised, the model is placed by device_map and never moved."""
+    from transformers import LlavaForConditionalGeneration
+
+    def no_move(self: object, *a: object, **k: object) -> None:
+        raise AssertionError("a quantised model must not be moved with .to()")
+
+    batch = full(tiny_vlms, "llava").collate(images[:2])
+    ref = full(tiny_vlms, "llava").extract(batch, [2, VISION])
+    monkeypatch.setattr(LlavaForConditionalGeneration, "to", no_move)
+    q = make(tiny_vlms["llava"], quantization=quantization, truncate=True)
+    got = q.extract(batch, [2, VISION])
+    for layer in (2, VISION):
+        assert np.corrcoef(got[layer].ravel(), ref[layer].ravel())[0, 1] > 0.95
+        assert not np.array_equal(got[layer], ref[layer])  # really quantised
+    name = {"4bit": "Linear4bit", "8bit": "Linear8bitLt"}[quantization]
+    assert type(q.load().model.language_model.layers[0].mlp.down_proj).__name__ == name
+    info = q.load_info()
+    assert (info["quantization"], info["kept_depth"], info["device_type"]) == (quantization, 2, "cpu")
+    assert q.fingerprint()["quantization"] == q.quantization_settings() is not None
+    assert cache_key(q.fingerprint()) != cache_key(full(tiny_vlms, "llava").fingerprint())
+
+
+def test_vision_layer_is_the_projected_image_features(
+    tiny_vlms: dict[str, Path], images: list[Image.Image]
+) -> None:
+    """LLaVA: "vision" = the mean of get_image_features (vision tower layer -2, CLS dropped,
+    MLP projector), the features the language model reads."""
+    ext = full(tiny_vlms, "llava")
+    batch = ext.collate(images)
+    with torch.inference_mode():
+        feats = ext.load().model.get_image_features(pixel_values=batch["pixel_values"])
+    want = torch.stack([f.mean(dim=0) for f in feats.pooler_output]).numpy()
+    np.testing.assert_allclose(ext.extract(batch, [VISION])[VISION], want, rtol=1e-5, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- prompt, pooling
 
 
