@@ -18,7 +18,9 @@ from typing import Any
 WIDTH = 64
 
 
-def byte_tokenizer(specials: list[str], extra: dict[str, str] | None = None, bos: str = "<s>") -> Any:
+def byte_tokenizer(
+    specials: list[str], extra: dict[str, str] | None = None, bos: str = "<s>"
+) -> Any:
     """A byte-level Llama tokenizer (ids: ``<unk>`` 0 = pad, ``bos`` 1, ``</s>`` 2, ``▁`` 3,
     bytes 4-259) with ``specials`` added from 260 on, in order. ``extra`` names special
     tokens as attributes (``{"image_token": "<image>"}``). Pads on the left."""

@@ -202,7 +202,11 @@ def test_quantized_on_cpu_is_placed_not_moved_and_close_to_float32(
     name = {"4bit": "Linear4bit", "8bit": "Linear8bitLt"}[quantization]
     assert type(q.load().model.language_model.layers[0].mlp.down_proj).__name__ == name
     info = q.load_info()
-    assert (info["quantization"], info["kept_depth"], info["device_type"]) == (quantization, 2, "cpu")
+    assert (info["quantization"], info["kept_depth"], info["device_type"]) == (
+        quantization,
+        2,
+        "cpu",
+    )
     assert q.fingerprint()["quantization"] == q.quantization_settings() is not None
     assert cache_key(q.fingerprint()) != cache_key(full(tiny_vlms, "llava").fingerprint())
 
@@ -333,7 +337,11 @@ def test_cache_key_follows_revision_template_and_processor_settings(
     assert {k for k in a if a[k] != b[k]} == {"resolved_revision"}
     if fam != "paligemma":
         c = fps["c" * 40]
-        assert {k for k in a if a[k] != c[k]} == {"resolved_revision", "chat_template", "rendered_prompt"}
+        assert {k for k in a if a[k] != c[k]} == {
+            "resolved_revision",
+            "chat_template",
+            "rendered_prompt",
+        }
     else:
         assert a["chat_template"] is None
     d = fps["d" * 40]
@@ -473,7 +481,9 @@ def test_run_task_demo_end_to_end(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fam", FAMILIES)
-def test_python_m_medprobe_task_demo_full(fam: str, tiny_vlms: dict[str, Path], tmp_path: Path) -> None:
+def test_python_m_medprobe_task_demo_full(
+    fam: str, tiny_vlms: dict[str, Path], tmp_path: Path
+) -> None:
     """The command a user types, on the whole demo set (718 images; about 1 min per family)."""
     import subprocess
 

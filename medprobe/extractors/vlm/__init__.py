@@ -14,4 +14,12 @@ from __future__ import annotations
 from medprobe.extractors.vlm.extractor import CODE_VERSION, POOLINGS, VLMExtractor, from_config
 from medprobe.extractors.vlm.families import FAMILIES, FINAL_NORM, VISION
 
-__all__ = ["CODE_VERSION", "FAMILIES", "FINAL_NORM", "POOLINGS", "VISION", "VLMExtractor", "from_config"]
+__all__ = [
+    "CODE_VERSION",
+    "FAMILIES",
+    "FINAL_NORM",
+    "POOLINGS",
+    "VISION",
+    "VLMExtractor",
+    "from_config",
+]

@@ -143,7 +143,9 @@ class VLMExtractor(HFExtractor):
         )
         prompt = str(prompt or "")
         if prompt.count(IMAGE_SLOT) > 1:
-            raise ExtractorError(f"vlm: the prompt has {prompt.count(IMAGE_SLOT)} {IMAGE_SLOT}; one image per prompt")
+            raise ExtractorError(
+                f"vlm: the prompt has {prompt.count(IMAGE_SLOT)} {IMAGE_SLOT}; one image per prompt"
+            )
         self.prompt = prompt
         self.truncate = bool(truncate)
         self.system_prompt = None if system_prompt is None else str(system_prompt)
@@ -179,7 +181,9 @@ class VLMExtractor(HFExtractor):
 
         errors = (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError)
         kwargs = self.processor_kwargs
-        proc = self.pretrained(AutoProcessor, "the VLM processor", errors=errors, quiet=True, **kwargs)
+        proc = self.pretrained(
+            AutoProcessor, "the VLM processor", errors=errors, quiet=True, **kwargs
+        )
         tok = getattr(proc, "tokenizer", None)
         if tok is None or getattr(proc, "image_processor", None) is None:
             raise ExtractorError(f"vlm: {self.hf_id!r} has no image processor and tokenizer")
@@ -217,7 +221,9 @@ class VLMExtractor(HFExtractor):
         ]
         msgs: list[dict[str, Any]] = []
         if self.system_prompt is not None:
-            msgs.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
+            msgs.append(
+                {"role": "system", "content": [{"type": "text", "text": self.system_prompt}]}
+            )
         msgs.append({"role": "user", "content": content})
         return msgs
 
@@ -264,7 +270,9 @@ class VLMExtractor(HFExtractor):
         try:
             if self.chat_template() is None:
                 text = [self.plain_prompt()] * len(images)
-                enc = proc(text=text, images=[[im] for im in images], **self.processor_call_kwargs())
+                enc = proc(
+                    text=text, images=[[im] for im in images], **self.processor_call_kwargs()
+                )
             else:
                 enc = proc.apply_chat_template(
                     [self.conversation(im) for im in images],
@@ -274,7 +282,9 @@ class VLMExtractor(HFExtractor):
                     processor_kwargs=self.processor_call_kwargs(),
                 )
         except (ValueError, TypeError, KeyError) as exc:
-            raise ExtractorError(f"vlm: the processor of {self.hf_id!r} refused a batch: {exc}") from None
+            raise ExtractorError(
+                f"vlm: the processor of {self.hf_id!r} refused a batch: {exc}"
+            ) from None
         return {k: v for k, v in dict(enc).items() if k != "labels"}
 
     # ------------------------------------------------------------------ protocol
@@ -348,7 +358,10 @@ class VLMExtractor(HFExtractor):
         if self._model is not None:
             self.release()
         model, info = self.load_pretrained(
-            AutoModelForImageTextToText, "the VLM weights", quiet=True, config=truncated_config(cfg, depth)
+            AutoModelForImageTextToText,
+            "the VLM weights",
+            quiet=True,
+            config=truncated_config(cfg, depth),
         )
         missing = [k for k in info.get("missing_keys") or [] if not k.startswith("lm_head")]
         if missing:
@@ -439,7 +452,9 @@ class VLMExtractor(HFExtractor):
                 states[layer] = out.hidden_states[0]
             elif layer == VISION:
                 feats = captured[-1]
-                states[layer] = feats.reshape(int(inputs["input_ids"].shape[0]), -1, feats.shape[-1])
+                states[layer] = feats.reshape(
+                    int(inputs["input_ids"].shape[0]), -1, feats.shape[-1]
+                )
         return states, inputs
 
     def extract(
@@ -488,7 +503,11 @@ class VLMExtractor(HFExtractor):
         import torch
 
         tid = image_token_id(self.config())
-        img = (ids == tid) & mask.bool() if tid is not None else torch.zeros_like(mask, dtype=torch.bool)
+        img = (
+            (ids == tid) & mask.bool()
+            if tid is not None
+            else torch.zeros_like(mask, dtype=torch.bool)
+        )
         if not torch.all(img.any(dim=1)):
             raise ExtractorError(
                 f"vlm: no image token (id {tid}) in a prompt; is the processor the model's?"

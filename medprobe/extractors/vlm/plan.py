@@ -219,7 +219,9 @@ def weight_bytes(counts: Mapping[str, int], quantization: str = "none", itemsize
         return other + int(counts["linear"]) + 4 * int(counts["linear_rows"])
     if quantization == "4bit":
         return other + math.ceil(counts["linear"] / 2) + 4 * math.ceil(counts["linear"] / 64)
-    raise ExtractorError(f"vlm: unknown quantization {quantization!r}; valid: {list(QUANTIZATIONS)}")
+    raise ExtractorError(
+        f"vlm: unknown quantization {quantization!r}; valid: {list(QUANTIZATIONS)}"
+    )
 
 
 def memory_plan(
@@ -304,7 +306,9 @@ def _model_node(name: str) -> tuple[str, Any]:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=[f"model={name}"])
     except HydraException as exc:
-        raise ConfigError(f"medprobe plan: unknown model={name}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(
+            f"medprobe plan: unknown model={name}: {str(exc).splitlines()[0]}"
+        ) from None
     return str(cfg.model.kind), cfg
 
 
@@ -346,5 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"medprobe plan: model={opts['model']} (kind {kind}) is small enough to need no plan; "
             "plans exist for kind vlm and idefics"
         )
-    print(format_memory_plan(memory_plan(opts["model"] if "model.hf_id" not in opts else hf_id, layer)))
+    print(
+        format_memory_plan(
+            memory_plan(opts["model"] if "model.hf_id" not in opts else hf_id, layer)
+        )
+    )
     return 0
