@@ -98,6 +98,14 @@ def test_conf_dir_is_the_repo_conf() -> None:
     assert set(TASK_SCHEMAS) == {"demo", "csv", *(f"t{k}" for k in range(1, 9))}
 
 
+#: model configs that set the probed layer
+MODEL_LAYERS = {
+    "idefics80b": 32, "idefics9b": 13, "qwen2_5_vl_7b": 11, "medgemma_4b": 14,
+    "llava_onevision_7b": 11, "idefics3_8b": 13, "smolvlm_2b": 10, "llama32_vision_11b": 16,
+    "paligemma2_3b": 10, "internvl3_8b": 11,
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("task", TASK_FILES)
 def test_every_model_task_composes_validates_and_converts(
@@ -107,8 +115,9 @@ def test_every_model_task_composes_validates_and_converts(
     validate(cfg)
     assert cfg.model.kind in EXTRACTORS
     assert cfg.task.kind in TASKS
-    # a model group may set the probed layer (# @package _global_): the paper's IDEFICS layers
-    assert OmegaConf.select(cfg, "layer") == {"idefics80b": 32, "idefics9b": 13}.get(model, -1)
+    # a model group may set the probed layer (# @package _global_): the paper's IDEFICS layers,
+    # the VLMs' 0.4 of their depth (docs/models.md)
+    assert OmegaConf.select(cfg, "layer") == MODEL_LAYERS.get(model, -1)
     typed = to_typed(cfg)
     assert isinstance(typed, Config) and type(typed.task) is TASK_SCHEMAS[typed.task.kind]
     assert isinstance(typed.model, ModelConfig) and isinstance(typed.probe, ProbeConfig)
@@ -121,7 +130,7 @@ def test_every_model_task_composes_validates_and_converts(
     assert (typed.model.name, typed.task.name) == (cfg.model.name, cfg.task.name)
     assert typed.model.name == model  # identity: the config choice
     assert typed.layer == cfg.layer and isinstance(typed.probe.C_grid, list)
-    if model.startswith("idefics"):  # ${layer} resolved
+    if model in MODEL_LAYERS:  # ${layer} resolved
         assert typed.model.layers == typed.layer
     if task != "demo":  # task.root defaults to data_root, resolved
         assert typed.task.root == "/data"  # type: ignore[attr-defined]
@@ -221,7 +230,7 @@ def test_a_key_of_another_task_fails_at_compose_time(
     [
         (["model.quantization=16bit"], "none, 8bit, 4bit"),
         (["probe.backend=jax"], "sklearn, torch"),
-        (["model.pooling=max"], "default, cls, mean, last, mean_after_image, image_latents"),
+        (["model.pooling=max"], "default, cls, mean, last, mean_after_image, image_latents, mean_image"),
         (["model.dtype=int8"], "float32, bfloat16, float16"),
         (["probe.dtype=float16"], "float32, float64"),
         (["probe.class_weight=foo"], "balanced"),
@@ -255,7 +264,12 @@ def test_closed_sets_match_the_code_that_uses_them() -> None:
     assert [str(q) for q in Quantization] == list(idefics.QUANTIZATIONS)
     assert [str(p) for p in POOLINGS["clip"][1:]] == list(clip.POOLINGS)
     assert [str(p) for p in POOLINGS["idefics"][1:]] == list(idefics.POOLINGS)
-    assert {str(p) for p in Pooling} == {"default", *clip.POOLINGS, *idefics.POOLINGS}
+    from medprobe.extractors import vlm
+
+    assert [str(p) for p in POOLINGS["vlm"][1:]] == list(vlm.POOLINGS)
+    assert {str(p) for p in Pooling} == {
+        "default", *clip.POOLINGS, *idefics.POOLINGS, *vlm.POOLINGS
+    }  # fmt: skip
     # the primary metric is one of the summary metrics every run reports with a CI
     from medprobe import stats
 
