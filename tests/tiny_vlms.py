@@ -119,7 +119,7 @@ RENDERED = {
 # ---------------------------------------------------------------------------- builders
 
 
-def build_llava(path: Path) -> tuple[Any, Any]:
+def build_llava(path: Path, layers: int = 4) -> tuple[Any, Any]:
     """LLaVA-1.5 style: CLIP vision tower (width 64, 32 px, 8 px patches, CLS dropped: 16 image
     tokens), 2-layer MLP projector, Llama text model. Every Linear input width is a multiple of
     64, so bitsandbytes 4-bit runs on CPU."""
@@ -128,7 +128,7 @@ def build_llava(path: Path) -> tuple[Any, Any]:
 
     tok = byte_tokenizer(["<image>"])
     cfg = LlavaConfig(
-        text_config=_llama_text(len(tok)),
+        text_config=_llama_text(len(tok), layers),
         # width 64: every Linear input is a multiple of 64, so bitsandbytes 4-bit runs on CPU
         vision_config=dict(model_type="clip_vision_model", hidden_size=64, intermediate_size=128,
                            num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
@@ -145,7 +145,7 @@ def build_llava(path: Path) -> tuple[Any, Any]:
     return LlavaForConditionalGeneration(cfg), proc
 
 
-def build_qwen2_5_vl(path: Path) -> tuple[Any, Any]:
+def build_qwen2_5_vl(path: Path, layers: int = 4) -> tuple[Any, Any]:
     """Qwen2.5-VL: dynamic resolution (8 px patches, 2 x 2 merge: a 32 x 32 image is 4 tokens,
     a 64 x 32 one 8), M-RoPE text model."""
     from transformers import (
@@ -163,9 +163,9 @@ def build_qwen2_5_vl(path: Path) -> tuple[Any, Any]:
     tok = byte_tokenizer(specials)
     ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
     text = dict(
-        vocab_size=len(tok), hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=4,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        vocab_size=len(tok), hidden_size=WIDTH, intermediate_size=2 * WIDTH,
+        num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
+        max_position_embeddings=2048, bos_token_id=1, eos_token_id=2, pad_token_id=0,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
     )  # fmt: skip
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=WIDTH,
@@ -300,7 +300,7 @@ def build_paligemma(path: Path) -> tuple[Any, Any]:
 
 
 #: family -> builder of ``(model, processor)``.
-BUILDERS: dict[str, Callable[[Path], tuple[Any, Any]]] = {
+BUILDERS: dict[str, Callable[..., tuple[Any, Any]]] = {
     "llava": build_llava,
     "qwen2_5_vl": build_qwen2_5_vl,
     "idefics3": build_idefics3,
@@ -310,9 +310,10 @@ BUILDERS: dict[str, Callable[[Path], tuple[Any, Any]]] = {
 }
 
 
-def save_tiny_vlm(family: str, path: Path, seed: int = 0) -> Path:
+def save_tiny_vlm(family: str, path: Path, seed: int = 0, **kw: Any) -> Path:
     """Save the tiny random model of ``family`` (:data:`BUILDERS`) with its processor to
-    ``path``; weights drawn after ``torch.manual_seed(seed)``. Nothing touches the network.
+    ``path``; weights drawn after ``torch.manual_seed(seed)``. ``kw`` go to the builder
+    (LLaVA and Qwen2.5-VL take ``layers``, default 4). Nothing touches the network.
 
     Returns:
         ``path`` (created), loadable by ``AutoModelForImageTextToText`` and ``AutoProcessor``.
@@ -322,7 +323,7 @@ def save_tiny_vlm(family: str, path: Path, seed: int = 0) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model, proc = BUILDERS[family](path)
+    model, proc = BUILDERS[family](path, **kw)
     model.eval().save_pretrained(path)
     proc.save_pretrained(path)
     return path

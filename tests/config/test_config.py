@@ -230,7 +230,10 @@ def test_a_key_of_another_task_fails_at_compose_time(
     [
         (["model.quantization=16bit"], "none, 8bit, 4bit"),
         (["probe.backend=jax"], "sklearn, torch"),
-        (["model.pooling=max"], "default, cls, mean, last, mean_after_image, image_latents, mean_image"),
+        (
+            ["model.pooling=max"],
+            "default, cls, mean, last, mean_after_image, image_latents, mean_image",
+        ),
         (["model.dtype=int8"], "float32, bfloat16, float16"),
         (["probe.dtype=float16"], "float32, float64"),
         (["probe.class_weight=foo"], "balanced"),
