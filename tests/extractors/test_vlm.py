@@ -413,6 +413,8 @@ def test_plan_command_line(tiny_vlms: dict[str, Path], capsys: pytest.CaptureFix
     assert "2 of 5 decoder layers" in capsys.readouterr().out
     assert main(["model=idefics80b"]) == 0
     assert "none             159.9       65.5  32/80" in capsys.readouterr().out
+    with pytest.raises(ExtractorError, match="no published config for 'acme/none'"):
+        main(["model=medgemma_4b", "model.hf_id=acme/none"])  # offline, not cached
     with pytest.raises(ConfigError, match="kind clip"):
         main(["model=clip"])
     with pytest.raises(ConfigError, match="model=, layer= and model.hf_id="):

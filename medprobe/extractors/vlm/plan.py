@@ -139,18 +139,17 @@ def vlm_config(model: Any) -> tuple[str, Any]:
         spec = dict(PUBLISHED_CONFIGS[name])
         return name, AutoConfig.for_model(spec.pop("model_type"), **spec)
     path = Path(str(model)).expanduser()
-    if not (path / "config.json").is_file():
+    source = str(path) if (path / "config.json").is_file() else str(model)
+    try:  # a local folder, or a hub id's config.json in the local Hugging Face cache
+        cfg = AutoConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError):
         raise ExtractorError(
-            f"vlm: no published config for {model!r} and no config.json there; known: "
-            f"{', '.join(MODEL_ALIASES)}"
-        )
-    try:
-        cfg = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ExtractorError(f"vlm: cannot read {path / 'config.json'}: {exc}") from None
+            f"vlm: no published config for {model!r} and no config.json for it in a local "
+            f"folder or the Hugging Face cache; shipped: {', '.join(MODEL_ALIASES)}"
+        ) from None
     if cfg.model_type not in FAMILIES:
-        raise ExtractorError(f"vlm: {path} holds a {cfg.model_type!r} model, not a VLM family")
-    return str(path), cfg
+        raise ExtractorError(f"vlm: {model} holds a {cfg.model_type!r} model, not a VLM family")
+    return source, cfg
 
 
 def language_model(model: Any) -> Any:
@@ -350,9 +349,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"medprobe plan: model={opts['model']} (kind {kind}) is small enough to need no plan; "
             "plans exist for kind vlm and idefics"
         )
-    print(
-        format_memory_plan(
-            memory_plan(opts["model"] if "model.hf_id" not in opts else hf_id, layer)
-        )
-    )
+    print(format_memory_plan(memory_plan(hf_id, layer)))
     return 0
