@@ -407,9 +407,18 @@ class VLMExtractor(HFExtractor):
     def hidden_states(
         self, batch: Mapping[str, Any], layers: Sequence[LayerId] | LayerId | str
     ) -> tuple[dict[LayerId, torch.Tensor], Mapping[str, Any]]:
-        """Un-pooled states of one forward pass: ``{layer: (B, T, D)}`` for numbered layers and
-        ``"final_norm"``; ``"vision"`` as ``(B, n, D)`` image features with a ``(B, n)`` weight
-        row under the key ``("vision", "weights")`` ... see :meth:`extract` for the pooling."""
+        """Un-pooled states of one forward pass, for inspection and tests.
+
+        Returns:
+            ``({layer: tensor}, inputs)``: ``(B, T, D)`` states for numbered layers and
+            ``"final_norm"``; for ``"vision"`` the ``(B, T, D)`` layer-0 states (in-stream
+            families: pooled over the image positions by :meth:`extract`) or Mllama's
+            ``(B, images x tiles x patches, D)`` projected image features; ``inputs`` = the
+            batch on the model's device (``T`` positions, left padded).
+
+        Raises:
+            ExtractorError: as :meth:`extract`.
+        """
         import torch
 
         wanted = resolve_layers(layers, self.layers())
