@@ -327,3 +327,50 @@ def save_tiny_vlm(family: str, path: Path, seed: int = 0, **kw: Any) -> Path:
     model.eval().save_pretrained(path)
     proc.save_pretrained(path)
     return path
+
+
+INTERNVL_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<IMG_CONTEXT>\n{% else %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% endif %}"
+)
+
+
+def build_internvl(path: Path) -> tuple[Any, Any]:
+    """InternVL (transformers format): InternViT tower (32 px tiles, 8 px patches), pixel
+    shuffle 0.5 -> 4 tokens per tile between ``<img>`` and ``</img>``, Qwen2 text model; the
+    processor's dynamic tiling (the processor's default, as the real checkpoints) makes the
+    token count depend on the image's shape."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
+        GotOcr2ImageProcessorPil,
+    )
+    from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+
+    extra = {"start_image_token": "<img>", "end_image_token": "</img>",
+             "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}  # fmt: skip
+    tok = byte_tokenizer(["<|im_start|>", "<|im_end|>", *extra.values()], extra)
+    text = dict(
+        model_type="qwen2", vocab_size=len(tok), hidden_size=WIDTH, intermediate_size=2 * WIDTH,
+        num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=2,
+        max_position_embeddings=2048, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=[32, 32], patch_size=[8, 8])  # fmt: skip
+    cfg = InternVLConfig(
+        text_config=text, vision_config=vision, downsample_ratio=0.5, image_seq_length=4,
+        image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), tie_word_embeddings=False,
+    )  # fmt: skip
+    proc = InternVLProcessor(
+        image_processor=GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}),
+        video_processor=InternVLVideoProcessor(size={"height": 32, "width": 32}),
+        tokenizer=tok, image_seq_length=4, chat_template=INTERNVL_TEMPLATE,
+    )  # fmt: skip
+    return InternVLForConditionalGeneration(cfg), proc
+
+
+BUILDERS["internvl"] = build_internvl
+RENDERED["internvl"] = (
+    "<|im_start|>user\n<IMG_CONTEXT>\nWhat is shown?<|im_end|>\n<|im_start|>assistant\n"
+)

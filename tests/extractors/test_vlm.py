@@ -26,7 +26,7 @@ from medprobe.extractors.vlm.families import image_token_id
 from medprobe.extractors.vlm.plan import MODEL_ALIASES, main, memory_plan
 from medprobe.registry import EXTRACTORS
 
-FAMILIES = ["llava", "qwen2_5_vl", "idefics3", "gemma3", "mllama", "paligemma"]
+FAMILIES = ["llava", "qwen2_5_vl", "idefics3", "gemma3", "mllama", "paligemma", "internvl"]
 PROMPT = "What is shown?"
 #: model config used with each family's tiny model end to end
 CONFIGS = {
@@ -36,6 +36,7 @@ CONFIGS = {
     "gemma3": "medgemma_4b",
     "mllama": "llama32_vision_11b",
     "paligemma": "paligemma2_3b",
+    "internvl": "internvl3_8b",
 }
 #: decoder layers of each tiny language model (Mllama: 3 self- + 2 cross-attention layers)
 DEPTH = {f: 5 if f == "mllama" else 4 for f in FAMILIES}
@@ -91,7 +92,7 @@ def test_forward_and_batched_equals_single(
         one = ext.extract(ext.collate([img]), "all")
         for layer in feats:
             np.testing.assert_allclose(feats[layer][i], one[layer][0], rtol=1e-4, atol=2e-5)
-    if fam in ("qwen2_5_vl", "idefics3"):  # dynamic resolution / splitting: token counts vary
+    if fam in ("qwen2_5_vl", "idefics3", "internvl"):  # dynamic resolution / tiles: counts vary
         tid = image_token_id(ext.config())
         counts = (batch["input_ids"] == tid).sum(dim=1).tolist()
         assert len(set(counts)) > 1, counts
@@ -254,9 +255,17 @@ AFTER_IMAGE = {
     "gemma3": "\n\nWhat is shown?<end_of_turn>\n<start_of_turn>model\n",
     "mllama": "What is shown?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
     "paligemma": "<s>What is shown?\n",
+    "internvl": "\nWhat is shown?<|im_end|>\n<|im_start|>assistant\n",
 }
 #: image tokens of a 32 x 32 image
-N_IMAGE_TOKENS = {"llava": 16, "qwen2_5_vl": 4, "idefics3": 20, "gemma3": 4, "paligemma": 16}
+N_IMAGE_TOKENS = {
+    "llava": 16,
+    "qwen2_5_vl": 4,
+    "idefics3": 20,
+    "gemma3": 4,
+    "paligemma": 16,
+    "internvl": 4,
+}
 
 
 @pytest.mark.parametrize("fam", FAMILIES)
