@@ -113,6 +113,7 @@ RENDERED = {
     "mllama": "<s><|start_header_id|>user<|end_header_id|>\n\n<|image|>What is shown?<|eot_id|>"
     "<|start_header_id|>assistant<|end_header_id|>\n\n",
     "paligemma": "<image>What is shown?",  # no chat template: the processor's own format
+    "internvl": "<|im_start|>user\n<IMG_CONTEXT>\nWhat is shown?<|im_end|>\n<|im_start|>assistant\n",
 }
 
 
@@ -299,36 +300,6 @@ def build_paligemma(path: Path) -> tuple[Any, Any]:
     return PaliGemmaForConditionalGeneration(cfg), proc
 
 
-#: family -> builder of ``(model, processor)``.
-BUILDERS: dict[str, Callable[..., tuple[Any, Any]]] = {
-    "llava": build_llava,
-    "qwen2_5_vl": build_qwen2_5_vl,
-    "idefics3": build_idefics3,
-    "gemma3": build_gemma3,
-    "mllama": build_mllama,
-    "paligemma": build_paligemma,
-}
-
-
-def save_tiny_vlm(family: str, path: Path, seed: int = 0, **kw: Any) -> Path:
-    """Save the tiny random model of ``family`` (:data:`BUILDERS`) with its processor to
-    ``path``; weights drawn after ``torch.manual_seed(seed)``. ``kw`` go to the builder
-    (LLaVA and Qwen2.5-VL take ``layers``, default 4). Nothing touches the network.
-
-    Returns:
-        ``path`` (created), loadable by ``AutoModelForImageTextToText`` and ``AutoProcessor``.
-    """
-    import torch
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model, proc = BUILDERS[family](path, **kw)
-    model.eval().save_pretrained(path)
-    proc.save_pretrained(path)
-    return path
-
-
 INTERNVL_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
     "{% if c['type'] == 'image' %}<IMG_CONTEXT>\n{% else %}{{ c['text'] }}{% endif %}"
@@ -370,7 +341,32 @@ def build_internvl(path: Path) -> tuple[Any, Any]:
     return InternVLForConditionalGeneration(cfg), proc
 
 
-BUILDERS["internvl"] = build_internvl
-RENDERED["internvl"] = (
-    "<|im_start|>user\n<IMG_CONTEXT>\nWhat is shown?<|im_end|>\n<|im_start|>assistant\n"
-)
+#: family -> builder of ``(model, processor)``.
+BUILDERS: dict[str, Callable[..., tuple[Any, Any]]] = {
+    "llava": build_llava,
+    "qwen2_5_vl": build_qwen2_5_vl,
+    "idefics3": build_idefics3,
+    "gemma3": build_gemma3,
+    "mllama": build_mllama,
+    "paligemma": build_paligemma,
+    "internvl": build_internvl,
+}
+
+
+def save_tiny_vlm(family: str, path: Path, seed: int = 0, **kw: Any) -> Path:
+    """Save the tiny random model of ``family`` (:data:`BUILDERS`) with its processor to
+    ``path``; weights drawn after ``torch.manual_seed(seed)``. ``kw`` go to the builder
+    (LLaVA and Qwen2.5-VL take ``layers``, default 4). Nothing touches the network.
+
+    Returns:
+        ``path`` (created), loadable by ``AutoModelForImageTextToText`` and ``AutoProcessor``.
+    """
+    import torch
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model, proc = BUILDERS[family](path, **kw)
+    model.eval().save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
