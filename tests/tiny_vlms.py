@@ -102,6 +102,7 @@ MLLAMA_TEMPLATE = (
 #: family for the prompt "What is shown?" (the image first).
 RENDERED = {
     "llava": "USER: <image>\nWhat is shown? ASSISTANT:",
+    "llava_onevision": "USER: <image>\nWhat is shown? ASSISTANT:",
     "qwen2_5_vl": (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
         "<|vision_start|><|image_pad|><|vision_end|>What is shown?<|im_end|>\n"
@@ -341,6 +342,45 @@ def build_internvl(path: Path) -> tuple[Any, Any]:
     return InternVLForConditionalGeneration(cfg), proc
 
 
+def build_llava_onevision(path: Path) -> tuple[Any, Any]:
+    """LLaVA-OneVision: SigLIP tower (32 px, 8 px patches: 16 tokens per crop), AnyRes crops on
+    a 32 px grid (up to 2 x 2) plus the base view, a learned newline per row of crops, Qwen2
+    text model; the LLaVA chat format (the real checkpoints use ChatML)."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionProcessor,
+    )
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+    from transformers.models.llava_onevision.video_processing_llava_onevision import (
+        LlavaOnevisionVideoProcessor,
+    )
+
+    tok = byte_tokenizer(["<image>", "<video>"])
+    grid = [[32, 32], [32, 64], [64, 32], [64, 64]]
+    text = dict(
+        model_type="qwen2", vocab_size=len(tok), hidden_size=WIDTH, intermediate_size=2 * WIDTH,
+        num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=2,
+        max_position_embeddings=2048, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    cfg = LlavaOnevisionConfig(
+        text_config=text, vision_config=_siglip(vision_use_head=False),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        video_token_id=tok.convert_tokens_to_ids("<video>"), image_grid_pinpoints=grid,
+        vision_feature_layer=-1, vision_feature_select_strategy="full", tie_word_embeddings=False,
+    )  # fmt: skip
+    size = {"height": 32, "width": 32}
+    proc = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessorPil(size=size, image_grid_pinpoints=grid),
+        video_processor=LlavaOnevisionVideoProcessor(size=size),
+        tokenizer=tok, num_image_tokens=16, vision_feature_select_strategy="full",
+        chat_template=LLAVA_TEMPLATE,
+    )  # fmt: skip
+    return LlavaOnevisionForConditionalGeneration(cfg), proc
+
+
 #: family -> builder of ``(model, processor)``.
 BUILDERS: dict[str, Callable[..., tuple[Any, Any]]] = {
     "llava": build_llava,
@@ -350,6 +390,7 @@ BUILDERS: dict[str, Callable[..., tuple[Any, Any]]] = {
     "mllama": build_mllama,
     "paligemma": build_paligemma,
     "internvl": build_internvl,
+    "llava_onevision": build_llava_onevision,
 }
 
 

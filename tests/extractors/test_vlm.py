@@ -26,11 +26,15 @@ from medprobe.extractors.vlm.families import image_token_id
 from medprobe.extractors.vlm.plan import MODEL_ALIASES, main, memory_plan
 from medprobe.registry import EXTRACTORS
 
-FAMILIES = ["llava", "qwen2_5_vl", "idefics3", "gemma3", "mllama", "paligemma", "internvl"]
+FAMILIES = [
+    "llava", "llava_onevision", "qwen2_5_vl", "idefics3", "gemma3", "mllama", "paligemma",
+    "internvl",
+]  # fmt: skip
 PROMPT = "What is shown?"
 #: model config used with each family's tiny model end to end
 CONFIGS = {
     "llava": "llava_onevision_7b",
+    "llava_onevision": "llava_onevision_7b",
     "qwen2_5_vl": "qwen2_5_vl_7b",
     "idefics3": "idefics3_8b",
     "gemma3": "medgemma_4b",
@@ -92,7 +96,7 @@ def test_forward_and_batched_equals_single(
         one = ext.extract(ext.collate([img]), "all")
         for layer in feats:
             np.testing.assert_allclose(feats[layer][i], one[layer][0], rtol=1e-4, atol=2e-5)
-    if fam in ("qwen2_5_vl", "idefics3", "internvl"):  # dynamic resolution / tiles: counts vary
+    if fam in ("llava_onevision", "qwen2_5_vl", "idefics3", "internvl"):  # tiles: counts vary
         tid = image_token_id(ext.config())
         counts = (batch["input_ids"] == tid).sum(dim=1).tolist()
         assert len(set(counts)) > 1, counts
@@ -250,6 +254,7 @@ def test_the_default_system_prompt_is_recorded_and_replaceable(tiny_vlms: dict[s
 #: the tokens pooling=mean_after_image averages, decoded (the image's closing markers skipped)
 AFTER_IMAGE = {
     "llava": "\nWhat is shown? ASSISTANT:",
+    "llava_onevision": "\nWhat is shown? ASSISTANT:",
     "qwen2_5_vl": "What is shown?<|im_end|>\n<|im_start|>assistant\n",
     "idefics3": "What is shown?<end_of_utterance>\nAssistant:",
     "gemma3": "\n\nWhat is shown?<end_of_turn>\n<start_of_turn>model\n",
@@ -260,6 +265,7 @@ AFTER_IMAGE = {
 #: image tokens of a 32 x 32 image
 N_IMAGE_TOKENS = {
     "llava": 16,
+    "llava_onevision": 36,  # base view 16 + one 4 x 4 crop 16 + a newline per crop row 4
     "qwen2_5_vl": 4,
     "idefics3": 20,
     "gemma3": 4,
