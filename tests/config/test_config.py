@@ -462,10 +462,10 @@ def test_every_experiment_and_each_swept_value_composes(
             elif name.startswith("fig") and key == "model":  # fidelity=paper: the authors'
                 # "layer 32" of the 80B = hidden_states[39]; the 9B keeps ours (13)
                 assert job.layer == {"idefics80b": 39, "idefics9b": 13}.get(value, -1)
-            elif name == "beyond" and key == "model":  # medprobe's own default layers
-                assert job.layer == MODEL_LAYERS.get(value, -1)
-                if value in MODEL_LAYERS:  # the large models run in bf16
-                    assert str(job.model.dtype) == "bfloat16"
+            elif name == "beyond" and key == "model" and value in MODEL_LAYERS:
+                # the large models at medprobe's own default layers (not the paper's), bf16
+                assert job.layer == MODEL_LAYERS[value]
+                assert str(job.model.dtype) == "bfloat16"
 
 
 def test_experiments_set_what_each_figure_needs(compose: Compose, paths_env: Path) -> None:
