@@ -94,5 +94,6 @@ EXTRACTORS.register("idefics", "medprobe.extractors.idefics.extractor:from_confi
 EXTRACTORS.register("vision", "medprobe.extractors.vision:from_config")
 EXTRACTORS.register("timm", "medprobe.extractors.timm_models:from_config")
 EXTRACTORS.register("open_clip", "medprobe.extractors.openclip:from_config")
+EXTRACTORS.register("vlm", "medprobe.extractors.vlm.extractor:from_config")
 
 PROBES.register("logistic", "medprobe.probe.logistic:from_config")

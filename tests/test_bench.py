@@ -32,6 +32,8 @@ ROW_NAMES = (
     "peak RSS of the image scan, 4 workers vs 1",
     "probe BLAS threads (1 thread vs library default)",
     "tiny IDEFICS batched vs batch of one",
+    "tiny Qwen2.5-VL: all layers vs one layer (one forward pass)",
+    "tiny LLaVA: all layers vs one layer (one forward pass)",
     "IDEFICS-80B bf16 GPU images/s, layer 32 (extrapolated)",
     "IDEFICS-9B bf16 GPU images/s, layer 13 (extrapolated)",
     "95% CI coverage, correlated images: image-level",

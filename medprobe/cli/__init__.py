@@ -31,9 +31,9 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "cache": ("medprobe.cli.cache:main", (), "list, verify and prune the feature cache"),
     "dashboard": ("medprobe.dashboard:main", (), "save a W&B workspace and report comparing runs"),
     "plan": (
-        "medprobe.extractors.idefics.plan:main",
+        "medprobe.extractors.vlm.plan:main",
         (),
-        "memory and device plan of an IDEFICS model (no weights, no GPU)",
+        "memory plan of a VLM or IDEFICS model=<name>; IDEFICS device plan (no weights, no GPU)",
     ),
 }
 

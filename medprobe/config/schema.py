@@ -130,6 +130,7 @@ class Pooling(StrEnum):
     last = "last"
     mean_after_image = "mean_after_image"
     image_latents = "image_latents"
+    mean_image = "mean_image"
 
 
 class PromptFormat(StrEnum):
@@ -346,6 +347,12 @@ class ModelConfig:
     # timm / open_clip models: extra keyword arguments of the library's model constructor
     # (timm.create_model); "package.module:Name" strings are imported (Virchow's mlp_layer)
     model_kwargs: Any = None
+    # chat-template VLMs (kind=vlm, docs/models.md): a system turn (null = the chat template's
+    # own default, e.g. Qwen2-VL's "You are a helpful assistant."), and options for the
+    # checkpoint's AutoProcessor (e.g. {max_pixels: 1003520}, {do_image_splitting: false});
+    # both enter the cache key
+    system_prompt: str | None = None
+    processor_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 # ---- tasks: a base with the keys every task has, one subclass per adapter kind

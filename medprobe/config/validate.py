@@ -41,6 +41,7 @@ POOLINGS: dict[str, tuple[Pooling, ...]] = {
     "vision": (Pooling.default, Pooling.cls, Pooling.mean_patch, Pooling.cls_mean_patch),
     "timm": (Pooling.default, Pooling.cls, Pooling.mean_patch, Pooling.cls_mean_patch),
     "open_clip": (Pooling.default, Pooling.cls, Pooling.mean_patch, Pooling.cls_mean_patch),
+    "vlm": (Pooling.default, Pooling.last, Pooling.mean_image, Pooling.mean_after_image),
 }
 
 

@@ -28,8 +28,10 @@ class Extractor(Protocol):
 
     Built by the registry entry of ``cfg.model.kind``: ``from_config(cfg.model, prompt_text)``
     (config read by attribute only). Optional, used when present: ``load_info()`` (what was
-    loaded, for ``results.json``) and ``rendered_prompt()`` (the exact text a language model
-    read; its fingerprint then has a ``"rendered_prompt"`` key). Extractors of Hugging Face
+    loaded, for ``results.json``), ``rendered_prompt()`` (the exact text a language model
+    read; its fingerprint then has a ``"rendered_prompt"`` key) and ``collate(samples)`` (the
+    DataLoader's ``collate_fn`` over a list of :meth:`preprocess` outputs, for models whose
+    processor works per batch: chat-template VLMs). Extractors of Hugging Face
     checkpoints derive from :class:`medprobe.extractors.hf.HFExtractor`.
 
     Attributes:

@@ -120,6 +120,9 @@ def extract_to_cache(
         shuffle=False,
         num_workers=num_workers,
         persistent_workers=False,
+        # an extractor that batches with its own processor (chat-template VLMs: left padding,
+        # per-batch image tokens) says how; None = torch's default collate
+        collate_fn=getattr(extractor, "collate", None),
     )
     bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress, position=position)
     with bar:

@@ -98,6 +98,19 @@ def test_conf_dir_is_the_repo_conf() -> None:
     assert set(TASK_SCHEMAS) == {"demo", "csv", "hf", *(f"t{k}" for k in range(1, 9))}
 
 
+#: model configs that set the probed layer
+MODEL_LAYERS = {
+    "idefics80b": 32, "idefics9b": 13, "qwen2_5_vl_7b": 11, "medgemma_4b": 14,
+    "llava_onevision_7b": 11, "idefics3_8b": 13, "smolvlm_2b": 10, "llama32_vision_11b": 16,
+    "paligemma2_3b": 10, "internvl3_8b": 11, "siglip_base": "pooled", "siglip2_base": "pooled",
+    "biomedclip": "embeds", "dinov2_base": "norm", "rad_dino": "norm", "phikon": "norm",
+    "uni": "norm", "virchow2": "norm",
+}  # fmt: skip
+#: vision foundation models whose config names a default layer but caches all layers
+NAMED_DEFAULT_LAYER = {"siglip_base", "siglip2_base", "biomedclip", "dinov2_base", "rad_dino",
+                       "phikon"}  # fmt: skip
+
+
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("task", TASK_FILES)
 def test_every_model_task_composes_validates_and_converts(
@@ -107,12 +120,10 @@ def test_every_model_task_composes_validates_and_converts(
     validate(cfg)
     assert cfg.model.kind in EXTRACTORS
     assert cfg.task.kind in TASKS
-    # a model group may set the probed layer (# @package _global_): the paper's IDEFICS layers
-    # and the vision foundation models' named layers (conf/model/*.yaml, docs/models_vision.md)
-    model_layers = {"idefics80b": 32, "idefics9b": 13, "siglip_base": "pooled",
-                    "siglip2_base": "pooled", "biomedclip": "embeds", "dinov2_base": "norm",
-                    "rad_dino": "norm", "phikon": "norm", "uni": "norm", "virchow2": "norm"}  # fmt: skip
-    assert OmegaConf.select(cfg, "layer") == model_layers.get(model, -1)
+    # a model group may set the probed layer (# @package _global_): the paper's IDEFICS layers,
+    # the VLMs' 0.4 of their depth (docs/models.md) and the vision foundation models' named
+    # layers (docs/models.md)
+    assert OmegaConf.select(cfg, "layer") == MODEL_LAYERS.get(model, -1)
     typed = to_typed(cfg)
     assert isinstance(typed, Config) and type(typed.task) is TASK_SCHEMAS[typed.task.kind]
     assert isinstance(typed.model, ModelConfig) and isinstance(typed.probe, ProbeConfig)
@@ -126,7 +137,7 @@ def test_every_model_task_composes_validates_and_converts(
     assert (typed.model.name, typed.task.name) == (cfg.model.name, cfg.task.name)
     assert typed.model.name == model  # identity: the config choice
     assert typed.layer == cfg.layer and isinstance(typed.probe.C_grid, list)
-    if model.startswith("idefics") or model in ("uni", "virchow2"):  # ${layer} resolved
+    if model in MODEL_LAYERS and model not in NAMED_DEFAULT_LAYER:  # ${layer} resolved
         assert typed.model.layers == typed.layer
     if task not in ("demo", "hf"):  # task.root defaults to data_root, resolved
         assert typed.task.root == "/data"  # type: ignore[attr-defined]
@@ -229,7 +240,8 @@ def test_a_key_of_another_task_fails_at_compose_time(
         (["probe.backend=jax"], "sklearn, torch"),
         (
             ["model.pooling=max"],
-            "default, cls, mean, mean_patch, cls_mean_patch, last, mean_after_image, image_latents",
+            "default, cls, mean, mean_patch, cls_mean_patch, last, mean_after_image, image_latents, "
+            "mean_image",
         ),
         (["model.dtype=int8"], "float32, bfloat16, float16"),
         (["probe.dtype=float16"], "float32, float64"),
@@ -264,16 +276,14 @@ def test_closed_sets_match_the_code_that_uses_them() -> None:
     assert [str(q) for q in Quantization] == list(idefics.QUANTIZATIONS)
     assert [str(p) for p in POOLINGS["clip"][1:]] == list(clip.POOLINGS)
     assert [str(p) for p in POOLINGS["idefics"][1:]] == list(idefics.POOLINGS)
-    from medprobe.extractors import vision
+    from medprobe.extractors import vision, vlm
 
     for kind in ("vision", "timm", "open_clip"):
         assert [str(p) for p in POOLINGS[kind][1:]] == list(vision.POOLINGS)
+    assert [str(p) for p in POOLINGS["vlm"][1:]] == list(vlm.POOLINGS)
     assert {str(p) for p in Pooling} == {
-        "default",
-        *clip.POOLINGS,
-        *idefics.POOLINGS,
-        *vision.POOLINGS,
-    }
+        "default", *clip.POOLINGS, *idefics.POOLINGS, *vision.POOLINGS, *vlm.POOLINGS
+    }  # fmt: skip
     # the primary metric is one of the summary metrics every run reports with a CI
     from medprobe import stats
 
@@ -418,6 +428,10 @@ SWEEPS = {
         "train_fraction": "0.5,1.0",
     },  # fmt: skip
     "demo_layer_sweep": {},  # one job: layer=all
+    "beyond": {
+        "model": "idefics80b,qwen2_5_vl_7b,medgemma_4b,dinov2_base,clip",
+        "task": ",".join(f"t{k}" for k in range(1, 9)),
+    },  # fmt: skip
 }
 
 
@@ -454,6 +468,14 @@ def test_every_experiment_and_each_swept_value_composes(
             elif name.startswith("fig") and key == "model":  # fidelity=paper: the authors'
                 # "layer 32" of the 80B = hidden_states[39]; the 9B keeps ours (13)
                 assert job.layer == {"idefics80b": 39, "idefics9b": 13}.get(value, -1)
+            elif name == "beyond" and key == "model" and value in MODEL_LAYERS:
+                # at medprobe's own default layers (not the paper's); the large models in bf16
+                assert job.layer == MODEL_LAYERS[value]
+                if value in NAMED_DEFAULT_LAYER:  # DINOv2: float32, as its card
+                    assert str(job.model.dtype) == "float32"
+                    continue
+                assert job.layer == MODEL_LAYERS[value]
+                assert str(job.model.dtype) == "bfloat16"
 
 
 def test_experiments_set_what_each_figure_needs(compose: Compose, paths_env: Path) -> None:

@@ -203,7 +203,7 @@ def test_pool_tokens_refuses_cls_without_a_class_token() -> None:
 
 
 def test_published_configs_param_counts() -> None:
-    """The parameter counts docs/models_vision.md quotes, from the configs alone (meta)."""
+    """The parameter counts docs/models.md quotes, from the configs alone (meta)."""
     counts = {h: param_count_from_config(published_config(h)) for h in
               ("facebook/dinov2-base", "google/siglip-base-patch16-224", "owkin/phikon")}  # fmt: skip
     assert counts == {"facebook/dinov2-base": 86_580_480,
@@ -213,7 +213,7 @@ def test_published_configs_param_counts() -> None:
 
 def test_published_param_counts_of_the_library_models() -> None:
     """UNI, Virchow2, H-optimus-0 and BiomedCLIP's image tower from their model cards' shapes
-    (docs/models_vision.md quotes these; meta device, no download)."""
+    (docs/models.md quotes these; meta device, no download)."""
     pytest.importorskip("open_clip")
     from medprobe.extractors.vision import published_param_count
 
