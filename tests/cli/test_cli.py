@@ -28,9 +28,10 @@ def _script(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
         (
             ["model=nope"],
             "medprobe: error: In 'config': Could not find 'model/nope'; available "
-            "options in 'model': clip effnet_lite0 idefics3_8b idefics80b idefics9b internvl3_8b "
-            "llama32_vision_11b llava_onevision_7b medgemma_4b paligemma2_3b plip qwen2_5_vl_7b "
-            "smolvlm_2b",
+            "options in 'model': biomedclip clip dinov2_base effnet_lite0 idefics3_8b "
+            "idefics80b idefics9b internvl3_8b llama32_vision_11b llava_onevision_7b "
+            "medgemma_4b paligemma2_3b phikon plip qwen2_5_vl_7b rad_dino siglip2_base "
+            "siglip_base smolvlm_2b uni virchow2",
         ),  # fmt: skip
         (
             ["tracker.mode=loud"],

@@ -11,6 +11,7 @@ matters). Reference values come from direct transformers calls.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -74,8 +75,14 @@ def reference(tiny_idefics: Path) -> IdeficsForVisionText2Text:
     return IdeficsForVisionText2Text.from_pretrained(tiny_idefics, config=cfg).eval()
 
 
+def _pil_processor(tiny_idefics: Path) -> Any:
+    """The checkpoint's processor with the PIL image backend, the one the extractor pins (with
+    torchvision installed transformers picks its torchvision backend, which resizes otherwise)."""
+    return AutoProcessor.from_pretrained(tiny_idefics, backend="pil")
+
+
 def _processor_inputs(tiny_idefics: Path, templates: list[str], imgs: list[Image.Image]) -> dict:
-    proc = AutoProcessor.from_pretrained(tiny_idefics)
+    proc = _pil_processor(tiny_idefics)
     proc.tokenizer.padding_side = "left"
     return proc(
         text=[interleave(t, im) for t, im in zip(templates, imgs, strict=True)],
@@ -90,7 +97,7 @@ def _processor_inputs(tiny_idefics: Path, templates: list[str], imgs: list[Image
 def test_rendering_tokenises_exactly_like_the_idefics_processor(
     tiny_idefics: Path, ext: IdeficsExtractor, images: list[Image.Image]
 ) -> None:
-    proc = AutoProcessor.from_pretrained(tiny_idefics)
+    proc = _pil_processor(tiny_idefics)
     eou = proc.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
     for text in PRESETS.values():
         want = _processor_inputs(tiny_idefics, [text], images[:1])
@@ -121,7 +128,7 @@ def test_plain_format_tokenises_like_the_authors_processor_call(
     keys are unchanged)."""
     plain = IdeficsExtractor(str(tiny_idefics), GENERAL, dtype="float32", device="cpu",
                              truncate=False, prompt_format="plain")  # fmt: skip
-    proc = AutoProcessor.from_pretrained(tiny_idefics)
+    proc = _pil_processor(tiny_idefics)
     for text in PRESETS.values():
         want = proc(text=[[images[0], text]], return_tensors="pt")
         got = plain.encode([text])
@@ -450,7 +457,7 @@ def test_preprocess_real_image_and_pickling(
     assert img.mode == "L"
     x = ext.preprocess(img)
     assert x.dtype == torch.float32 and tuple(x.shape) == (3, 32, 32)
-    proc = AutoProcessor.from_pretrained(tiny_idefics)
+    proc = _pil_processor(tiny_idefics)
     direct = proc(text=[interleave(GENERAL, img.convert("RGB"))], return_tensors="pt")
     np.testing.assert_array_equal(x.numpy(), direct["pixel_values"][0, 0].numpy())
     ext.extract(x[None], [1])
