@@ -482,3 +482,22 @@ def test_medprobe_run_timm_end_to_end(tmp_path: Path) -> None:
     assert (r["model"], r["model_kind"], r["layer"]) == ("uni", "timm", 1)
     assert r["counts"]["feature_dim"] == 32 and r["extractor"]["pooling"] == "cls"
     assert r["extractor"]["model_kwargs"] == {"init_values": 1e-5, "dynamic_img_size": True}
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "fp32", "bf16"),
+    [("dinov2_base", "86.6", "0.35", "0.17"), ("siglip_base", "92.9", "0.37", "0.19"),
+     ("uni", "303.4", "1.21", "0.61"), ("virchow2", "631.2", "2.52", "1.26"),
+     ("biomedclip", "86.2", "0.34", "0.17")],
+)  # fmt: skip
+def test_plan_prints_the_weight_memory_of_a_vision_config(
+    model: str, params: str, fp32: str, bf16: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``medprobe plan model=<vision config>``: parameters from the published hyper-parameters
+    on the meta device (no download), weight GB at float32 and bfloat16."""
+    from medprobe.extractors.vlm.plan import main
+
+    assert main([f"model={model}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"parameters {params} M;" in lines[1]
+    assert lines[3].split() == ["float32", fp32] and lines[4].split() == ["bfloat16", bf16]

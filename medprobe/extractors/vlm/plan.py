@@ -289,6 +289,28 @@ def format_memory_plan(plan: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: vision encoder kinds (medprobe/extractors/vision.py, timm_models.py, openclip.py)
+VISION_KINDS = ("vision", "timm", "open_clip")
+
+
+def format_vision_plan(name: str, hf_id: str, kind: str, params: int) -> str:
+    """The weight memory of a vision encoder (``params`` parameters, from its published
+    hyper-parameters on the meta device: :func:`medprobe.extractors.vision.published_param_count`)
+    at float32 and bfloat16, as ``medprobe plan model=<name>`` prints it. GB = 1e9 bytes.
+    Vision encoders run unquantised and are never truncated: every layer comes from one pass."""
+    return "\n".join(
+        [
+            f"{name} ({hf_id}, kind {kind}): weight memory computed on the meta device (no "
+            "weights read, no GPU needed)",
+            f"parameters {params / 1e6:.1f} M; every layer in one forward pass (no truncation, no "
+            "8-bit / 4-bit: vision encoders run unquantised)",
+            f"{'dtype':<14}{'weights GB':>11}",
+            f"{'float32':<14}{params * 4 / 1e9:>11.2f}",
+            f"{'bfloat16':<14}{params * 2 / 1e9:>11.2f}",
+        ]
+    )
+
+
 def _model_node(name: str) -> tuple[str, Any]:
     """Compose ``model=<name>`` (Hydra, conf/) -> ``(kind, composed config)``.
 
@@ -344,10 +366,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if kind == "idefics":
         print(idefics_plan.memory_table(hf_id, layer))
         return 0
+    if kind in VISION_KINDS:
+        from medprobe.extractors.vision import published_param_count
+
+        print(format_vision_plan(opts["model"], hf_id, kind, published_param_count(hf_id)))
+        return 0
     if kind != "vlm":
         raise ConfigError(
             f"medprobe plan: model={opts['model']} (kind {kind}) is small enough to need no plan; "
-            "plans exist for kind vlm and idefics"
+            "plans exist for kinds vlm, idefics, " + ", ".join(VISION_KINDS)
         )
     print(format_memory_plan(memory_plan(hf_id, layer)))
     return 0
