@@ -9,7 +9,9 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from omegaconf import DictConfig
 
@@ -90,3 +92,22 @@ def run_medprobe(
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def small_demo(per_class: int = 3) -> Any:
+    """A ``task=demo`` manifest builder that cuts the demo set to ``per_class`` images per class
+    and split (81 images at 3), for in-process end-to-end runs: put it in place with
+    ``monkeypatch.setitem(medprobe.registry.TASKS._loaded, "demo", small_demo())``."""
+    from medprobe.data.tasks.demo import build_manifest
+
+    def build(task_cfg: Any = None, data_root: str | None = None) -> Any:
+        m = build_manifest(task_cfg, data_root)
+        keep = [
+            i
+            for s in ("train", "val", "test")
+            for c in range(len(m.classes))
+            for i in np.flatnonzero((m.split == s) & (m.labels == c))[:per_class]
+        ]
+        return m.subset(np.array(sorted(keep), dtype=np.int64))
+
+    return build

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import Compose, run_medprobe
+from helpers import Compose, run_medprobe, small_demo
 from PIL import Image
 from tiny_vision import (
     HF_FAMILIES,
@@ -469,6 +469,43 @@ def test_medprobe_run_dinov2_end_to_end(tmp_path: Path) -> None:
     assert (r["model"], r["model_kind"], r["layer"]) == ("dinov2_base", "vision", "norm")
     assert r["counts"]["feature_dim"] == 32
     assert r["extractor"]["pooling"] == "mean_patch" and r["extractor"]["prefix_tokens"] == 5
+    assert 0.0 <= r["metrics"]["auroc_macro"]["value"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "layer", "pooling"),
+    [("siglip_base", "vision", "pooled", "mean_patch"), ("phikon", "vision", "norm", "cls"),
+     ("uni", "timm", "norm", "cls"), ("biomedclip", "open_clip", "embeds", "cls")],
+)  # fmt: skip
+def test_run_task_demo_end_to_end_each_family(
+    model: str, kind: str, layer: str, pooling: str, compose: Compose, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """``medprobe run model=<config> model.hf_id=<tiny> task=demo`` in process for the families
+    the subprocess test above does not run (SigLIP, ViT/Phikon, timm, open_clip), on 81 demo
+    images (3 per class and split), each at its config's default layer."""
+    from medprobe.pipeline.run import run
+    from medprobe.registry import TASKS
+
+    if kind == "timm":
+        pytest.importorskip("timm")
+        d = save_tiny_timm(tmp_path / "m")
+    elif kind == "open_clip":
+        pytest.importorskip("open_clip")
+        d = save_tiny_open_clip(tmp_path / "m")
+    else:
+        d = save_tiny_hf_vision({"siglip_base": "siglip", "phikon": "vit"}[model], tmp_path / "m")
+    monkeypatch.setitem(TASKS._loaded, "demo", small_demo())
+    cfg = compose(
+        f"model={model}", f"model.hf_id={d}", "model.num_workers=0", "model.device=cpu",
+        "task=demo", "tracker=none", "progress=false", "bootstrap.n=20",
+        f"output_dir={tmp_path / 'out'}", f"cache_dir={tmp_path / 'cache'}",
+    )  # fmt: skip
+    run(cfg)
+    r = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert (r["model"], r["model_kind"], r["task"], str(r["layer"])) == (model, kind, "demo", layer)
+    assert r["extractor"]["pooling"] == pooling
+    assert sum(r["counts"][k] for k in ("fit", "val", "test")) == 81
     assert 0.0 <= r["metrics"]["auroc_macro"]["value"] <= 1.0
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import Compose
+from helpers import Compose, small_demo
 from PIL import Image
 from tiny_vlms import RENDERED, WIDTH, save_tiny_vlm
 
@@ -452,23 +452,6 @@ def test_from_config_reads_the_model_node(compose: Compose, tiny_vlms: dict[str,
 # --------------------------------------------------------------------------- end to end
 
 
-def _small_demo(per_class: int = 3) -> Any:
-    """The demo manifest cut to ``per_class`` images per class and split (81 images)."""
-    from medprobe.data.tasks.demo import build_manifest
-
-    def build(task_cfg: Any = None, data_root: str | None = None) -> Any:
-        m = build_manifest(task_cfg, data_root)
-        keep = [
-            i
-            for s in ("train", "val", "test")
-            for c in range(len(m.classes))
-            for i in np.flatnonzero((m.split == s) & (m.labels == c))[:per_class]
-        ]
-        return m.subset(np.array(sorted(keep), dtype=np.int64))
-
-    return build
-
-
 @pytest.mark.parametrize("fam", FAMILIES)
 def test_run_task_demo_end_to_end(
     fam: str, compose: Compose, tiny_vlms: dict[str, Path], tmp_path: Path,
@@ -479,7 +462,7 @@ def test_run_task_demo_end_to_end(
     from medprobe.pipeline.run import run
     from medprobe.registry import TASKS
 
-    monkeypatch.setitem(TASKS._loaded, "demo", _small_demo())
+    monkeypatch.setitem(TASKS._loaded, "demo", small_demo())
     name = CONFIGS[fam]
     cfg = compose(
         f"model={name}", f"model.hf_id={tiny_vlms[fam]}", "model.dtype=float32",
