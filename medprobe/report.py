@@ -1005,7 +1005,8 @@ def write_html(
         "<h1>medprobe report</h1>",
         f"<p>{len(results)} run(s) read from: "
         f"{', '.join(f'<code>{_esc(d)}</code>' for d in dirs)} (medprobe {_esc(__version__)}). "
-        "Tables: <code>summary.csv</code>, <code>comparison.csv</code>"
+        "Tables: <code>summary.csv</code>"
+        f"{', <code>comparison.csv</code>' if comparisons else ''}"
         f"{', <code>paper.csv</code>' if paper_table else ''}"
         f"{', <code>retained.csv</code>' if retained else ''} beside this page.</p>",
     ]
