@@ -498,7 +498,7 @@ def plot_bars(
     paper = paper or {}
     vals = [r.metrics[metric] for r in runs]
     x = np.arange(len(runs))
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(runs), 4.2))
+    fig, ax = plt.subplots(figsize=(max(4.2, 1.6 + 1.4 * len(runs)), 4.2))  # title fits
     err = np.array([[v.value - v.ci_low for v in vals], [v.ci_high - v.value for v in vals]])
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     few = [bool(few_positive_classes(r)) for r in runs]
