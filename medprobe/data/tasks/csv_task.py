@@ -95,6 +95,11 @@ def _read(
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
+        if not header:
+            raise ManifestError(
+                f"{csv_path}: empty file (no header line); expected columns "
+                f"{path_column},{label_column}[,{patient_column}][,{split_column}]"
+            )
         for col in (path_column, label_column):
             if col not in header:
                 raise ManifestError(

@@ -56,6 +56,8 @@ def _write(tmp: Path, text: str) -> Path:
         ("path,label,split\na.png,x,train\nb.png,x,holdout\n", {}, r"row 3: split 'holdout'"),
         ("path,label\n/abs/a.png,x\n", {}, r"row 2: path '/abs/a.png' must be relative"),
         ("path,label\n", {}, r"labels.csv: no rows"),
+        # a 0-byte file is called empty, not "missing column 'path' (columns: none)"
+        ("", {}, r"labels.csv: empty file \(no header line\); expected columns path,label"),
     ],
 )
 def test_csv_errors_name_file_and_row(
