@@ -134,6 +134,28 @@ def test_swapped_id_lines_are_detected(tmp_path: Path) -> None:
     assert not cache.is_complete(KEY) and len(cache.corrupt_entries()) == 1
 
 
+@pytest.mark.parametrize("text", ["{garbage", '{"n": 3}', ""])
+def test_a_damaged_meta_json_sets_the_entry_aside(tmp_path: Path, text: str) -> None:
+    """meta.json holds the checksums, so nothing verifies it; a damaged one used to stop every
+    run on the entry ("cannot read .../meta.json") and never let it be recomputed."""
+    cache = FeatureCache(tmp_path)
+    write_all(cache)
+    meta_path = cache.entry_dir(KEY) / "meta.json"
+    meta_path.write_text(text)
+    # listing (``medprobe cache list``) changes nothing
+    with pytest.raises(CacheError, match="cannot read|is not a medprobe cache meta file"):
+        cache.meta(KEY, set_aside=False)
+    assert cache.is_complete(KEY) and cache.corrupt_entries() == []
+    with pytest.raises(CacheError) as e:
+        cache.meta(KEY)
+    line = _one_line(e)
+    assert line.startswith(f"cache entry {KEY}: {meta_path} is ")
+    assert line.endswith("(not deleted); the next run recomputes it")
+    assert not cache.is_complete(KEY) and len(cache.corrupt_entries()) == 1
+    write_all(cache)  # the next run recomputes it
+    assert cache.meta(KEY)["n"] > 0
+
+
 def test_each_file_is_hashed_once_per_process(tmp_path: Path, monkeypatch) -> None:
     cache = FeatureCache(tmp_path)
     write_all(cache)

@@ -100,7 +100,7 @@ def entry_info(cache: FeatureCache, key: str) -> EntryInfo:
     Raises:
         CacheError: the entry's meta.json cannot be read.
     """
-    meta = cache.meta(key)
+    meta = cache.meta(key, set_aside=False)
     spec = meta.get("spec", {})
     fp = spec.get("key_spec", {}).get("extractor", {})
     who = spec.get("written_by", {})
