@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any
 
@@ -143,8 +144,7 @@ def validate(cfg: Config | DictConfig) -> None:
             f"valid: {', '.join(valid)}"
         )
     for key, v in (("layer", cfg.layer), ("model.layers", model.layers)):
-        _need(v is not None and not isinstance(v, bool), key,
-              "a layer id (int or name), a list of them, or all", v)  # fmt: skip
+        _need(_is_layer_ids(v), key, "a layer id (int or name), a list of them, or all", v)
     _need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", model.device) is not None, "model.device",
           "auto, cpu, mps, cuda or cuda:N", model.device)  # fmt: skip
     if model.device.startswith("cuda"):
@@ -153,6 +153,24 @@ def validate(cfg: Config | DictConfig) -> None:
     _need(cfg.data.max_side >= 32, "data.max_side", ">= 32 (pixels)", cfg.data.max_side)
     _need(cfg.data.scan_workers >= 1, "data.scan_workers", ">= 1", cfg.data.scan_workers)
     validate_cluster(cfg)
+
+
+def _is_layer_ids(v: Any) -> bool:
+    """One layer id (an int or a name, not a bool or a float such as 3.5) or a non-empty list
+    of them."""
+
+    def one(x: Any) -> bool:
+        return isinstance(x, (int, str)) and not isinstance(x, bool)
+
+    if isinstance(v, (str, int)):
+        return one(v)
+    if isinstance(v, (Mapping, DictConfig)):
+        return False
+    try:
+        items = list(v)
+    except TypeError:
+        return False
+    return bool(items) and all(one(x) for x in items)
 
 
 def _validate_task(cfg: Config) -> None:

@@ -34,6 +34,12 @@ from medprobe.pipeline.rows import check_class_coverage
         ("model.device=foo", "model.device must be auto, cpu, mps, cuda or cuda:N"),
         ("task=csv task.val_fraction=0.9", "task.test_fraction must be in [0, 1) with"),
         ("layer=null", "layer must be a layer id"),
+        # a float, an empty list or a mapping was a TypeError traceback in resolve_layers
+        ("layer=3.5", "layer must be a layer id (int or name), a list of them, or all, got 3.5"),
+        ("layer=[1,2.5]", "layer must be a layer id (int or name), a list of them, or all"),
+        ("layer=[]", "layer must be a layer id (int or name), a list of them, or all, got []"),
+        ("layer={a:1}", "layer must be a layer id (int or name), a list of them, or all"),
+        ("model.layers=1.5", "model.layers must be a layer id (int or name), a list of them"),
     ],
 )
 def test_bad_values_fail_before_any_work(compose: Compose, override: str, message: str) -> None:
