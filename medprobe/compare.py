@@ -159,12 +159,21 @@ def align(runs: Sequence[Run]) -> list[Run]:
     """Reorder every run to the first run's id order.
 
     Raises:
-        ComparisonError: fewer than two runs; different tasks, classes or layouts; different
-            test ids (one line naming a differing id and both counts); or the same id with
-            different labels.
+        ComparisonError: fewer than two runs; one folder given twice; different tasks, classes
+            or layouts; different test ids (one line naming a differing id and both counts); or
+            the same id with different labels.
     """
     if len(runs) < 2:
         raise ComparisonError(f"need at least two runs to compare; got {len(runs)}")
+    seen: dict[Path, Path] = {}
+    for r in runs:  # a run against itself gives differences of exactly 0 and p = 1
+        real = Path(r.path).resolve()
+        if real in seen:
+            raise ComparisonError(
+                f"the same run folder is given twice ({seen[real]} and {r.path}): "
+                "compare different runs"
+            )
+        seen[real] = Path(r.path)
     ref = runs[0]
     out = [ref]
     for r in runs[1:]:

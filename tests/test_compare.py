@@ -198,6 +198,19 @@ def test_different_ids_are_refused_in_one_line(tmp_path: Path) -> None:
         align([a, c])
 
 
+def test_one_folder_given_twice_is_refused(tmp_path: Path) -> None:
+    """``medprobe compare A A`` (or ``A B/../A``) printed differences of 0 with p = 1."""
+    ids, labels, p = _toy(np.random.default_rng(0))
+    a = _write_run(tmp_path / "a", ids, labels, p)
+    b = _write_run(tmp_path / "b", ids, labels, p, model="m2")
+    with pytest.raises(ComparisonError) as e:
+        align([load_run(a), load_run(b), load_run(tmp_path / "b" / ".." / "a")])
+    assert str(e.value) == (
+        f"the same run folder is given twice ({a} and {tmp_path / 'b' / '..' / 'a'}): "
+        "compare different runs"
+    )
+
+
 def test_cli_writes_json_and_csv_and_refuses_with_exit_2(tmp_path: Path) -> None:
     ids, labels, p = _toy(np.random.default_rng(0))
     _, _, p2 = _toy(np.random.default_rng(9))
