@@ -30,7 +30,7 @@ import gzip
 import io
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -340,6 +340,22 @@ def stratified_split(
     )
 
 
+def no_rows_message(
+    task: str, root: Path, info: Mapping[str, Any], where: str | os.PathLike[str] = ""
+) -> str:
+    """One line for a task whose label files left no row: the file read and, from ``info``,
+    the rows each rule left out (``skipped_rows``, ``dropped_*`` counts), never the whole
+    ``info`` dict (it used to be printed as a Python repr)."""
+    why = [
+        f"{k}: {v}"
+        for k, v in info.items()
+        if v and (k == "skipped_rows" or k.startswith("dropped"))
+    ]
+    read = f" ({where})" if where else ""
+    detail = "; ".join(why) if why else "the label file lists no images"
+    return f"task={task}: no usable rows under {root}{read}: {detail}"
+
+
 def make_manifest(
     task: str,
     root: Path,
@@ -369,7 +385,7 @@ def make_manifest(
     from medprobe.data.splits import check_no_patient_overlap
 
     if not rows:
-        raise ManifestError(f"task={task}: no usable rows under {root} ({info})")
+        raise ManifestError(no_rows_message(task, root, info, where))
     split_arr = np.asarray(split, dtype=object)
     group_arr = None if groups is None else np.asarray(groups, dtype=object)
     if group_arr is not None:

@@ -162,6 +162,24 @@ def test_t3_bad_rows_name_file_and_row(tmp_path: Path, edit: Any, message: str) 
     assert sum(m.info["skipped_rows"].values()) == 1
 
 
+def test_t3_no_usable_rows_is_one_readable_line(tmp_path: Path) -> None:
+    """A header-only metadata file, or one whose every image is missing, printed the whole
+    ``info`` dict as a Python repr."""
+    meta = tmp_path / "HAM10000_metadata.csv"
+    write_csv(meta, ["lesion_id", "image_id", "dx"], [])
+    with pytest.raises(ManifestError) as e:
+        build("t3", tmp_path)
+    assert str(e.value) == (
+        f"task=t3: no usable rows under {tmp_path} ({meta}): the label file lists no images"
+    )
+    write_csv(meta, ["lesion_id", "image_id", "dx"], [["HAM_1", "ISIC_1", "nv"]] * 1)
+    with pytest.raises(ManifestError) as e:
+        build("t3", tmp_path, on_bad_row="skip")
+    assert str(e.value) == (
+        f"task=t3: no usable rows under {tmp_path} ({meta}): skipped_rows: {{'missing_image': 1}}"
+    )
+
+
 def test_t3_real_ham10000(tmp_path: Path, shared_data: Path) -> None:
     src = shared_data / "T3_ham10000"
     for f in sorted((src / "images").iterdir()):
