@@ -29,7 +29,7 @@ from typing import Any
 
 from medprobe.cache import LAST_USED_FILE, FeatureCache
 from medprobe.cli.common import ArgumentParser
-from medprobe.errors import CacheError
+from medprobe.errors import CacheError, ConfigError
 
 
 def default_cache_dir() -> Path:
@@ -131,6 +131,8 @@ def list_entries(cache: FeatureCache, now: float | None = None) -> str:
     """The ``medprobe cache list`` text (one line per entry, then corrupt and partial ones)."""
     now = time.time() if now is None else now
     lines = [f"cache {cache.root}"]
+    if not cache.root.exists():  # a mistyped --cache-dir, or nothing cached yet
+        return f"cache {cache.root}: no such folder (nothing is cached there)"
     total = 0
     rows = []
     for key in cache.keys():
@@ -183,8 +185,8 @@ def _resolve(cache: FeatureCache, prefixes: Sequence[str]) -> list[str]:
     for pre in prefixes:
         hits = [k for k in keys if k.startswith(pre)]
         if len(hits) != 1:
-            why = "no entry" if not hits else f"{len(hits)} entries"
-            raise CacheError(f"{why} in {cache.root} match {pre!r} (medprobe cache list)")
+            why = "no entry matches" if not hits else f"{len(hits)} entries match"
+            raise CacheError(f"{why} {pre!r} in {cache.root} (medprobe cache list)")
         out.append(hits[0])
     return out
 
@@ -279,11 +281,19 @@ def main(argv: Sequence[str]) -> int:
     args = ap.parse_args(list(argv))
     given = getattr(args, "cache_dir", None)  # before or after the action
     cache = FeatureCache(given.expanduser() if given else default_cache_dir())
+    if cache.root.exists() and not cache.root.is_dir():
+        raise CacheError(f"{cache.root} is not a folder (--cache-dir names the cache folder)")
+    older = getattr(args, "older_than", None)
+    if older is not None and not older >= 0:
+        # -1 selected every entry (all are older than -1 days), nan none
+        raise ConfigError(f"medprobe cache remove: --older-than must be days >= 0, got {older}")
     if args.action in (None, "list"):
         print(list_entries(cache))
         return 0
     if args.action == "verify":
         keys = _resolve(cache, args.keys) if args.keys else cache.keys()
+        if not keys:
+            print(f"no entries to verify in {cache.root}")
         bad = 0
         for key in keys:
             try:
