@@ -23,6 +23,7 @@ from medprobe.config.schema import (
     TASK_SCHEMAS,
     ClusterConfig,
     Config,
+    CsvTaskConfig,
     Pooling,
     ProbeBackend,
     RandomSplit,
@@ -187,9 +188,17 @@ def _validate_task(cfg: Config) -> None:
         _need(0.0 <= vf < 1.0, "task.val_fraction", "in [0, 1)", vf)
         _need(0.0 <= tf < 1.0 and vf + tf < 1.0, "task.test_fraction", "in [0, 1) with "
               "task.val_fraction + task.test_fraction < 1", tf)  # fmt: skip
+        _need(task.split_seed >= 0, "task.split_seed", ">= 0", task.split_seed)
+    if isinstance(task, CsvTaskConfig):
+        # "" made the task multi-label (one binary probe per class) while reading one label
+        _need(task.label_sep != "", "task.label_sep",
+              "a separator such as '|', or null for one label per image", task.label_sep)  # fmt: skip
     if isinstance(task, T7TaskConfig):
         _need(task.min_test_positives >= 1, "task.min_test_positives", ">= 1",
               task.min_test_positives)  # fmt: skip
+        share = task.max_bad_image_share
+        _need(0.0 <= share <= 1.0, "task.max_bad_image_share", "in [0, 1] (a share of the "
+              "images: 0.01 = 1%)", share)  # fmt: skip
 
 
 def _need_cuda(key: str, device: str, *, check_index: bool = True) -> None:

@@ -40,6 +40,14 @@ from medprobe.pipeline.rows import check_class_coverage
         ("layer=[]", "layer must be a layer id (int or name), a list of them, or all, got []"),
         ("layer={a:1}", "layer must be a layer id (int or name), a list of them, or all"),
         ("model.layers=1.5", "model.layers must be a layer id (int or name), a list of them"),
+        # a negative share was accepted ("more than task.max_bad_image_share=-1"), 2 let every
+        # image be bad
+        ("task=t7 task.max_bad_image_share=-1", "task.max_bad_image_share must be in [0, 1]"),
+        ("task=t7 task.max_bad_image_share=2", "task.max_bad_image_share must be in [0, 1]"),
+        # a ValueError traceback from numpy's RNG
+        ("task=csv task.split_seed=-1", "task.split_seed must be >= 0, got -1"),
+        # '' made a single-label task multi-label (one binary probe per class), silently
+        ("task=csv task.label_sep=''", "task.label_sep must be a separator such as '|', or null"),
     ],
 )
 def test_bad_values_fail_before_any_work(compose: Compose, override: str, message: str) -> None:
