@@ -144,6 +144,13 @@ def test_complete_entry_is_read_without_the_lock(
     other = compose(f"cache_dir={tmp_path / 'other'}", "progress=false", "model.num_workers=0")
     with pytest.raises(CacheError, match="cannot write"):
         features(other, m, _MeanColour(), [0])
+    # a cache_dir that is a file said "cannot write (File exists)"
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.undo()
+    as_file = compose(f"cache_dir={tmp_path / 'afile'}", "progress=false", "model.num_workers=0")
+    with pytest.raises(CacheError) as e:
+        features(as_file, m, _MeanColour(), [0])
+    assert str(e.value) == f"cache_dir {tmp_path / 'afile'} is a file, not a folder"
 
 
 def test_output_dir_through_a_file_is_one_line_before_hydra(tmp_path: Path) -> None:

@@ -221,6 +221,11 @@ def build_manifest(task_cfg: CsvTaskConfig, data_root: str | None = None) -> Man
             "task=csv needs an image root: set task.root=/path/to/images or data_root=..."
         )
     root = Path(given).expanduser()
+    if root.is_file():  # else "label file not found: <root>/labels.csv" under a file
+        raise ManifestError(
+            f"task=csv: the image root {root} is a file, not a folder (data_root= or task.root= "
+            "names the folder of the images; task.csv= the label file)"
+        )
     csv_path = Path(task_cfg.csv).expanduser() if task_cfg.csv else root / "labels.csv"
     return read_label_csv(
         csv_path,

@@ -78,3 +78,17 @@ def test_csv_patient_overlap_in_given_split_is_refused(tmp_path: Path) -> None:
     p = _write(tmp_path, "path,label,patient_id,split\na.png,x,P1,train\nb.png,y,P1,test\n")
     with pytest.raises(ManifestError, match="P1"):
         read_label_csv(p, root=tmp_path)
+
+
+def test_a_data_root_that_is_a_file_says_so(tmp_path: Path) -> None:
+    """It said "label file not found: <root>/labels.csv/labels.csv"."""
+    from medprobe.config.schema import CsvTaskConfig
+    from medprobe.data.tasks.csv_task import build_manifest
+
+    p = _write(tmp_path, "path,label\na.png,x\n")
+    with pytest.raises(ManifestError) as e:
+        build_manifest(CsvTaskConfig(root=None), data_root=str(p))
+    assert str(e.value) == (
+        f"task=csv: the image root {p} is a file, not a folder (data_root= or task.root= names "
+        "the folder of the images; task.csv= the label file)"
+    )
