@@ -211,6 +211,20 @@ def test_one_folder_given_twice_is_refused(tmp_path: Path) -> None:
     )
 
 
+def test_a_layer_all_folder_names_its_layer_folders(tmp_path: Path) -> None:
+    """It said "results.json: no such file (not a medprobe run directory)"."""
+    ids, labels, p = _toy(np.random.default_rng(0))
+    job = tmp_path / "job"
+    _write_run(job / "layer_1", ids, labels, p)
+    (job / "layers.json").write_text("{}")
+    with pytest.raises(ResultsError) as e:
+        load_run(job)
+    assert str(e.value) == (
+        f"{job / 'results.json'}: no such file: {job} holds a layer=all job (layers.json); "
+        f"name one of its layer folders ({job}/layer_<L>)"
+    )
+
+
 def test_cli_writes_json_and_csv_and_refuses_with_exit_2(tmp_path: Path) -> None:
     ids, labels, p = _toy(np.random.default_rng(0))
     _, _, p2 = _toy(np.random.default_rng(9))

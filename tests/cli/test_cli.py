@@ -151,3 +151,21 @@ def test_a_run_stopped_by_a_mistake_leaves_no_empty_job_folder(tmp_path: Path) -
         if (tmp_path / "outputs").exists()
         else True
     )
+
+
+def test_an_out_folder_that_is_a_file_is_named_so(tmp_path: Path) -> None:
+    """``mkdir`` of a file's path said "File exists"; a file inside the path "Not a directory"."""
+    from medprobe.errors import storage_error
+
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(OSError) as e:
+        f.mkdir(parents=True, exist_ok=True)
+    assert str(storage_error(e.value)) == f"{f}: is a file, not a folder"
+    with pytest.raises(OSError) as e:
+        (f / "out").mkdir(parents=True, exist_ok=True)
+    assert str(storage_error(e.value)) == (
+        f"{f / 'out'}: Not a directory (a part of the path is a file)"
+    )
+    missing = FileNotFoundError(2, "No such file or directory", str(tmp_path / "x"))
+    assert str(storage_error(missing)) == f"{tmp_path / 'x'}: No such file or directory"
