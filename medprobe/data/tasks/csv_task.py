@@ -121,6 +121,11 @@ def _read(
             rel = (row.get(path_column) or "").strip()
             if not rel:
                 raise ManifestError(f"{csv_path}, row {rowno}: empty {path_column!r}")
+            if any(c in rel for c in "\n\r\0"):  # ids.txt of the cache holds one id a line
+                raise ManifestError(
+                    f"{csv_path}, row {rowno}: path {rel!r} contains a newline, carriage return "
+                    "or NUL; rename the file"
+                )
             if Path(rel).is_absolute() or ".." in Path(rel).parts:
                 raise ManifestError(
                     f"{csv_path}, row {rowno}: path {rel!r} must be relative to the root"

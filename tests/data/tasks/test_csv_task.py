@@ -55,6 +55,12 @@ def _write(tmp: Path, text: str) -> Path:
         ("path,label\na.png,x\na.png,x\n", {}, r"row 3: duplicate path 'a.png' \(first at row 2\)"),
         ("path,label,split\na.png,x,train\nb.png,x,holdout\n", {}, r"row 3: split 'holdout'"),
         ("path,label\n/abs/a.png,x\n", {}, r"row 2: path '/abs/a.png' must be relative"),
+        # was a CacheError naming only "ids[0]", after the model was loaded
+        (
+            'path,label\n"a\nb.png",x\n',
+            {},
+            r"labels.csv, row 2: path 'a\\nb.png' contains a newline, carriage return or NUL",
+        ),
         ("path,label\n", {}, r"labels.csv: no rows"),
         # a 0-byte file is called empty, not "missing column 'path' (columns: none)"
         ("", {}, r"labels.csv: empty file \(no header line\); expected columns path,label"),
