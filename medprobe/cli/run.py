@@ -156,6 +156,10 @@ def main(argv: Sequence[str]) -> int:
     import hydra
 
     argv = list(argv)
+    # ``medprobe task=csv -m layer=0,2``: Hydra's argparse cannot take overrides on both sides
+    # of a flag ("unrecognized arguments" and its usage text); a sweep flag goes first
+    sweep = [a for a in argv if a in ("-m", "--multirun")]
+    argv = sweep + [a for a in argv if a not in ("-m", "--multirun")]
     problem = output_dir_problem(argv)
     if problem:
         raise ConfigError(problem)

@@ -169,3 +169,13 @@ def test_an_out_folder_that_is_a_file_is_named_so(tmp_path: Path) -> None:
     )
     missing = FileNotFoundError(2, "No such file or directory", str(tmp_path / "x"))
     assert str(storage_error(missing)) == f"{tmp_path / 'x'}: No such file or directory"
+
+
+def test_a_sweep_flag_after_overrides_is_accepted(tmp_path: Path) -> None:
+    """``medprobe seed=-1 -m tracker=none``: Hydra's argparse printed its usage text and
+    "unrecognized arguments"; the flag is moved first, so the job runs (here: refuses seed)."""
+    proc = run_medprobe(tmp_path, "seed=-1", "-m", "tracker=none",
+                        f"output_dir={tmp_path / 'sweep'}", check=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "medprobe: error: seed must be >= 0, got -1"
+    assert "unrecognized arguments" not in proc.stderr
