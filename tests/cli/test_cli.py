@@ -179,3 +179,19 @@ def test_a_sweep_flag_after_overrides_is_accepted(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "medprobe: error: seed must be >= 0, got -1"
     assert "unrecognized arguments" not in proc.stderr
+
+
+def test_flags_first_keeps_each_flag_with_its_value() -> None:
+    from medprobe.cli.run import flags_first
+
+    assert flags_first(["seed=3", "--cfg", "job", "layer=2"]) == [
+        "--cfg",
+        "job",
+        "seed=3",
+        "layer=2",
+    ]
+    assert flags_first(["a=1", "-m", "b=2,3", "--info", "defaults", "c=4"]) == [
+        "-m", "--info", "defaults", "a=1", "b=2,3", "c=4"
+    ]  # fmt: skip
+    assert flags_first(["a=1", "--info", "b=2"]) == ["--info", "a=1", "b=2"]
+    assert flags_first(["--cfg=job", "a=1"]) == ["--cfg=job", "a=1"]
