@@ -123,6 +123,18 @@ def test_t8_bad_rows(tmp_path: Path) -> None:
         build("t8", tmp_path)
 
 
+def test_t8_missing_roi_box_file_names_the_key(tmp_path: Path) -> None:
+    """It said "label file not found: <boxes>" without naming task.roi_boxes."""
+    write_t8(tmp_path)
+    missing = tmp_path / "boxes.csv"
+    with pytest.raises(ManifestError) as e:
+        build("t8", tmp_path, roi_boxes=str(missing))
+    assert str(e.value) == (
+        f"task.roi_boxes={missing}: ROI box file not found (a CSV image,x0,y0,x1,y1; "
+        "see docs/tasks.md#t8)"
+    )
+
+
 def t8_real_layout(root: Path, shared_data: Path) -> None:
     """The 100 real OAI knee crops with the documented CSV (side = file-name suffix)."""
     link(shared_data / "T8_knee_kl" / "test", root / "test")
