@@ -661,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ConfigError: bad arguments (``medprobe report --help``).
     """
     from medprobe.cli.common import ArgumentParser
-    from medprobe.compare import format_comparison
+    from medprobe.compare import check_boot_args, format_comparison
     from medprobe.config import TaskMetric
 
     ap = ArgumentParser(
@@ -677,6 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--adjust", choices=("holm", "bh"), default="holm",
                     help="multiplicity adjustment of the comparisons: holm (default) or bh")  # fmt: skip
     args = ap.parse_args(argv)
+    check_boot_args("medprobe report", args.n_boot)
     rep = make_report(args.dirs, args.out, metric=args.metric, n_boot=args.n_boot,
                       adjust=args.adjust)  # fmt: skip
     print(f"{len(rep['results'])} run(s) read")
