@@ -94,11 +94,19 @@ def _read(
 ) -> Manifest:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        header = reader.fieldnames or []
+        header = [h.strip() for h in reader.fieldnames or []]  # "path, label" is path,label
+        reader.fieldnames = header
         if not header:
             raise ManifestError(
                 f"{csv_path}: empty file (no header line); expected columns "
                 f"{path_column},{label_column}[,{patient_column}][,{split_column}]"
+            )
+        used = (path_column, label_column, patient_column, split_column)
+        twice = sorted({h for h in header if h in used and header.count(h) > 1})
+        if twice:  # csv.DictReader would silently keep the last of them
+            raise ManifestError(
+                f"{csv_path}: column {twice[0]!r} appears {header.count(twice[0])} times in the "
+                "header; keep one"
             )
         for col in (path_column, label_column):
             if col not in header:

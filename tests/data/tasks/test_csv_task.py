@@ -62,6 +62,12 @@ def _write(tmp: Path, text: str) -> Path:
             r"labels.csv, row 2: path 'a\\nb.png' contains a newline, carriage return or NUL",
         ),
         ("path,label\n", {}, r"labels.csv: no rows"),
+        # DictReader kept the last 'label' column silently
+        (
+            "path,label,patient_id,label\na.png,x,P1,y\n",
+            {},
+            r"labels.csv: column 'label' appears 2 times in the header; keep one",
+        ),
         # a 0-byte file is called empty, not "missing column 'path' (columns: none)"
         ("", {}, r"labels.csv: empty file \(no header line\); expected columns path,label"),
     ],
@@ -98,3 +104,11 @@ def test_a_data_root_that_is_a_file_says_so(tmp_path: Path) -> None:
         f"task=csv: the image root {p} is a file, not a folder (data_root= or task.root= names "
         "the folder of the images; task.csv= the label file)"
     )
+
+
+def test_header_names_are_stripped(tmp_path: Path) -> None:
+    """``path, label`` said "missing column 'label' (columns: path, label)"."""
+    m = read_label_csv(_write(tmp_path, "path, label, split\na.png, x, train\nb.png, y, test\n"),
+                       root=tmp_path)  # fmt: skip
+    assert m.ids == ["a.png", "b.png"] and m.classes == ["x", "y"]
+    assert m.split.tolist() == ["train", "test"]
