@@ -154,6 +154,13 @@ def read_csv(
     if not header:
         f.close()
         raise ManifestError(f"{path}: empty file (no header row)")
+    twice = [c for c in required if header.count(c) > 1]
+    if twice:  # the row dict would silently keep the last of them
+        f.close()
+        raise ManifestError(
+            f"{path}: column {twice[0]!r} appears {header.count(twice[0])} times in the header; "
+            "keep one"
+        )
     missing = [c for c in required if c not in header]
     if missing:
         f.close()
