@@ -151,6 +151,9 @@ def validate(cfg: Config | DictConfig) -> None:
     if model.device.startswith("cuda"):
         _need_cuda("model.device", model.device, check_index=False)
 
+    # '' (cache_dir='' or an empty $MEDPROBE_CACHE_DIR) wrote the cache into the working folder
+    _need(str(cfg.cache_dir).strip() != "", "cache_dir", "a folder (unset $MEDPROBE_CACHE_DIR "
+          "if it is empty; the default is ~/.cache/medprobe)", cfg.cache_dir)  # fmt: skip
     _need(cfg.data.max_side >= 32, "data.max_side", ">= 32 (pixels)", cfg.data.max_side)
     _need(cfg.data.scan_workers >= 1, "data.scan_workers", ">= 1", cfg.data.scan_workers)
     validate_cluster(cfg)

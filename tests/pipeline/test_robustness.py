@@ -46,6 +46,8 @@ from medprobe.pipeline.rows import check_class_coverage
         ("task=t7 task.max_bad_image_share=2", "task.max_bad_image_share must be in [0, 1]"),
         # a ValueError traceback from numpy's RNG
         ("task=csv task.split_seed=-1", "task.split_seed must be >= 0, got -1"),
+        # '' put the cache entries into the working folder
+        ("cache_dir=''", "cache_dir must be a folder (unset $MEDPROBE_CACHE_DIR if it is empty"),
         # '' made a single-label task multi-label (one binary probe per class), silently
         ("task=csv task.label_sep=''", "task.label_sep must be a separator such as '|', or null"),
     ],
