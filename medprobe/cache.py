@@ -68,7 +68,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import filelock
 import numpy as np
@@ -638,17 +638,22 @@ class FeatureCache:
             )
         i = stored.index(want)
         path = self.entry_dir(key) / meta["files"][i]
+        # a missing, truncated or reshaped file of a complete entry is damage, like a checksum
+        # mismatch: set aside, so the next run recomputes it instead of stopping on it again
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as e:
+        except FileNotFoundError:
+            self._set_aside(key, path, "", problem="is missing")
+        except ValueError as e:  # "EOF: reading array header", "mmap length is greater ..."
+            self._set_aside(key, path, "", problem=f"is truncated or not a .npy file ({e})")
+        except OSError as e:
             raise CacheError(
                 f"cannot load layer {want!r} of cache entry {key} ({path}): {e}"
             ) from e
         expected = (int(meta["n"]), int(meta["dims"][i]))
         if arr.shape != expected or arr.dtype != np.float16:
-            raise CacheError(
-                f"{path}: shape {arr.shape} dtype {arr.dtype}, meta.json says {expected} float16"
-            )
+            self._set_aside(key, path, "", problem=f"has shape {arr.shape} dtype {arr.dtype}, "
+                            f"but meta.json says {expected} float16")  # fmt: skip
         if self.verify_files if verify is None else verify:
             self._verify_file(key, meta, path, arr)
         return arr
@@ -796,6 +801,8 @@ class FeatureCache:
             self._set_aside(key, path, "meta.json records no checksum for it")
         try:
             token = _verified_token(path, str(want))
+        except FileNotFoundError:
+            self._set_aside(key, path, "", problem="is missing")
         except OSError as e:
             raise CacheError(f"cannot read {path}: {e.strerror or e}") from e
         if token in _VERIFIED:
@@ -812,7 +819,7 @@ class FeatureCache:
         with _VERIFIED_LOCK:
             _VERIFIED.add(token)
 
-    def _set_aside(self, key: str, path: Path, why: str, *, problem: str | None = None) -> None:
+    def _set_aside(self, key: str, path: Path, why: str, *, problem: str | None = None) -> NoReturn:
         """Rename the entry to ``<key>.corrupt-<UTC time>`` and raise one CacheError line.
 
         ``problem`` replaces the default "does not match the checksum in meta.json (<why>)"."""

@@ -156,6 +156,45 @@ def test_a_damaged_meta_json_sets_the_entry_aside(tmp_path: Path, text: str) -> 
     assert cache.meta(KEY)["n"] > 0
 
 
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("delete", "is missing"),
+        ("header", "is truncated or not a .npy file (EOF: reading array header"),
+        ("rows", "is truncated or not a .npy file (mmap length is greater than file size)"),
+    ],
+)
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_missing_or_truncated_layer_sets_the_entry_aside(
+    tmp_path: Path, damage: str, problem: str, verify: bool
+) -> None:
+    """Such a layer said "cannot load layer ..." on every run and was never recomputed."""
+    cache = FeatureCache(tmp_path, verify=verify)
+    write_all(cache)
+    path = cache.entry_dir(KEY) / "layer_005.npy"
+    if damage == "delete":
+        path.unlink()
+    else:
+        size = 100 if damage == "header" else path.stat().st_size - 40
+        os.truncate(path, size)
+    with pytest.raises(CacheError) as e:
+        cache.load(KEY, 5)
+    line = _one_line(e)
+    assert line.startswith(f"cache entry {KEY}: {path} {problem}")
+    assert line.endswith("(not deleted); the next run recomputes it")
+    assert not cache.is_complete(KEY) and len(cache.corrupt_entries()) == 1
+
+
+def test_verify_sets_an_entry_with_a_missing_layer_aside(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    write_all(cache)
+    path = cache.entry_dir(KEY) / "layer_001.npy"
+    path.unlink()
+    with pytest.raises(CacheError, match=f"{path} is missing; the entry was set aside"):
+        cache.verify(KEY)
+    assert not cache.is_complete(KEY)
+
+
 def test_each_file_is_hashed_once_per_process(tmp_path: Path, monkeypatch) -> None:
     cache = FeatureCache(tmp_path)
     write_all(cache)
