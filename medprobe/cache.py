@@ -548,6 +548,8 @@ class FeatureCache:
         try:
             with open(path, "rb") as f:
                 raw = f.read()
+        except FileNotFoundError:
+            self._set_aside(key, path, "", problem="is missing")
         except OSError as e:
             raise CacheError(f"cannot read {path}: {e}") from e
         if self.verify_files:
@@ -556,7 +558,7 @@ class FeatureCache:
         if ids and ids[-1] == "":
             ids.pop()
         if len(ids) != n:
-            raise CacheError(f"{path} has {len(ids)} ids but meta.json says n={n}")
+            self._set_aside(key, path, "", problem=f"has {len(ids)} ids but meta.json says n={n}")
         return ids
 
     def layers(self, key: str) -> list[LayerId]:
@@ -589,6 +591,8 @@ class FeatureCache:
         path = self.entry_dir(key) / _DIGESTS_FILE
         try:
             raw = path.read_bytes()
+        except FileNotFoundError:
+            self._set_aside(key, path, "", problem="is missing")
         except OSError as e:
             raise CacheError(f"cannot read {path}: {e.strerror or e}") from e
         h = _hasher(sums[0])
@@ -693,6 +697,8 @@ class FeatureCache:
         path = self.entry_dir(key) / _IDS_FILE
         try:
             raw = path.read_bytes()
+        except FileNotFoundError:
+            self._set_aside(key, path, "", problem="is missing")
         except OSError as e:
             raise CacheError(f"cannot read {path}: {e.strerror or e}") from e
         self._verify_ids(key, meta, path, raw)

@@ -185,14 +185,28 @@ def test_a_missing_or_truncated_layer_sets_the_entry_aside(
     assert not cache.is_complete(KEY) and len(cache.corrupt_entries()) == 1
 
 
-def test_verify_sets_an_entry_with_a_missing_layer_aside(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["layer_001.npy", "ids.txt", "digests.txt"])
+def test_verify_sets_an_entry_with_a_missing_file_aside(tmp_path: Path, name: str) -> None:
     cache = FeatureCache(tmp_path)
-    write_all(cache)
-    path = cache.entry_dir(KEY) / "layer_001.npy"
+    w = cache.writer(KEY, IDS, LAYERS, SPEC, digests=[f"d{i}" for i in range(N)])
+    for i in range(4):
+        w.write(batch(i))
+    w.finalize()
+    path = cache.entry_dir(KEY) / name
     path.unlink()
     with pytest.raises(CacheError, match=f"{path} is missing; the entry was set aside"):
         cache.verify(KEY)
     assert not cache.is_complete(KEY)
+
+
+def test_ids_that_disagree_with_meta_set_the_entry_aside(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path, verify=False)  # no checksum to catch it first
+    write_all(cache)
+    path = cache.entry_dir(KEY) / "ids.txt"
+    path.write_text("\n".join(IDS[:-1]) + "\n")
+    with pytest.raises(CacheError, match=f"{path} has {N - 1} ids but meta.json says n={N};"):
+        cache.ids(KEY)
+    assert not cache.is_complete(KEY) and len(cache.corrupt_entries()) == 1
 
 
 def test_each_file_is_hashed_once_per_process(tmp_path: Path, monkeypatch) -> None:
