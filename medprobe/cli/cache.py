@@ -218,7 +218,11 @@ def remove(
     chosen = set(_resolve(cache, keys))
     if older_than_days is not None:
         for key in cache.keys():
-            if now - entry_info(cache, key).last_used > older_than_days * 86400:
+            try:
+                last_used = entry_info(cache, key).last_used
+            except (CacheError, OSError):  # a damaged meta.json: the folder's own time
+                last_used = cache.entry_dir(key).stat().st_mtime
+            if now - last_used > older_than_days * 86400:
                 chosen.add(key)
     gone: list[Path] = []
     for key in sorted(chosen):
@@ -228,7 +232,11 @@ def remove(
             continue
         try:
             with cache.lock(key, timeout=0):
-                shutil.rmtree(path)
+                # renamed first, so a job reading the entry meanwhile finds it gone (a miss),
+                # never half deleted (which it would set aside as corrupt)
+                doomed = path.with_name(f".removing-{key}-{os.getpid()}")
+                os.rename(path, doomed)
+                shutil.rmtree(doomed)
                 gone.append(path)
         except filelock.Timeout:
             continue  # a job is extracting into this key right now

@@ -102,3 +102,18 @@ def test_verify_flags_a_tampered_entry(tmp_path: Path, capsys) -> None:  # type:
     ids.write_text(ids.read_text().replace("img0", "imgX"))
     assert cache_cli.main(["--cache-dir", str(tmp_path), "verify", key[:6]]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_remove_by_age_dates_a_damaged_entry_by_its_folder(
+    tmp_path: Path,
+) -> None:
+    """A damaged meta.json made ``remove --older-than`` stop ("cannot read ...meta.json")."""
+    cache = FeatureCache(tmp_path)
+    good, bad = _entry(cache, 1), _entry(cache, 2)
+    (cache.entry_dir(bad) / "meta.json").write_text("{garbage")
+    old = time.time() - 40 * 86400
+    os.utime(cache.entry_dir(bad), (old, old))
+    gone = cache_cli.remove(cache, older_than_days=30)
+    assert gone == [cache.entry_dir(bad)] and cache.keys() == [good]
+    cache_cli.remove(cache, [good[:8]])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == []
