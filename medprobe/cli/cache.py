@@ -246,6 +246,11 @@ def remove(
                 shutil.rmtree(p)
             gone.append(p)
     if partial:
+        # a removal killed between its rename and the end of its rmtree
+        for p in sorted(cache.root.glob(".removing-*")) if cache.root.is_dir() else []:
+            if not dry_run:
+                shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
         for key, p, busy in partials(cache):
             if busy:
                 continue
@@ -284,7 +289,8 @@ def main(argv: Sequence[str]) -> int:
                    help="entries not used for more than DAYS days")  # fmt: skip
     r.add_argument("--corrupt", action="store_true", help="entries set aside as corrupt")
     r.add_argument("--partials", action="store_true",
-                   help="partial entries of jobs that are no longer running")  # fmt: skip
+                   help="partial entries of jobs that are no longer running (and the rest of "
+                   "a removal that was killed)")  # fmt: skip
     r.add_argument("--dry-run", action="store_true", help="list what would be removed")
     args = ap.parse_args(list(argv))
     given = getattr(args, "cache_dir", None)  # before or after the action

@@ -117,3 +117,6 @@ def test_remove_by_age_dates_a_damaged_entry_by_its_folder(
     assert gone == [cache.entry_dir(bad)] and cache.keys() == [good]
     cache_cli.remove(cache, [good[:8]])
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == []
+    leftover = tmp_path / f".removing-{good}-123"  # a removal killed midway
+    (leftover / "sub").mkdir(parents=True)
+    assert cache_cli.remove(cache, partial=True) == [leftover] and not leftover.exists()
