@@ -66,7 +66,12 @@ def read_label_csv(
     csv_path = Path(csv_path).expanduser()
     root = Path(root).expanduser()
     if not csv_path.is_file():
-        raise ManifestError(f"label file not found: {csv_path}")
+        where = "" if csv_path.is_absolute() else f" (relative to the working folder {Path.cwd()})"
+        beside = root / csv_path
+        hint = (
+            f"; did you mean {beside}?" if not csv_path.is_absolute() and beside.is_file() else ""
+        )
+        raise ManifestError(f"label file not found: {csv_path}{where}{hint}")
     if classes is not None and len(set(classes)) != len(classes):
         raise ManifestError(f"task.classes has duplicates: {list(classes)}")
     try:

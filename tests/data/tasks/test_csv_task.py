@@ -112,3 +112,18 @@ def test_header_names_are_stripped(tmp_path: Path) -> None:
                        root=tmp_path)  # fmt: skip
     assert m.ids == ["a.png", "b.png"] and m.classes == ["x", "y"]
     assert m.split.tolist() == ["train", "test"]
+
+
+def test_a_relative_label_file_names_the_working_folder_and_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``task.csv=labels.csv`` is read from the working folder; it said only "label file not
+    found: labels.csv"."""
+    _write(tmp_path, "path,label\na.png,x\n")
+    monkeypatch.chdir(tmp_path.parent)
+    with pytest.raises(ManifestError) as e:
+        read_label_csv("labels.csv", root=tmp_path)
+    assert str(e.value) == (
+        f"label file not found: labels.csv (relative to the working folder {tmp_path.parent}); "
+        f"did you mean {tmp_path / 'labels.csv'}?"
+    )
