@@ -68,7 +68,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import filelock
 import numpy as np
@@ -495,7 +495,7 @@ class FeatureCache:
             return []
         return sorted(p for p in self.root.iterdir() if p.is_dir() and _CORRUPT_INFIX in p.name)
 
-    def meta(self, key: str) -> dict[str, Any]:
+    def meta(self, key: str, *, set_aside: bool = True) -> dict[str, Any]:
         """The parsed ``meta.json`` of a complete entry.
 
         Keys: ``format_version``, ``key``, ``n`` (rows), ``dtype`` (``"float16"``), ``layers``
@@ -505,8 +505,13 @@ class FeatureCache:
         "files": {file name: hex digest}}`` for every layer file and ``ids.txt``) and
         ``all_finite`` (True: every row passed the writer's finiteness check).
 
+        A meta.json that cannot be parsed or lacks those keys is damaged (it is written
+        atomically, so never seen half-written): with ``set_aside`` (the default) the entry is
+        set aside like one failing its checksums, so the next run recomputes it instead of
+        stopping on it again; ``medprobe cache list`` passes False (listing changes nothing).
+
         Raises:
-            CacheError: the entry is missing/incomplete, or meta.json is unreadable.
+            CacheError: the entry is missing/incomplete, or meta.json is unreadable or damaged.
         """
         path = self.entry_dir(key) / "meta.json"
         if not path.is_file():
@@ -514,9 +519,15 @@ class FeatureCache:
         try:
             with open(path, encoding="utf-8") as f:
                 meta = json.load(f)
-        except (OSError, ValueError) as e:
+        except OSError as e:
+            raise CacheError(f"cannot read {path}: {e}") from e
+        except ValueError as e:  # not JSON, or not UTF-8
+            if set_aside:
+                self._set_aside(key, path, "", problem=f"is not valid JSON ({e})")
             raise CacheError(f"cannot read {path}: {e}") from e
         if not isinstance(meta, dict) or not {"layers", "files", "dims", "n"} <= meta.keys():
+            if set_aside:
+                self._set_aside(key, path, "", problem="is not a medprobe cache meta file")
             raise CacheError(f"{path} is not a medprobe cache meta file")
         return meta
 
@@ -537,6 +548,8 @@ class FeatureCache:
         try:
             with open(path, "rb") as f:
                 raw = f.read()
+        except FileNotFoundError:
+            self._set_aside(key, path, "", problem="is missing")
         except OSError as e:
             raise CacheError(f"cannot read {path}: {e}") from e
         if self.verify_files:
@@ -545,7 +558,7 @@ class FeatureCache:
         if ids and ids[-1] == "":
             ids.pop()
         if len(ids) != n:
-            raise CacheError(f"{path} has {len(ids)} ids but meta.json says n={n}")
+            self._set_aside(key, path, "", problem=f"has {len(ids)} ids but meta.json says n={n}")
         return ids
 
     def layers(self, key: str) -> list[LayerId]:
@@ -578,6 +591,8 @@ class FeatureCache:
         path = self.entry_dir(key) / _DIGESTS_FILE
         try:
             raw = path.read_bytes()
+        except FileNotFoundError:
+            self._set_aside(key, path, "", problem="is missing")
         except OSError as e:
             raise CacheError(f"cannot read {path}: {e.strerror or e}") from e
         h = _hasher(sums[0])
@@ -627,17 +642,22 @@ class FeatureCache:
             )
         i = stored.index(want)
         path = self.entry_dir(key) / meta["files"][i]
+        # a missing, truncated or reshaped file of a complete entry is damage, like a checksum
+        # mismatch: set aside, so the next run recomputes it instead of stopping on it again
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as e:
+        except FileNotFoundError:
+            self._set_aside(key, path, "", problem="is missing")
+        except ValueError as e:  # "EOF: reading array header", "mmap length is greater ..."
+            self._set_aside(key, path, "", problem=f"is truncated or not a .npy file ({e})")
+        except OSError as e:
             raise CacheError(
                 f"cannot load layer {want!r} of cache entry {key} ({path}): {e}"
             ) from e
         expected = (int(meta["n"]), int(meta["dims"][i]))
         if arr.shape != expected or arr.dtype != np.float16:
-            raise CacheError(
-                f"{path}: shape {arr.shape} dtype {arr.dtype}, meta.json says {expected} float16"
-            )
+            self._set_aside(key, path, "", problem=f"has shape {arr.shape} dtype {arr.dtype}, "
+                            f"but meta.json says {expected} float16")  # fmt: skip
         if self.verify_files if verify is None else verify:
             self._verify_file(key, meta, path, arr)
         return arr
@@ -677,6 +697,8 @@ class FeatureCache:
         path = self.entry_dir(key) / _IDS_FILE
         try:
             raw = path.read_bytes()
+        except FileNotFoundError:
+            self._set_aside(key, path, "", problem="is missing")
         except OSError as e:
             raise CacheError(f"cannot read {path}: {e.strerror or e}") from e
         self._verify_ids(key, meta, path, raw)
@@ -785,6 +807,8 @@ class FeatureCache:
             self._set_aside(key, path, "meta.json records no checksum for it")
         try:
             token = _verified_token(path, str(want))
+        except FileNotFoundError:
+            self._set_aside(key, path, "", problem="is missing")
         except OSError as e:
             raise CacheError(f"cannot read {path}: {e.strerror or e}") from e
         if token in _VERIFIED:
@@ -801,8 +825,10 @@ class FeatureCache:
         with _VERIFIED_LOCK:
             _VERIFIED.add(token)
 
-    def _set_aside(self, key: str, path: Path, why: str) -> None:
-        """Rename the entry to ``<key>.corrupt-<UTC time>`` and raise one CacheError line."""
+    def _set_aside(self, key: str, path: Path, why: str, *, problem: str | None = None) -> NoReturn:
+        """Rename the entry to ``<key>.corrupt-<UTC time>`` and raise one CacheError line.
+
+        ``problem`` replaces the default "does not match the checksum in meta.json (<why>)"."""
         entry = self.entry_dir(key)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         aside = self.root / f"{key}{_CORRUPT_INFIX}{stamp}"
@@ -817,9 +843,9 @@ class FeatureCache:
                 f"it could not be set aside ({e.strerror or e}): move or delete {entry} to "
                 "recompute it"
             )
-        raise CacheError(
-            f"cache entry {key}: {path} does not match the checksum in meta.json ({why}); {where}"
-        )
+        if problem is None:
+            problem = f"does not match the checksum in meta.json ({why})"
+        raise CacheError(f"cache entry {key}: {path} {problem}; {where}")
 
     # ---- writing
 

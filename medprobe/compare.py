@@ -57,7 +57,7 @@ from scipy import stats as sps
 
 from medprobe import metrics
 from medprobe.auroc_ci import delong_test
-from medprobe.errors import ComparisonError, ResultsError
+from medprobe.errors import ComparisonError, ConfigError, ResultsError
 from medprobe.multiplicity import PVALUE_ADJUSTMENTS, adjust_pvalues
 from medprobe.results import Predictions, Results, read_predictions, read_results
 from medprobe.stats import (
@@ -160,12 +160,21 @@ def align(runs: Sequence[Run]) -> list[Run]:
     """Reorder every run to the first run's id order.
 
     Raises:
-        ComparisonError: fewer than two runs; different tasks, classes or layouts; different
-            test ids (one line naming a differing id and both counts); or the same id with
-            different labels.
+        ComparisonError: fewer than two runs; one folder given twice; different tasks, classes
+            or layouts; different test ids (one line naming a differing id and both counts); or
+            the same id with different labels.
     """
     if len(runs) < 2:
         raise ComparisonError(f"need at least two runs to compare; got {len(runs)}")
+    seen: dict[Path, Path] = {}
+    for r in runs:  # a run against itself gives differences of exactly 0 and p = 1
+        real = Path(r.path).resolve()
+        if real in seen:
+            raise ComparisonError(
+                f"the same run folder is given twice ({seen[real]} and {r.path}): "
+                "compare different runs"
+            )
+        seen[real] = Path(r.path)
     ref = runs[0]
     out = [ref]
     for r in runs[1:]:
@@ -623,6 +632,19 @@ def format_comparison(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def check_boot_args(prog: str, n_boot: int | None, ci: float | None = None) -> None:
+    """Refuse ``--n-boot`` < 2 and ``--ci`` outside (0, 1) before any file is read (they were a
+    ValueError traceback, and ``--n-boot 0`` silently meant "run A's n").
+
+    Raises:
+        ConfigError: naming the option.
+    """
+    if n_boot is not None and n_boot < 2:
+        raise ConfigError(f"{prog}: --n-boot must be >= 2 (replicates), got {n_boot}")
+    if ci is not None and not 0.0 < ci < 1.0:
+        raise ConfigError(f"{prog}: --ci must be in (0, 1), e.g. 0.95, got {ci}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``medprobe compare RUN RUN [...]``: paired tests between run folders; returns 0.
 
@@ -651,6 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="replicate series of the paper's t-test on bootstrap replicates "
                     "(reproduction only): paired resamples, or independent ones as the paper")  # fmt: skip
     args = ap.parse_args(argv)
+    check_boot_args("medprobe compare", args.n_boot, args.ci)
     if len(args.runs) < 2:
         raise ComparisonError("medprobe compare needs at least two run folders")
     rows = compare_runs([load_run(p) for p in args.runs], n_boot=args.n_boot, ci=args.ci,

@@ -103,6 +103,10 @@ class StorageError(MedprobeError, OSError):
 def storage_error(e: OSError) -> StorageError:
     """``e`` as one :class:`StorageError` line: ``<path>: <reason>``."""
     where = e.filename if e.filename is not None else "?"
+    if isinstance(e, FileExistsError) and os.path.isfile(where):  # mkdir of a file's path
+        return StorageError(f"{where}: is a file, not a folder")
+    if isinstance(e, NotADirectoryError):
+        return StorageError(f"{where}: {e.strerror or e} (a part of the path is a file)")
     return StorageError(f"{where}: {e.strerror or e}")
 
 

@@ -1132,7 +1132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ConfigError: bad arguments (``medprobe report --help``).
     """
     from medprobe.cli.common import ArgumentParser
-    from medprobe.compare import format_comparison
+    from medprobe.compare import check_boot_args, format_comparison
     from medprobe.config import TaskMetric
 
     ap = ArgumentParser(
@@ -1152,6 +1152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "made with experiment=fig* or fidelity=paper), always (every run of a "
                          "paper task and model), never")  # fmt: skip
     args = ap.parse_args(argv)
+    check_boot_args("medprobe report", args.n_boot)
     rep = make_report(args.dirs, args.out, metric=args.metric, n_boot=args.n_boot,
                       adjust=args.adjust, paper=args.paper)  # fmt: skip
     print(f"{len(rep['results'])} run(s) read")

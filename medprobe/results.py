@@ -606,6 +606,11 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
+        if (path.parent / "layers.json").is_file():  # a layer=all job: one folder per layer
+            raise ResultsError(
+                f"{path}: no such file: {path.parent} holds a layer=all job (layers.json); name "
+                f"one of its layer folders ({path.parent}/layer_<L>)"
+            ) from None
         raise ResultsError(f"{path}: no such file (not a medprobe run directory)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ResultsError(f"{path}: cannot read ({e})") from None

@@ -134,6 +134,81 @@ def test_swapped_id_lines_are_detected(tmp_path: Path) -> None:
     assert not cache.is_complete(KEY) and len(cache.corrupt_entries()) == 1
 
 
+@pytest.mark.parametrize("text", ["{garbage", '{"n": 3}', ""])
+def test_a_damaged_meta_json_sets_the_entry_aside(tmp_path: Path, text: str) -> None:
+    """meta.json holds the checksums, so nothing verifies it; a damaged one used to stop every
+    run on the entry ("cannot read .../meta.json") and never let it be recomputed."""
+    cache = FeatureCache(tmp_path)
+    write_all(cache)
+    meta_path = cache.entry_dir(KEY) / "meta.json"
+    meta_path.write_text(text)
+    # listing (``medprobe cache list``) changes nothing
+    with pytest.raises(CacheError, match="cannot read|is not a medprobe cache meta file"):
+        cache.meta(KEY, set_aside=False)
+    assert cache.is_complete(KEY) and cache.corrupt_entries() == []
+    with pytest.raises(CacheError) as e:
+        cache.meta(KEY)
+    line = _one_line(e)
+    assert line.startswith(f"cache entry {KEY}: {meta_path} is ")
+    assert line.endswith("(not deleted); the next run recomputes it")
+    assert not cache.is_complete(KEY) and len(cache.corrupt_entries()) == 1
+    write_all(cache)  # the next run recomputes it
+    assert cache.meta(KEY)["n"] > 0
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("delete", "is missing"),
+        ("header", "is truncated or not a .npy file (EOF: reading array header"),
+        ("rows", "is truncated or not a .npy file (mmap length is greater than file size)"),
+    ],
+)
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_missing_or_truncated_layer_sets_the_entry_aside(
+    tmp_path: Path, damage: str, problem: str, verify: bool
+) -> None:
+    """Such a layer said "cannot load layer ..." on every run and was never recomputed."""
+    cache = FeatureCache(tmp_path, verify=verify)
+    write_all(cache)
+    path = cache.entry_dir(KEY) / "layer_005.npy"
+    if damage == "delete":
+        path.unlink()
+    else:
+        size = 100 if damage == "header" else path.stat().st_size - 40
+        os.truncate(path, size)
+    with pytest.raises(CacheError) as e:
+        cache.load(KEY, 5)
+    line = _one_line(e)
+    assert line.startswith(f"cache entry {KEY}: {path} {problem}")
+    assert line.endswith("(not deleted); the next run recomputes it")
+    assert not cache.is_complete(KEY) and len(cache.corrupt_entries()) == 1
+
+
+@pytest.mark.parametrize("name", ["layer_001.npy", "ids.txt", "digests.txt"])
+def test_verify_sets_an_entry_with_a_missing_file_aside(tmp_path: Path, name: str) -> None:
+    cache = FeatureCache(tmp_path)
+    w = cache.writer(KEY, IDS, LAYERS, SPEC, digests=[f"d{i}" for i in range(N)])
+    for i in range(4):
+        w.write(batch(i))
+    w.finalize()
+    path = cache.entry_dir(KEY) / name
+    path.unlink()
+    with pytest.raises(CacheError, match=f"{path} is missing; the entry was set aside"):
+        cache.verify(KEY)
+    assert not cache.is_complete(KEY)
+
+
+def test_ids_that_disagree_with_meta_set_the_entry_aside(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path, verify=False)  # no checksum to catch it first
+    write_all(cache)
+    path = cache.entry_dir(KEY) / "ids.txt"
+    path.write_text("\n".join(IDS[:-1]) + "\n")
+    with pytest.raises(CacheError, match=f"{path} has {N - 1} ids but meta.json says n={N};"):
+        cache.ids(KEY)
+    assert not cache.is_complete(KEY) and len(cache.corrupt_entries()) == 1
+
+
 def test_each_file_is_hashed_once_per_process(tmp_path: Path, monkeypatch) -> None:
     cache = FeatureCache(tmp_path)
     write_all(cache)

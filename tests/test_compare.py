@@ -198,6 +198,58 @@ def test_different_ids_are_refused_in_one_line(tmp_path: Path) -> None:
         align([a, c])
 
 
+def test_one_folder_given_twice_is_refused(tmp_path: Path) -> None:
+    """``medprobe compare A A`` (or ``A B/../A``) printed differences of 0 with p = 1."""
+    ids, labels, p = _toy(np.random.default_rng(0))
+    a = _write_run(tmp_path / "a", ids, labels, p)
+    b = _write_run(tmp_path / "b", ids, labels, p, model="m2")
+    with pytest.raises(ComparisonError) as e:
+        align([load_run(a), load_run(b), load_run(tmp_path / "b" / ".." / "a")])
+    assert str(e.value) == (
+        f"the same run folder is given twice ({a} and {tmp_path / 'b' / '..' / 'a'}): "
+        "compare different runs"
+    )
+
+
+def test_a_layer_all_folder_names_its_layer_folders(tmp_path: Path) -> None:
+    """It said "results.json: no such file (not a medprobe run directory)"."""
+    ids, labels, p = _toy(np.random.default_rng(0))
+    job = tmp_path / "job"
+    _write_run(job / "layer_1", ids, labels, p)
+    (job / "layers.json").write_text("{}")
+    with pytest.raises(ResultsError) as e:
+        load_run(job)
+    assert str(e.value) == (
+        f"{job / 'results.json'}: no such file: {job} holds a layer=all job (layers.json); "
+        f"name one of its layer folders ({job}/layer_<L>)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n-boot", "-5"], "medprobe compare: --n-boot must be >= 2 (replicates), got -5"),
+        (["--n-boot", "0"], "medprobe compare: --n-boot must be >= 2 (replicates), got 0"),
+        (["--ci", "2"], "medprobe compare: --ci must be in (0, 1), e.g. 0.95, got 2.0"),
+    ],
+)
+def test_bad_bootstrap_options_are_config_errors(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """--n-boot -5 / --ci 2 were a ValueError traceback; --n-boot 0 silently meant run A's n."""
+    from medprobe.compare import main
+    from medprobe.errors import ConfigError
+    from medprobe.report import main as report_main
+
+    with pytest.raises(ConfigError) as e:
+        main([str(tmp_path / "a"), str(tmp_path / "b"), *args])
+    assert str(e.value) == message
+    if args[0] == "--n-boot":
+        with pytest.raises(ConfigError) as e:
+            report_main([str(tmp_path), "--out", str(tmp_path / "r"), *args])
+        assert str(e.value) == message.replace("compare", "report")
+
+
 def test_cli_writes_json_and_csv_and_refuses_with_exit_2(tmp_path: Path) -> None:
     ids, labels, p = _toy(np.random.default_rng(0))
     _, _, p2 = _toy(np.random.default_rng(9))

@@ -29,7 +29,7 @@ from typing import Any
 
 from medprobe.cache import LAST_USED_FILE, FeatureCache
 from medprobe.cli.common import ArgumentParser
-from medprobe.errors import CacheError
+from medprobe.errors import CacheError, ConfigError
 
 
 def default_cache_dir() -> Path:
@@ -100,7 +100,7 @@ def entry_info(cache: FeatureCache, key: str) -> EntryInfo:
     Raises:
         CacheError: the entry's meta.json cannot be read.
     """
-    meta = cache.meta(key)
+    meta = cache.meta(key, set_aside=False)
     spec = meta.get("spec", {})
     fp = spec.get("key_spec", {}).get("extractor", {})
     who = spec.get("written_by", {})
@@ -131,6 +131,8 @@ def list_entries(cache: FeatureCache, now: float | None = None) -> str:
     """The ``medprobe cache list`` text (one line per entry, then corrupt and partial ones)."""
     now = time.time() if now is None else now
     lines = [f"cache {cache.root}"]
+    if not cache.root.exists():  # a mistyped --cache-dir, or nothing cached yet
+        return f"cache {cache.root}: no such folder (nothing is cached there)"
     total = 0
     rows = []
     for key in cache.keys():
@@ -183,8 +185,8 @@ def _resolve(cache: FeatureCache, prefixes: Sequence[str]) -> list[str]:
     for pre in prefixes:
         hits = [k for k in keys if k.startswith(pre)]
         if len(hits) != 1:
-            why = "no entry" if not hits else f"{len(hits)} entries"
-            raise CacheError(f"{why} in {cache.root} match {pre!r} (medprobe cache list)")
+            why = "no entry matches" if not hits else f"{len(hits)} entries match"
+            raise CacheError(f"{why} {pre!r} in {cache.root} (medprobe cache list)")
         out.append(hits[0])
     return out
 
@@ -216,7 +218,11 @@ def remove(
     chosen = set(_resolve(cache, keys))
     if older_than_days is not None:
         for key in cache.keys():
-            if now - entry_info(cache, key).last_used > older_than_days * 86400:
+            try:
+                last_used = entry_info(cache, key).last_used
+            except (CacheError, OSError):  # a damaged meta.json: the folder's own time
+                last_used = cache.entry_dir(key).stat().st_mtime
+            if now - last_used > older_than_days * 86400:
                 chosen.add(key)
     gone: list[Path] = []
     for key in sorted(chosen):
@@ -226,7 +232,11 @@ def remove(
             continue
         try:
             with cache.lock(key, timeout=0):
-                shutil.rmtree(path)
+                # renamed first, so a job reading the entry meanwhile finds it gone (a miss),
+                # never half deleted (which it would set aside as corrupt)
+                doomed = path.with_name(f".removing-{key}-{os.getpid()}")
+                os.rename(path, doomed)
+                shutil.rmtree(doomed)
                 gone.append(path)
         except filelock.Timeout:
             continue  # a job is extracting into this key right now
@@ -236,6 +246,11 @@ def remove(
                 shutil.rmtree(p)
             gone.append(p)
     if partial:
+        # a removal killed between its rename and the end of its rmtree
+        for p in sorted(cache.root.glob(".removing-*")) if cache.root.is_dir() else []:
+            if not dry_run:
+                shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
         for key, p, busy in partials(cache):
             if busy:
                 continue
@@ -274,16 +289,25 @@ def main(argv: Sequence[str]) -> int:
                    help="entries not used for more than DAYS days")  # fmt: skip
     r.add_argument("--corrupt", action="store_true", help="entries set aside as corrupt")
     r.add_argument("--partials", action="store_true",
-                   help="partial entries of jobs that are no longer running")  # fmt: skip
+                   help="partial entries of jobs that are no longer running (and the rest of "
+                   "a removal that was killed)")  # fmt: skip
     r.add_argument("--dry-run", action="store_true", help="list what would be removed")
     args = ap.parse_args(list(argv))
     given = getattr(args, "cache_dir", None)  # before or after the action
     cache = FeatureCache(given.expanduser() if given else default_cache_dir())
+    if cache.root.exists() and not cache.root.is_dir():
+        raise CacheError(f"{cache.root} is not a folder (--cache-dir names the cache folder)")
+    older = getattr(args, "older_than", None)
+    if older is not None and not older >= 0:
+        # -1 selected every entry (all are older than -1 days), nan none
+        raise ConfigError(f"medprobe cache remove: --older-than must be days >= 0, got {older}")
     if args.action in (None, "list"):
         print(list_entries(cache))
         return 0
     if args.action == "verify":
         keys = _resolve(cache, args.keys) if args.keys else cache.keys()
+        if not keys:
+            print(f"no entries to verify in {cache.root}")
         bad = 0
         for key in keys:
             try:

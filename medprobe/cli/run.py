@@ -147,6 +147,38 @@ def _compose_errors_as_config_errors() -> Iterator[None]:
         hydra_utils.run_and_report = original  # type: ignore[assignment]
 
 
+#: Hydra's flags that take a value (``--cfg job``); ``--info`` takes one optionally
+_VALUED_FLAGS = frozenset({"--cfg", "-c", "--package", "-p", "--config-path", "-cp",
+                           "--config-name", "-cn", "--config-dir", "-cd",
+                           "--experimental-rerun"})  # fmt: skip
+_INFO_TOPICS = frozenset({"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"})
+
+
+def flags_first(argv: Sequence[str]) -> list[str]:
+    """Hydra's flags (with their values) before the overrides, each in its order.
+
+    ``medprobe task=csv -m layer=0,2`` or ``seed=3 --cfg job layer=2``: Hydra's argparse cannot
+    take overrides on both sides of a flag (it printed its usage and "unrecognized arguments").
+    An override never starts with ``-``, so every such token is a flag.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if not a.startswith("-"):
+            rest.append(a)
+        else:
+            front.append(a)
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            takes = a in _VALUED_FLAGS or (a in ("--info", "-i") and nxt in _INFO_TOPICS)
+            if takes and nxt is not None:
+                front.append(nxt)
+                i += 1
+        i += 1
+    return front + rest
+
+
 def main(argv: Sequence[str]) -> int:
     """Run the Hydra app on ``argv`` (overrides, ``-m``, ``--help``, ``--cfg job`` ...).
 
@@ -156,6 +188,7 @@ def main(argv: Sequence[str]) -> int:
     import hydra
 
     argv = list(argv)
+    argv = flags_first(argv)
     problem = output_dir_problem(argv)
     if problem:
         raise ConfigError(problem)

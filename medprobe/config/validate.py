@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from medprobe.config.schema import (
     TASK_SCHEMAS,
     ClusterConfig,
     Config,
+    CsvTaskConfig,
     Pooling,
     ProbeBackend,
     RandomSplit,
@@ -148,16 +150,36 @@ def validate(cfg: Config | DictConfig) -> None:
             f"valid: {', '.join(valid)}"
         )
     for key, v in (("layer", cfg.layer), ("model.layers", model.layers)):
-        _need(v is not None and not isinstance(v, bool), key,
-              "a layer id (int or name), a list of them, or all", v)  # fmt: skip
+        _need(_is_layer_ids(v), key, "a layer id (int or name), a list of them, or all", v)
     _need(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", model.device) is not None, "model.device",
           "auto, cpu, mps, cuda or cuda:N", model.device)  # fmt: skip
     if model.device.startswith("cuda"):
         _need_cuda("model.device", model.device, check_index=False)
 
+    # '' (cache_dir='' or an empty $MEDPROBE_CACHE_DIR) wrote the cache into the working folder
+    _need(str(cfg.cache_dir).strip() != "", "cache_dir", "a folder (unset $MEDPROBE_CACHE_DIR "
+          "if it is empty; the default is ~/.cache/medprobe)", cfg.cache_dir)  # fmt: skip
     _need(cfg.data.max_side >= 32, "data.max_side", ">= 32 (pixels)", cfg.data.max_side)
     _need(cfg.data.scan_workers >= 1, "data.scan_workers", ">= 1", cfg.data.scan_workers)
     validate_cluster(cfg)
+
+
+def _is_layer_ids(v: Any) -> bool:
+    """One layer id (an int or a name, not a bool or a float such as 3.5) or a non-empty list
+    of them."""
+
+    def one(x: Any) -> bool:
+        return isinstance(x, (int, str)) and not isinstance(x, bool)
+
+    if isinstance(v, (str, int)):
+        return one(v)
+    if isinstance(v, (Mapping, DictConfig)):
+        return False
+    try:
+        items = list(v)
+    except TypeError:
+        return False
+    return bool(items) and all(one(x) for x in items)
 
 
 def _validate_task(cfg: Config) -> None:
@@ -174,9 +196,17 @@ def _validate_task(cfg: Config) -> None:
         _need(0.0 <= vf < 1.0, "task.val_fraction", "in [0, 1)", vf)
         _need(0.0 <= tf < 1.0 and vf + tf < 1.0, "task.test_fraction", "in [0, 1) with "
               "task.val_fraction + task.test_fraction < 1", tf)  # fmt: skip
+        _need(task.split_seed >= 0, "task.split_seed", ">= 0", task.split_seed)
+    if isinstance(task, CsvTaskConfig):
+        # "" made the task multi-label (one binary probe per class) while reading one label
+        _need(task.label_sep != "", "task.label_sep",
+              "a separator such as '|', or null for one label per image", task.label_sep)  # fmt: skip
     if isinstance(task, T7TaskConfig):
         _need(task.min_test_positives >= 1, "task.min_test_positives", ">= 1",
               task.min_test_positives)  # fmt: skip
+        share = task.max_bad_image_share
+        _need(0.0 <= share <= 1.0, "task.max_bad_image_share", "in [0, 1] (a share of the "
+              "images: 0.01 = 1%)", share)  # fmt: skip
 
 
 def _need_cuda(key: str, device: str, *, check_index: bool = True) -> None:

@@ -292,6 +292,7 @@ def check_inside_root(
     root: str | os.PathLike[str],
     *,
     allow_outside: bool = False,
+    how_to_allow: str = "unless outside paths are allowed explicitly",
 ) -> list[tuple[str, str]]:
     """Resolve every image path (symlinks, ``..``) and refuse those that lead out of ``root``.
 
@@ -305,6 +306,8 @@ def check_inside_root(
             fine: only where the images lead matters).
         allow_outside: return the outside paths instead of raising (the pipeline records them,
             e.g. under ``data.allow_outside_root``).
+        how_to_allow: the clause of the error that says how to read them anyway (the
+            pipeline names its config key).
 
     Returns:
         ``[(path, resolved path), ...]`` of every path outside the root, in input order; empty
@@ -325,8 +328,7 @@ def check_inside_root(
         lines = "\n".join(f"  {p} -> {r}" for p, r in outside)
         raise DataError(
             f"{len(outside)} image path(s) lead outside the dataset root {base} (through a "
-            "symlink or '..'); medprobe refuses to read them unless outside paths are allowed "
-            f"explicitly:\n{lines}"
+            f"symlink or '..'); medprobe refuses to read them {how_to_allow}:\n{lines}"
         )
     return outside
 

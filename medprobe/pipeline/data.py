@@ -161,5 +161,9 @@ def _outside_root(cfg: Config, manifest: Manifest) -> list[list[str]]:
                                                 allow_outside=True)}  # fmt: skip
         outside = [(p, r) for p, r in outside if p in keep]
     if outside and not cfg.data.allow_outside_root:
-        check_inside_root([p for p, _ in outside], Path(root).expanduser())  # raises, listing all
+        check_inside_root(  # raises, listing all
+            [p for p, _ in outside],
+            Path(root).expanduser(),
+            how_to_allow="unless data.allow_outside_root=true",
+        )
     return [[p, r] for p, r in outside]

@@ -308,6 +308,8 @@ def _extract_locked(
                       f"({cache.lock_path(key)})", file=sys.stderr, flush=True)  # fmt: skip
                 lock.acquire()
         except OSError as e:
+            if cache.root.exists() and not cache.root.is_dir():  # was "cannot write (File exists)"
+                raise CacheError(f"cache_dir {cache.root} is a file, not a folder") from None
             raise CacheError(f"cache_dir {cache.root}: cannot write ({e.strerror})") from None
     try:
         info["cache_hit"] = dist.broadcast(cache.is_complete(key))

@@ -11,7 +11,7 @@ import pytest
 
 from medprobe.cache import FeatureCache, cache_key
 from medprobe.cli import cache as cache_cli
-from medprobe.errors import CacheError
+from medprobe.errors import CacheError, ConfigError
 
 
 def _entry(cache: FeatureCache, seed: int, n: int = 6, model: str = "plip") -> str:
@@ -60,10 +60,37 @@ def test_remove_by_prefix_age_and_partials_never_a_busy_one(tmp_path: Path) -> N
 def test_bad_prefix_and_empty_selection_are_one_line(tmp_path: Path) -> None:
     cache = FeatureCache(tmp_path)
     _entry(cache, 1)
-    with pytest.raises(CacheError, match="no entry in .* match 'zzzz'"):
+    with pytest.raises(CacheError, match=r"no entry matches 'zzzz' in .* \(medprobe cache list\)"):
         cache_cli.remove(cache, ["zzzz"])
     with pytest.raises(CacheError, match="name entries"):
         cache_cli.main(["--cache-dir", str(tmp_path), "remove"])
+
+
+@pytest.mark.parametrize("days", ["-1", "nan"])
+def test_a_negative_age_removes_nothing_and_is_refused(tmp_path: Path, days: str) -> None:
+    """``--older-than -1`` selected every entry (each is older than -1 days) and removed it."""
+    cache = FeatureCache(tmp_path)
+    key = _entry(cache, 1)
+    with pytest.raises(ConfigError) as e:
+        cache_cli.main(["--cache-dir", str(tmp_path), "remove", "--older-than", days])
+    assert str(e.value) == (
+        f"medprobe cache remove: --older-than must be days >= 0, got {float(days)}"
+    )
+    assert cache.keys() == [key]
+
+
+def test_a_missing_or_file_cache_dir_says_so(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A mistyped --cache-dir listed "(no complete entries)", and verify printed nothing."""
+    missing = tmp_path / "nope"
+    assert cache_cli.main(["--cache-dir", str(missing), "list"]) == 0
+    assert capsys.readouterr().out == f"cache {missing}: no such folder (nothing is cached there)\n"
+    assert cache_cli.main(["--cache-dir", str(missing), "verify"]) == 0
+    assert capsys.readouterr().out == f"no entries to verify in {missing}\n"
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(
+        CacheError, match=r"f is not a folder \(--cache-dir names the cache folder\)"
+    ):
+        cache_cli.main(["--cache-dir", str(tmp_path / "f"), "list"])
 
 
 def test_verify_flags_a_tampered_entry(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -75,3 +102,21 @@ def test_verify_flags_a_tampered_entry(tmp_path: Path, capsys) -> None:  # type:
     ids.write_text(ids.read_text().replace("img0", "imgX"))
     assert cache_cli.main(["--cache-dir", str(tmp_path), "verify", key[:6]]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_remove_by_age_dates_a_damaged_entry_by_its_folder(
+    tmp_path: Path,
+) -> None:
+    """A damaged meta.json made ``remove --older-than`` stop ("cannot read ...meta.json")."""
+    cache = FeatureCache(tmp_path)
+    good, bad = _entry(cache, 1), _entry(cache, 2)
+    (cache.entry_dir(bad) / "meta.json").write_text("{garbage")
+    old = time.time() - 40 * 86400
+    os.utime(cache.entry_dir(bad), (old, old))
+    gone = cache_cli.remove(cache, older_than_days=30)
+    assert gone == [cache.entry_dir(bad)] and cache.keys() == [good]
+    cache_cli.remove(cache, [good[:8]])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == []
+    leftover = tmp_path / f".removing-{good}-123"  # a removal killed midway
+    (leftover / "sub").mkdir(parents=True)
+    assert cache_cli.remove(cache, partial=True) == [leftover] and not leftover.exists()

@@ -156,3 +156,47 @@ def test_a_run_stopped_by_a_mistake_leaves_no_empty_job_folder(tmp_path: Path) -
         if (tmp_path / "outputs").exists()
         else True
     )
+
+
+def test_an_out_folder_that_is_a_file_is_named_so(tmp_path: Path) -> None:
+    """``mkdir`` of a file's path said "File exists"; a file inside the path "Not a directory"."""
+    from medprobe.errors import storage_error
+
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(OSError) as e:
+        f.mkdir(parents=True, exist_ok=True)
+    assert str(storage_error(e.value)) == f"{f}: is a file, not a folder"
+    with pytest.raises(OSError) as e:
+        (f / "out").mkdir(parents=True, exist_ok=True)
+    assert str(storage_error(e.value)) == (
+        f"{f / 'out'}: Not a directory (a part of the path is a file)"
+    )
+    missing = FileNotFoundError(2, "No such file or directory", str(tmp_path / "x"))
+    assert str(storage_error(missing)) == f"{tmp_path / 'x'}: No such file or directory"
+
+
+def test_a_sweep_flag_after_overrides_is_accepted(tmp_path: Path) -> None:
+    """``medprobe seed=-1 -m tracker=none``: Hydra's argparse printed its usage text and
+    "unrecognized arguments"; the flag is moved first, so the job runs (here: refuses seed)."""
+    proc = run_medprobe(tmp_path, "seed=-1", "-m", "tracker=none",
+                        f"output_dir={tmp_path / 'sweep'}", check=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "medprobe: error: seed must be >= 0, got -1"
+    assert "unrecognized arguments" not in proc.stderr
+
+
+def test_flags_first_keeps_each_flag_with_its_value() -> None:
+    from medprobe.cli.run import flags_first
+
+    assert flags_first(["seed=3", "--cfg", "job", "layer=2"]) == [
+        "--cfg",
+        "job",
+        "seed=3",
+        "layer=2",
+    ]
+    assert flags_first(["a=1", "-m", "b=2,3", "--info", "defaults", "c=4"]) == [
+        "-m", "--info", "defaults", "a=1", "b=2,3", "c=4"
+    ]  # fmt: skip
+    assert flags_first(["a=1", "--info", "b=2"]) == ["--info", "a=1", "b=2"]
+    assert flags_first(["--cfg=job", "a=1"]) == ["--cfg=job", "a=1"]

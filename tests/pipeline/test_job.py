@@ -36,8 +36,10 @@ def test_a_symlink_out_of_the_root_is_refused_before_any_model(
 ) -> None:
     root = _dataset(tmp_path, shared_data)
     common = ["task=csv", f"data_root={root}", f"output_dir={tmp_path / 'out'}", "tracker=none"]
-    with pytest.raises(DataError, match=r"1 image path\(s\) lead outside the dataset root"):
+    with pytest.raises(DataError, match=r"1 image path\(s\) lead outside the dataset root") as e:
         build_job(_cfg(*common))
+    # the line names the key that reads them anyway
+    assert "medprobe refuses to read them unless data.allow_outside_root=true:" in str(e.value)
     job = build_job(_cfg(*common, "data.allow_outside_root=true"))
     (outside,) = job.manifest.info["outside_root"]
     assert outside[1] == str((tmp_path / "elsewhere.png").resolve())

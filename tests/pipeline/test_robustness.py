@@ -34,6 +34,22 @@ from medprobe.pipeline.rows import check_class_coverage
         ("model.device=foo", "model.device must be auto, cpu, mps, cuda or cuda:N"),
         ("task=csv task.val_fraction=0.9", "task.test_fraction must be in [0, 1) with"),
         ("layer=null", "layer must be a layer id"),
+        # a float, an empty list or a mapping was a TypeError traceback in resolve_layers
+        ("layer=3.5", "layer must be a layer id (int or name), a list of them, or all, got 3.5"),
+        ("layer=[1,2.5]", "layer must be a layer id (int or name), a list of them, or all"),
+        ("layer=[]", "layer must be a layer id (int or name), a list of them, or all, got []"),
+        ("layer={a:1}", "layer must be a layer id (int or name), a list of them, or all"),
+        ("model.layers=1.5", "model.layers must be a layer id (int or name), a list of them"),
+        # a negative share was accepted ("more than task.max_bad_image_share=-1"), 2 let every
+        # image be bad
+        ("task=t7 task.max_bad_image_share=-1", "task.max_bad_image_share must be in [0, 1]"),
+        ("task=t7 task.max_bad_image_share=2", "task.max_bad_image_share must be in [0, 1]"),
+        # a ValueError traceback from numpy's RNG
+        ("task=csv task.split_seed=-1", "task.split_seed must be >= 0, got -1"),
+        # '' put the cache entries into the working folder
+        ("cache_dir=''", "cache_dir must be a folder (unset $MEDPROBE_CACHE_DIR if it is empty"),
+        # '' made a single-label task multi-label (one binary probe per class), silently
+        ("task=csv task.label_sep=''", "task.label_sep must be a separator such as '|', or null"),
     ],
 )
 def test_bad_values_fail_before_any_work(compose: Compose, override: str, message: str) -> None:
@@ -130,6 +146,13 @@ def test_complete_entry_is_read_without_the_lock(
     other = compose(f"cache_dir={tmp_path / 'other'}", "progress=false", "model.num_workers=0")
     with pytest.raises(CacheError, match="cannot write"):
         features(other, m, _MeanColour(), [0])
+    # a cache_dir that is a file said "cannot write (File exists)"
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.undo()
+    as_file = compose(f"cache_dir={tmp_path / 'afile'}", "progress=false", "model.num_workers=0")
+    with pytest.raises(CacheError) as e:
+        features(as_file, m, _MeanColour(), [0])
+    assert str(e.value) == f"cache_dir {tmp_path / 'afile'} is a file, not a folder"
 
 
 def test_output_dir_through_a_file_is_one_line_before_hydra(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ import gzip
 import io
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,13 @@ def read_csv(
     if not header:
         f.close()
         raise ManifestError(f"{path}: empty file (no header row)")
+    twice = [c for c in required if header.count(c) > 1]
+    if twice:  # the row dict would silently keep the last of them
+        f.close()
+        raise ManifestError(
+            f"{path}: column {twice[0]!r} appears {header.count(twice[0])} times in the header; "
+            "keep one"
+        )
     missing = [c for c in required if c not in header]
     if missing:
         f.close()
@@ -376,6 +383,22 @@ def stratified_split(
     )
 
 
+def no_rows_message(
+    task: str, root: Path, info: Mapping[str, Any], where: str | os.PathLike[str] = ""
+) -> str:
+    """One line for a task whose label files left no row: the file read and, from ``info``,
+    the rows each rule left out (``skipped_rows``, ``dropped_*`` counts), never the whole
+    ``info`` dict (it used to be printed as a Python repr)."""
+    why = [
+        f"{k}: {v}"
+        for k, v in info.items()
+        if v and (k == "skipped_rows" or k.startswith("dropped"))
+    ]
+    read = f" ({where})" if where else ""
+    detail = "; ".join(why) if why else "the label file lists no images"
+    return f"task={task}: no usable rows under {root}{read}: {detail}"
+
+
 def make_manifest(
     task: str,
     root: Path,
@@ -405,7 +428,7 @@ def make_manifest(
     from medprobe.data.splits import check_no_patient_overlap
 
     if not rows:
-        raise ManifestError(f"task={task}: no usable rows under {root} ({info})")
+        raise ManifestError(no_rows_message(task, root, info, where))
     split_arr = np.asarray(split, dtype=object)
     group_arr = None if groups is None else np.asarray(groups, dtype=object)
     if group_arr is not None:

@@ -83,7 +83,12 @@ def read_label_csv(
     csv_path = Path(csv_path).expanduser()
     root = Path(root).expanduser()
     if not csv_path.is_file():
-        raise ManifestError(f"label file not found: {csv_path}")
+        where = "" if csv_path.is_absolute() else f" (relative to the working folder {Path.cwd()})"
+        beside = root / csv_path
+        hint = (
+            f"; did you mean {beside}?" if not csv_path.is_absolute() and beside.is_file() else ""
+        )
+        raise ManifestError(f"label file not found: {csv_path}{where}{hint}")
     if classes is not None and len(set(classes)) != len(classes):
         raise ManifestError(f"task.classes has duplicates: {list(classes)}")
     bad = BadRows(str(on_bad_row), collect=True)
@@ -180,7 +185,21 @@ def _read_rows(
     known = set(classes) if classes else None
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
+        header = [h.strip() for h in reader.fieldnames or []]  # "path, label" is path,label
+        reader.fieldnames = header
+        if not header:
+            raise ManifestError(
+                f"{csv_path}: empty file (no header line); expected columns "
+                f"{path_column},{label_column}[,patient_id][,split]"
+            )
+        used = [c for c in (path_column, label_column, patient_column, split_column) if c]
+        used += [c for c in ("patient_id", "split") if c not in used]
+        twice = sorted({h for h in header if h in used and header.count(h) > 1})
+        if twice:  # csv.DictReader would silently keep the last of them
+            raise ManifestError(
+                f"{csv_path}: column {twice[0]!r} appears {header.count(twice[0])} times in the "
+                "header; keep one"
+            )
         for col, what in ((path_column, "path"), (label_column, "label")):
             if col not in header:
                 raise ManifestError(
@@ -200,6 +219,10 @@ def _read_rows(
             rel = (row.get(path_column) or "").strip()
             if not rel:
                 bad(where, rowno, f"empty {path_column!r}", "empty_path")
+                continue
+            if any(c in rel for c in "\n\r\0"):  # ids.txt of the cache holds one id a line
+                bad(where, rowno, f"path {rel!r} contains a newline, carriage return or NUL; "
+                    "rename the file", "bad_path")  # fmt: skip
                 continue
             if Path(rel).is_absolute() or ".." in Path(rel).parts:
                 bad(where, rowno, f"path {rel!r} must be relative to the root", "path_outside_root")
@@ -245,6 +268,11 @@ def build_manifest(task_cfg: CsvTaskConfig, data_root: str | None = None) -> Man
             "task=csv needs an image root: set task.root=/path/to/images or data_root=..."
         )
     root = Path(given).expanduser()
+    if root.is_file():  # else "label file not found: <root>/labels.csv" under a file
+        raise ManifestError(
+            f"task=csv: the image root {root} is a file, not a folder (data_root= or task.root= "
+            "names the folder of the images; task.csv= the label file)"
+        )
     csv_path = Path(task_cfg.csv).expanduser() if task_cfg.csv else root / "labels.csv"
     return read_label_csv(
         csv_path,

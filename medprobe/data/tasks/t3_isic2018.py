@@ -221,6 +221,18 @@ def build_manifest(task_cfg: T3TaskConfig, data_root: str | None = None) -> Mani
     leak = ""
     if no_lesion:
         label_file = files.get("Training") or files.get("metadata", str(root))
+        meta_file = files.get("metadata")
+        if meta_file and not task_cfg.allow_image_level_split:
+            # the metadata is there: saying "add HAM10000_metadata.csv" would mislead
+            raise ManifestError(
+                f"task=t3: no lesion ids for {no_lesion} of {int(is_train.sum())} training "
+                f"images: {meta_file} gives none for them (an empty or missing lesion_id "
+                "column), so images of one lesion could land on both sides of the split: use "
+                "the complete HAM10000_metadata.csv (columns lesion_id,image_id,dx; HAM10000 on "
+                f"Harvard Dataverse, doi:10.7910/DVN/DBW86T) or add {GROUPINGS} (ISIC 2018 "
+                f"challenge page) below {root}, or set task.allow_image_level_split=true to split "
+                "by image (lesion leakage possible)"
+            )
         if not task_cfg.allow_image_level_split:
             raise ManifestError(
                 f"task=t3: no lesion ids for {no_lesion} of {int(is_train.sum())} training "

@@ -133,7 +133,12 @@ def build_manifest(task_cfg: T8TaskConfig, data_root: str | None = None) -> Mani
             f"{','.join(REQUIRED)}[,split]; see docs/tasks.md#t8)"
         )
     boxes_setting = task_cfg.roi_boxes
-    boxes = read_boxes(Path(str(boxes_setting)), bad) if boxes_setting else None
+    if boxes_setting and not Path(str(boxes_setting)).expanduser().is_file():
+        raise ManifestError(  # was "label file not found", without the key
+            f"task.roi_boxes={boxes_setting}: ROI box file not found (a CSV "
+            "image,x0,y0,x1,y1; see docs/tasks.md#t8)"
+        )
+    boxes = read_boxes(Path(str(boxes_setting)).expanduser(), bad) if boxes_setting else None
     flip_left = bool(task_cfg.flip_left)
     derived = task_cfg.derived_dir
     out_dir = Path(str(derived)).expanduser() if derived else root / ".medprobe" / "knee"

@@ -55,7 +55,21 @@ def _write(tmp: Path, text: str) -> Path:
         ("path,label\na.png,x\na.png,x\n", {}, r"row 3: duplicate path 'a.png' \(first at row 2\)"),
         ("path,label,split\na.png,x,train\nb.png,x,holdout\n", {}, r"row 3: split 'holdout'"),
         ("path,label\n/abs/a.png,x\n", {}, r"row 2: path '/abs/a.png' must be relative"),
+        # was a CacheError naming only "ids[0]", after the model was loaded
+        (
+            'path,label\n"a\nb.png",x\n',
+            {},
+            r"labels.csv, row 2: path 'a\\nb.png' contains a newline, carriage return or NUL",
+        ),
         ("path,label\n", {}, r"labels.csv: no rows"),
+        # DictReader kept the last 'label' column silently
+        (
+            "path,label,patient_id,label\na.png,x,P1,y\n",
+            {},
+            r"labels.csv: column 'label' appears 2 times in the header; keep one",
+        ),
+        # a 0-byte file is called empty, not "missing column 'path' (columns: none)"
+        ("", {}, r"labels.csv: empty file \(no header line\); expected columns path,label"),
     ],
 )
 def test_csv_errors_name_file_and_row(
@@ -170,3 +184,40 @@ def test_reversed_rows_give_the_same_manifest(shared_data: Path, tmp_path: Path)
     assert (a.split == b.split).all() and (a.labels == b.labels).all()
     assert (a.groups == b.groups).all() and a.info["grouped"] is True
     assert a.image_fingerprint("stat") == b.image_fingerprint("stat")
+
+
+def test_a_data_root_that_is_a_file_says_so(tmp_path: Path) -> None:
+    """It said "label file not found: <root>/labels.csv/labels.csv"."""
+    from medprobe.config.schema import CsvTaskConfig
+    from medprobe.data.tasks.csv_task import build_manifest
+
+    p = _write(tmp_path, "path,label\na.png,x\n")
+    with pytest.raises(ManifestError) as e:
+        build_manifest(CsvTaskConfig(root=None), data_root=str(p))
+    assert str(e.value) == (
+        f"task=csv: the image root {p} is a file, not a folder (data_root= or task.root= names "
+        "the folder of the images; task.csv= the label file)"
+    )
+
+
+def test_header_names_are_stripped(tmp_path: Path) -> None:
+    """``path, label`` said "missing column 'label' (columns: path, label)"."""
+    m = read_label_csv(_write(tmp_path, "path, label, split\na.png, x, train\nb.png, y, test\n"),
+                       root=tmp_path)  # fmt: skip
+    assert m.ids == ["a.png", "b.png"] and m.classes == ["x", "y"]
+    assert m.split.tolist() == ["train", "test"]
+
+
+def test_a_relative_label_file_names_the_working_folder_and_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``task.csv=labels.csv`` is read from the working folder; it said only "label file not
+    found: labels.csv"."""
+    _write(tmp_path, "path,label\na.png,x\n")
+    monkeypatch.chdir(tmp_path.parent)
+    with pytest.raises(ManifestError) as e:
+        read_label_csv("labels.csv", root=tmp_path)
+    assert str(e.value) == (
+        f"label file not found: labels.csv (relative to the working folder {tmp_path.parent}); "
+        f"did you mean {tmp_path / 'labels.csv'}?"
+    )

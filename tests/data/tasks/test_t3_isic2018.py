@@ -162,6 +162,41 @@ def test_t3_bad_rows_name_file_and_row(tmp_path: Path, edit: Any, message: str) 
     assert sum(m.info["skipped_rows"].values()) == 1
 
 
+def test_t3_no_usable_rows_is_one_readable_line(tmp_path: Path) -> None:
+    """A header-only metadata file, or one whose every image is missing, printed the whole
+    ``info`` dict as a Python repr."""
+    meta = tmp_path / "HAM10000_metadata.csv"
+    write_csv(meta, ["lesion_id", "image_id", "dx"], [])
+    with pytest.raises(ManifestError) as e:
+        build("t3", tmp_path)
+    assert str(e.value) == (
+        f"task=t3: no usable rows under {tmp_path} ({meta}): the label file lists no images"
+    )
+    write_csv(meta, ["lesion_id", "image_id", "dx"], [["HAM_1", "ISIC_1", "nv"]] * 1)
+    with pytest.raises(ManifestError) as e:
+        build("t3", tmp_path, on_bad_row="skip")
+    assert str(e.value) == (
+        f"task=t3: no usable rows under {tmp_path} ({meta}): skipped_rows: {{'missing_image': 1}}"
+    )
+
+
+def test_t3_metadata_without_lesion_ids_is_named_not_asked_for(tmp_path: Path) -> None:
+    """A HAM10000_metadata.csv whose lesion_id column is missing was answered with "add
+    HAM10000_metadata.csv", the file that is there."""
+    meta = tmp_path / "HAM10000_metadata.csv"
+    write_csv(
+        meta, ["lesion", "image_id", "dx"], [[f"HAM_{i}", f"ISIC_{i}", "nv"] for i in range(4)]
+    )
+    for i in range(4):
+        image(tmp_path / "HAM10000_images_part_1" / f"ISIC_{i}.jpg")
+    with pytest.raises(ManifestError) as e:
+        build("t3", tmp_path)
+    assert str(e.value).startswith(
+        f"task=t3: no lesion ids for 4 of 4 training images: {meta} gives none for them (an "
+        "empty or missing lesion_id column), so images of one lesion could land on both sides"
+    )
+
+
 def test_t3_real_ham10000(tmp_path: Path, shared_data: Path) -> None:
     src = shared_data / "T3_ham10000"
     for f in sorted((src / "images").iterdir()):

@@ -123,6 +123,18 @@ def test_t8_bad_rows(tmp_path: Path) -> None:
         build("t8", tmp_path)
 
 
+def test_t8_missing_roi_box_file_names_the_key(tmp_path: Path) -> None:
+    """It said "label file not found: <boxes>" without naming task.roi_boxes."""
+    write_t8(tmp_path)
+    missing = tmp_path / "boxes.csv"
+    with pytest.raises(ManifestError) as e:
+        build("t8", tmp_path, roi_boxes=str(missing))
+    assert str(e.value) == (
+        f"task.roi_boxes={missing}: ROI box file not found (a CSV image,x0,y0,x1,y1; "
+        "see docs/tasks.md#t8)"
+    )
+
+
 def t8_real_layout(root: Path, shared_data: Path) -> None:
     """The 100 real OAI knee crops with the documented CSV (side = file-name suffix)."""
     link(shared_data / "T8_knee_kl" / "test", root / "test")
@@ -155,3 +167,15 @@ def test_t8_reads_the_composed_and_the_typed_config_alike(tmp_path: Path) -> Non
     a = built_alike("t8", tmp_path, options={"test_cohort": None}, on_bad_row="skip")
     # test_cohort=null: a patient-level split instead of the MOST cohort
     assert "patient-level" in a.info["split_source"]
+
+
+def test_t8_a_required_column_twice_is_refused(tmp_path: Path) -> None:
+    """The row dict kept the last ``kl_grade`` column without a word."""
+    rows = write_t8(tmp_path)
+    header = ["image", "side", "kl_grade", "patient_id", "cohort", "kl_grade"]
+    write_csv(tmp_path / "knee_kl.csv", header, [[*r, "0"] for r in rows])
+    with pytest.raises(ManifestError) as e:
+        build("t8", tmp_path)
+    assert str(e.value) == (
+        f"{tmp_path / 'knee_kl.csv'}: column 'kl_grade' appears 2 times in the header; keep one"
+    )
