@@ -128,6 +128,25 @@ def check_features(feats: Mapping[LayerId, np.ndarray], batch_size: int) -> None
             raise ExtractorError(f"layer {layer}: features are all zero in this batch")
 
 
+def features_to_numpy(
+    feats: Mapping[LayerId, Any], wanted: Sequence[LayerId], batch_size: int
+) -> dict[LayerId, np.ndarray]:
+    """The ``wanted`` layers of ``feats`` (``(batch_size, D)`` torch tensors, any device and
+    dtype) as float32 NumPy arrays on the CPU, checked by :func:`check_features`.
+
+    Raises:
+        ExtractorError / NonFiniteFeaturesError: as :func:`check_features`.
+    """
+    import torch
+
+    result = {
+        layer: feats[layer].detach().to(device="cpu", dtype=torch.float32).numpy()
+        for layer in wanted
+    }
+    check_features(result, batch_size)
+    return result
+
+
 def option_value(value: Any) -> Any:
     """A config option as its plain value: an enum member -> ``.value``, anything else as is.
 

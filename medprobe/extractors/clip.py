@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medprobe.errors import ExtractorError
-from medprobe.extractors.base import LayerId, check_features, resolve_layers
+from medprobe.extractors.base import LayerId, features_to_numpy, resolve_layers
 from medprobe.extractors.hf import WEIGHT_GLOBS, HFExtractor
 from medprobe.hashing import file_sha256
 
@@ -245,12 +245,7 @@ class CLIPExtractor(HFExtractor):
                 feats["pooled"] = out.pooler_output
             if "embeds" in wanted:
                 feats["embeds"] = model.visual_projection(out.pooler_output)
-        result = {
-            layer: feats[layer].detach().to(device="cpu", dtype=torch.float32).numpy()
-            for layer in wanted
-        }
-        check_features(result, batch.shape[0])
-        return result
+        return features_to_numpy(feats, wanted, batch.shape[0])
 
     def __repr__(self) -> str:
         return (

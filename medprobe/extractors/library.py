@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from medprobe.errors import ExtractorError
-from medprobe.extractors.base import LayerId, check_features, resolve_layers
+from medprobe.extractors.base import LayerId, features_to_numpy, resolve_layers
 from medprobe.extractors.hf import HFExtractor, jsonable
 from medprobe.extractors.vision import POOLINGS, pool_tokens
 
@@ -364,12 +364,7 @@ class LibraryExtractor(HFExtractor):
                 layer: pool_tokens(t, self.pooling, prefix, has_cls) if t.ndim == 3 else t
                 for layer, t in states.items()
             }
-        result = {
-            layer: feats[layer].detach().to(device="cpu", dtype=torch.float32).numpy()
-            for layer in wanted
-        }
-        check_features(result, batch.shape[0])
-        return result
+        return features_to_numpy(feats, wanted, batch.shape[0])
 
     def __repr__(self) -> str:
         return (

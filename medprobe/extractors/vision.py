@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medprobe.errors import ExtractorError
-from medprobe.extractors.base import LayerId, check_features, option_value, resolve_layers
+from medprobe.extractors.base import LayerId, features_to_numpy, option_value, resolve_layers
 from medprobe.extractors.hf import WEIGHT_GLOBS, HFExtractor, jsonable
 
 if TYPE_CHECKING:
@@ -509,12 +509,7 @@ class VisionExtractor(HFExtractor):
                 feats["norm"] = pool_tokens(out.last_hidden_state, self.pooling, prefix, has_cls)
             if "pooled" in wanted:
                 feats["pooled"] = out.pooler_output
-        result = {
-            layer: feats[layer].detach().to(device="cpu", dtype=torch.float32).numpy()
-            for layer in wanted
-        }
-        check_features(result, batch.shape[0])
-        return result
+        return features_to_numpy(feats, wanted, batch.shape[0])
 
     def __repr__(self) -> str:
         return (
