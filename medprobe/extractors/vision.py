@@ -148,36 +148,29 @@ FAMILIES: dict[str, Family] = {
     "siglip_vision_model": Family("SiglipVisionModel", has_cls=False, head=True),
 }
 
+#: DINOv2 ViT-B/14: facebook/dinov2-base (Oquab et al. 2023) and microsoft/rad-dino
+#: (Perez-Garcia et al. 2024, the same architecture trained on chest X-rays)
+_DINOV2_B14: tuple[str, dict[str, Any]] = (
+    "dinov2",
+    dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        mlp_ratio=4,
+        image_size=518,
+        patch_size=14,
+        layerscale_value=1.0,
+    ),
+)
+
 #: Checkpoints whose configs are written here from their published hyper-parameters, so that
 #: layers and parameter counts are known without a download (``param_count_from_config``).
 #: Values: (model_type, config keyword arguments).
 PUBLISHED_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     # facebook/dinov2-base and microsoft/rad-dino: ViT-B/14 (Oquab et al. 2023; Perez-Garcia
     # et al. 2024), LayerScale 1.0, position embeddings for 518 px (interpolated to the input)
-    "facebook/dinov2-base": (
-        "dinov2",
-        dict(
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            mlp_ratio=4,
-            image_size=518,
-            patch_size=14,
-            layerscale_value=1.0,
-        ),
-    ),
-    "microsoft/rad-dino": (
-        "dinov2",
-        dict(
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            mlp_ratio=4,
-            image_size=518,
-            patch_size=14,
-            layerscale_value=1.0,
-        ),
-    ),
+    "facebook/dinov2-base": _DINOV2_B14,
+    "microsoft/rad-dino": _DINOV2_B14,
     # SigLIP ViT-B/16 at 224 px (Zhai et al. 2023); SigLIP 2 fixed-resolution B/16 has the same
     # vision tower shape (Tschannen et al. 2025)
     "google/siglip-base-patch16-224": (
