@@ -243,7 +243,7 @@ def format_summary(s: dict[str, Any]) -> str:
     else:
         lines.append("images: all readable")
     if s["few_test_positives"]:
-        few = ", ".join(f"{c} {n}" for c, n in s["few_test_positives"])
+        few = ", ".join(f"{c} ({n})" for c, n in s["few_test_positives"])  # as under a run
         lines.append(f"few test positives (AUROC intervals unreliable): {few}")
     if s["outside_root"]:
         lines.append(f"images outside the dataset root (data.allow_outside_root): "

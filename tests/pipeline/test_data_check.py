@@ -120,6 +120,10 @@ def test_medprobe_data_prints_the_summary_and_writes_the_manifest(
     ]
     assert "patients: 95 (train 65, val 10, test 20); rows without a patient id: 0" in out
     assert "images: all readable" in out and "excluded rows: none" in out
+    # 4 test images per grade: named as a run's table note names them ("<class> (<n>)")
+    assert (
+        "few test positives (AUROC intervals unreliable): 0 (4), 1 (4), 2 (4), 3 (4), 4 (4)" in out
+    )
     assert out[-1].startswith("checks: passed (probe rows: fit 70, val 10, test 20")
     with open(tmp_path / "chk" / "manifest.csv") as f:
         man = list(csv.DictReader(f))
