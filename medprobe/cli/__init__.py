@@ -113,6 +113,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     except MedprobeError as e:  # a user mistake: one line, no traceback
         report_error(str(e))
         raise SystemExit(2) from None
+    except BrokenPipeError:  # whoever read stdout went away (medprobe --help | head): quietly,
+        # with stdout pointed at /dev/null so that the interpreter's final flush stays silent
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        raise SystemExit(141) from None  # 128 + SIGPIPE, as a shell tool killed by it
     except OSError as e:  # a path that cannot be written or read: one line naming it
         report_error(str(storage_error(e)))
         raise SystemExit(2) from None

@@ -200,3 +200,20 @@ def test_flags_first_keeps_each_flag_with_its_value() -> None:
     ]  # fmt: skip
     assert flags_first(["a=1", "--info", "b=2"]) == ["--info", "a=1", "b=2"]
     assert flags_first(["--cfg=job", "a=1"]) == ["--cfg=job", "a=1"]
+
+
+def test_a_closed_stdout_pipe_ends_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``medprobe --help | head -1``: the reader closes the pipe; no 'error: Broken pipe' line,
+    exit 141 (128 + SIGPIPE) as a shell tool stopped by it."""
+    import medprobe.cli as cli
+
+    def closed(argv: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_command", lambda name: closed)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["data", "task=demo"])
+    assert stop.value.code == 141
+    assert capsys.readouterr().err == ""
