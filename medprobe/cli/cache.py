@@ -33,8 +33,18 @@ from medprobe.errors import CacheError, ConfigError
 
 
 def default_cache_dir() -> Path:
-    """``$MEDPROBE_CACHE_DIR`` or ``~/.cache/medprobe`` (the default ``cache_dir`` of a run)."""
+    """``$MEDPROBE_CACHE_DIR`` or ``~/.cache/medprobe`` (the default ``cache_dir`` of a run).
+
+    Raises:
+        ConfigError: ``$MEDPROBE_CACHE_DIR`` is set but empty (a run refuses it too: it would
+            put the cache in the working folder).
+    """
     env = os.environ.get("MEDPROBE_CACHE_DIR")
+    if env is not None and not env.strip():
+        raise ConfigError(
+            "MEDPROBE_CACHE_DIR is set but empty: unset it (the default is ~/.cache/medprobe) "
+            "or name a folder"
+        )
     return Path(env).expanduser() if env else Path.home() / ".cache" / "medprobe"
 
 

@@ -93,6 +93,18 @@ def test_a_missing_or_file_cache_dir_says_so(tmp_path: Path, capsys) -> None:  #
         cache_cli.main(["--cache-dir", str(tmp_path / "f"), "list"])
 
 
+def test_an_empty_medprobe_cache_dir_is_refused_as_a_run_refuses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty $MEDPROBE_CACHE_DIR listed ~/.cache/medprobe here while a run refused it."""
+    monkeypatch.setenv("MEDPROBE_CACHE_DIR", "")
+    with pytest.raises(ConfigError, match="MEDPROBE_CACHE_DIR is set but empty"):
+        cache_cli.main(["list"])
+    # --cache-dir needs no environment
+    assert cache_cli.main(["--cache-dir", str(tmp_path), "list"]) == 0
+    assert str(tmp_path) in capsys.readouterr().out
+
+
 def test_verify_flags_a_tampered_entry(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     cache = FeatureCache(tmp_path)
     key = _entry(cache, 1)
