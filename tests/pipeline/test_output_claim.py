@@ -29,7 +29,7 @@ def test_a_folder_with_another_jobs_results_is_refused(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text(json.dumps(
         {"job_key": "other", "task": "demo", "model": "clip", "layer": 4}))  # fmt: skip
     with pytest.raises(ConfigError, match=r"holds results.json of another job \(demo / clip / "
-                       "layer 4\); choose another output_dir, or overwrite=true"):  # fmt: skip
+                       r"layer 4\); choose another output_dir, or overwrite=true"):  # fmt: skip
         claim_output_dir(tmp_path, "mine")
     claim_output_dir(tmp_path, "other").release()  # a rerun of the same job may
     claim_output_dir(tmp_path, "mine", overwrite=True).release()
