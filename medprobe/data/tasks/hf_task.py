@@ -333,6 +333,23 @@ def _inner(feature: Any, datasets: Any) -> Any | None:
     return None
 
 
+def _number(value: Any) -> Any:
+    """A float label cell as the class it stands for: NaN -> None (no label; pandas writes a
+    missing integer as NaN in a float column), a whole number -> int (``2.0`` is class ``2``);
+    other values unchanged (a fractional float stays a float: not a class, a bad row)."""
+    if isinstance(value, float | np.floating) and not isinstance(value, bool):
+        if np.isnan(value):
+            return None
+        if float(value).is_integer():
+            return int(value)
+    return value
+
+
+def _fraction(value: Any) -> bool:
+    """A float cell that is not a whole number (``0.5``, ``inf``): no class label."""
+    return isinstance(value, float | np.floating) and not float(value).is_integer()
+
+
 def _names(feature: Any, values: list[Any], datasets: Any, classes: list[str] | None) -> list[str]:
     """Class order: ``task.classes``, else the ClassLabel's names, else the sorted values
     (numerically when they are integers)."""
@@ -342,14 +359,15 @@ def _names(feature: Any, values: list[Any], datasets: Any, classes: list[str] | 
         return list(classes)
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
-    found = {v for v in values if v is not None and v != ""}
+    found = {v for v in map(_number, values) if v is not None and v != "" and not _fraction(v)}
     if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in found):
         return [str(v) for v in sorted(found)]
     return sorted(str(v) for v in found)
 
 
 def _as_name(feature: Any, value: Any, datasets: Any) -> str | None:
-    """A label cell as a class name; None = no label (ClassLabel -1, None, empty)."""
+    """A label cell as a class name; None = no label (ClassLabel -1, None, NaN, empty)."""
+    value = _number(value)
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(feature, datasets.ClassLabel):
@@ -465,22 +483,29 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
         classes = _names(element, values, datasets, list(task_cfg.classes or []) or None)
     index = {c: k for k, c in enumerate(classes)}
 
-    per_split: dict[str, list[list[str] | list[int] | str | None]] = {}
-    for s in roles:  # every row: None = no label, a str = why its label is bad
+    per_split: dict[str, list[list[str] | list[int] | tuple[str, str] | None]] = {}
+    for s in roles:  # every row: None = no label, (why, kind) = its label is bad
         col = columns[s]
-        row_labels: list[list[str] | list[int] | str | None] = []
+        row_labels: list[list[str] | list[int] | tuple[str, str] | None] = []
         if label_cols:
             for i in range(len(splits[s])):
-                vals = [col[c][i] for c in label_cols]
+                vals = [_number(col[c][i]) for c in label_cols]
                 if any(v is None for v in vals):
                     row_labels.append(None)
                 elif any(v not in (0, 1) for v in vals):
-                    row_labels.append(f"values {vals} of {label_cols} are not 0/1")
+                    row_labels.append(
+                        (f"values {vals} of {label_cols} are not 0/1", "label not 0/1")
+                    )
                 else:
                     row_labels.append([int(v) for v in vals])
         else:
             for v in col[task_cfg.label_column]:
-                if multilabel:
+                frac = [t for t in ((v or []) if multilabel else [v]) if _fraction(_number(t))]
+                if frac:
+                    row_labels.append(
+                        (f"label {frac[0]!r} is not a class (a fractional number)", "bad label")
+                    )
+                elif multilabel:
                     names_ = [_as_name(element, t, datasets) for t in (v or [])]
                     row_labels.append(None if v is None else [t for t in names_ if t is not None])
                 else:
@@ -501,8 +526,8 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
             if cell is None:
                 bad(where, i, "no label", "no label")
                 continue
-            if isinstance(cell, str):
-                bad(where, i, cell, "label not 0/1")
+            if isinstance(cell, tuple):
+                bad(where, i, *cell)
                 continue
             if not label_cols:
                 unknown = [t for t in cell if t not in index]
@@ -519,7 +544,7 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
             raw.append(cell)
             roles_of_rows.append(role)
             if task_cfg.patient_column:
-                g = col[task_cfg.patient_column][i]
+                g = _number(col[task_cfg.patient_column][i])  # NaN: no patient id
                 groups.append("" if g is None else str(g).strip())
 
     if multilabel:

@@ -303,6 +303,45 @@ def test_rows_without_label(knee: dict[str, Any], tmp_path: Path) -> None:
     assert len(m) == 18 and "train/3" not in m.ids and m.info["skipped_rows"] == {"no label": 2}
 
 
+def test_float_label_column_as_pandas_writes_integers(knee: dict[str, Any], tmp_path: Path) -> None:
+    """A float column of whole numbers (pandas' integers with a gap): 2.0 is class '2' (sorted
+    numerically), NaN is no label, 0.5 is a bad row; NaN patient ids are no patient id."""
+    rows = [r for r in knee["rows"] if r["split"] == "train"][:24]
+    labels = [float(r["label"]) for r in rows]
+    labels[10] = 12.0  # sorted as a number: 2 before 12
+    labels[3] = float("nan")
+    patients = [float(r["patient_id"]) for r in rows]
+    patients[5] = patients[6] = float("nan")
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.Value("float64"),
+            "patient_id": datasets.Value("float64"),
+        }
+    )
+    data = {"image": [r["file"] for r in rows], "label": labels, "patient_id": patients}
+    datasets.DatasetDict(train=datasets.Dataset.from_dict(data, features=features)).save_to_disk(
+        str(tmp_path / "d")
+    )
+    path = str(tmp_path / "d")
+    with pytest.raises(ManifestError, match=r":train, row 3: no label \(set task.on_bad_row"):
+        build_manifest(cfg(path=path, patient_column="patient_id"))
+    m = build_manifest(cfg(path=path, patient_column="patient_id", on_bad_row="skip"))
+    present = sorted({int(x) for x in labels if x == x})
+    assert m.classes == [str(c) for c in present] and m.classes[-2:] == ["2", "12"]
+    assert m.info["skipped_rows"] == {"no label": 1}
+    groups = dict(zip(m.ids, m.groups, strict=True))
+    assert groups["train/5"] == groups["train/6"] == ""
+    assert groups["train/0"] == rows[0]["patient_id"]
+    labels[3], labels[8] = 1.0, 0.5
+    data["label"] = labels
+    datasets.DatasetDict(train=datasets.Dataset.from_dict(data, features=features)).save_to_disk(
+        str(tmp_path / "e")
+    )
+    with pytest.raises(ManifestError, match=r":train, row 8: label 0.5 is not a class"):
+        build_manifest(cfg(path=str(tmp_path / "e"), on_bad_row="stop", splits={"train": "train"}))
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end: the CLI, the cache key
 
