@@ -653,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ResultsError: a run folder that cannot be read.
         ConfigError: bad arguments (``medprobe compare --help``).
     """
-    from medprobe.cli.common import ArgumentParser
+    from medprobe.cli.common import ArgumentParser, folder
 
     ap = ArgumentParser(
         prog="medprobe compare",
@@ -663,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("runs", nargs="+", type=Path,
                     help="required: two or more run folders (results.json inside)")  # fmt: skip
-    ap.add_argument("--out", type=Path, default=Path("comparison"),
+    ap.add_argument("--out", type=folder, default=Path("comparison"),
                     help="folder for comparison.json and comparison.csv (default ./comparison)")  # fmt: skip
     ap.add_argument("--n-boot", type=int, default=None, help="replicates (default: run A's)")
     ap.add_argument("--ci", type=float, default=0.95, help="CI level of the differences")

@@ -1131,7 +1131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ComparisonError: runs of one task that cannot be paired.
         ConfigError: bad arguments (``medprobe report --help``).
     """
-    from medprobe.cli.common import ArgumentParser
+    from medprobe.cli.common import ArgumentParser, folder
     from medprobe.compare import check_boot_args, format_comparison
     from medprobe.config import TaskMetric
 
@@ -1141,7 +1141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("dirs", nargs="+", type=Path,
                     help="required: one or more run or sweep folders")  # fmt: skip
-    ap.add_argument("--out", type=Path, required=True, help="required: the report folder")
+    ap.add_argument("--out", type=folder, required=True, help="required: the report folder")
     ap.add_argument("--metric", default=None, choices=[m.value for m in TaskMetric],
                     help="figure metric (default: each task's primary metric)")  # fmt: skip
     ap.add_argument("--n-boot", type=int, default=None, help="replicates of the comparisons")
