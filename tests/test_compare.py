@@ -211,6 +211,23 @@ def test_one_folder_given_twice_is_refused(tmp_path: Path) -> None:
     )
 
 
+def test_a_run_folder_without_its_predictions_says_so(tmp_path: Path) -> None:
+    """A run folder copied without predictions.csv was "not a medprobe run directory"."""
+    ids, labels, p = _toy(np.random.default_rng(0))
+    a = _write_run(tmp_path / "a", ids, labels, p)
+    (a / "predictions.csv").unlink()
+    with pytest.raises(ResultsError) as e:
+        load_run(a)
+    assert str(e.value) == (
+        f"{a}: results.json without its predictions.csv (a run folder copied in part?); the "
+        "paired comparisons need the run's predictions: copy the file back or leave the run out"
+    )
+    from medprobe.results import read_predictions
+
+    with pytest.raises(ResultsError, match=r"no predictions.csv \(not a medprobe run directory"):
+        read_predictions(tmp_path / "b", ["a", "b"], False)
+
+
 def test_a_layer_all_folder_names_its_layer_folders(tmp_path: Path) -> None:
     """It said "results.json: no such file (not a medprobe run directory)"."""
     ids, labels, p = _toy(np.random.default_rng(0))
