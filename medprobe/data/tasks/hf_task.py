@@ -463,6 +463,18 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
     inner = _inner(feature, datasets) if feature is not None else None
     multilabel = bool(label_cols) or inner is not None
     element = inner if inner is not None else feature
+    checks = [(f"task.label_column={task_cfg.label_column!r}", element)] if not label_cols else []
+    checks += [(f"task.label_columns: {c!r}", features[c]) for c in label_cols]
+    if task_cfg.patient_column:
+        checks.append(
+            (f"task.patient_column={task_cfg.patient_column!r}", features[task_cfg.patient_column])
+        )
+    for key, f in checks:  # an image or a record is no class name nor patient id
+        if not isinstance(f, datasets.Value | datasets.ClassLabel):
+            raise ManifestError(
+                f"{label}: {key} is a column of {f} values, not class names / integers / ids "
+                f"(columns: {', '.join(f'{c} ({features[c]})' for c in features)})"
+            )
     columns: dict[str, dict[str, list[Any]]] = {}
     for s in roles:
         ds = splits[s]

@@ -342,6 +342,20 @@ def test_float_label_column_as_pandas_writes_integers(knee: dict[str, Any], tmp_
         build_manifest(cfg(path=str(tmp_path / "e"), on_bad_row="stop", splits={"train": "train"}))
 
 
+def test_an_image_column_as_label_or_patient_is_one_line(knee: dict[str, Any]) -> None:
+    """task.label_column=image was a TypeError traceback (unhashable PngImageFile); as
+    task.patient_column every row silently became its own patient (the image's repr)."""
+    path = str(knee["dir"] / "knee_disk")
+    cols = "image (Image(mode=None, decode=True)), label (ClassLabel(names=['KL0',"
+    for key in ("label_column", "patient_column"):
+        with pytest.raises(ManifestError) as e:
+            build_manifest(cfg(path=path, **{key: "image"}))
+        assert str(e.value).startswith(
+            f"{path}: task.{key}='image' is a column of Image(mode=None, decode=True) values, "
+            f"not class names / integers / ids (columns: {cols}"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end: the CLI, the cache key
 
