@@ -243,6 +243,13 @@ def load_splits(cfg: HfTaskConfig, data_root: str | None = None) -> tuple[str, d
                 obj = datasets.load_dataset(str(local), name=cfg.config_name)
                 fmt = ""
         except Exception as e:  # noqa: BLE001 (any failure of the library: one line, its type)
+            empty = _empty_saved_splits(local)
+            if empty:
+                raise ManifestError(
+                    f"task.path={label}: split(s) {', '.join(empty)} saved with 0 rows "
+                    "(save_to_disk writes no data file for an empty split and datasets cannot "
+                    "load it back); drop the empty split before save_to_disk"
+                ) from None
             raise ManifestError(
                 f"task.path={label}: datasets cannot read this folder as a dataset "
                 f"({type(e).__name__}: {_first_line(e)}); expected save_to_disk output, parquet "
@@ -289,6 +296,25 @@ def load_splits(cfg: HfTaskConfig, data_root: str | None = None) -> tuple[str, d
     if not fmt:
         fmt = str(next(iter(splits.values())).info.builder_name or "folder")
     return label, splits, fmt
+
+
+def _empty_saved_splits(folder: Path) -> list[str]:
+    """The splits of a ``save_to_disk`` folder written without any data file (0 rows)."""
+    import json
+
+    try:
+        names = json.loads((folder / "dataset_dict.json").read_text())["splits"]
+        parts = [(str(n), folder / str(n) / "state.json") for n in names]
+    except (OSError, ValueError, KeyError, TypeError):
+        parts = [("train", folder / "state.json")]
+    empty = []
+    for name, state in parts:
+        try:
+            if not json.loads(state.read_text()).get("_data_files"):
+                empty.append(name)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return empty
 
 
 def _first_line(e: BaseException) -> str:

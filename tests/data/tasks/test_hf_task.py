@@ -356,6 +356,21 @@ def test_an_image_column_as_label_or_patient_is_one_line(knee: dict[str, Any]) -
         )
 
 
+def test_an_empty_saved_split_is_named(knee: dict[str, Any], tmp_path: Path) -> None:
+    """datasets cannot load back a split saved with 0 rows: the message was the library's
+    "IndexError: list index out of range" and "expected save_to_disk output"."""
+    dd = datasets.load_from_disk(str(knee["dir"] / "knee_disk"))
+    dd["validation"] = dd["validation"].select([])
+    dd.save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ManifestError) as e:
+        build_manifest(cfg(path=str(tmp_path / "d")))
+    assert str(e.value) == (
+        f"task.path={tmp_path / 'd'}: split(s) validation saved with 0 rows (save_to_disk "
+        "writes no data file for an empty split and datasets cannot load it back); drop the "
+        "empty split before save_to_disk"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end: the CLI, the cache key
 
