@@ -382,6 +382,16 @@ def test_config_names_the_task_after_the_dataset(compose: Compose) -> None:
     assert compose("task=hf", "task.path=org/x", "task.name=mine").task.name == "mine"
 
 
+def test_a_dot_path_names_the_task_after_the_folder(
+    compose: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """task.path=.. gave the task name '..' (refused as a folder name), task.path=. 'hf'."""
+    (tmp_path / "knee_hf" / "train").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "knee_hf" / "train")
+    assert compose("task=hf", "task.path=..").task.name == "knee_hf"
+    assert compose("task=csv", "data_root=.").task.name == "train"
+
+
 def test_run_end_to_end(knee: dict[str, Any], tiny_clip: Path, tmp_path: Path) -> None:
     path = knee["dir"] / "knee_disk"
     common = ["task=hf", f"task.path={path}", "task.patient_column=patient_id", "model=clip",
