@@ -376,6 +376,17 @@ def _fraction(value: Any) -> bool:
     return isinstance(value, float | np.floating) and not float(value).is_integer()
 
 
+def _kind(feature: Any, datasets: Any) -> tuple[Any, ...]:
+    """What decides how a label / patient cell is read: ClassLabel (with its names), a list
+    (of what), or a plain value (int64 and int32, string and large_string alike)."""
+    inner = _inner(feature, datasets)
+    if inner is not None:
+        return ("list", _kind(inner, datasets))
+    if isinstance(feature, datasets.ClassLabel):
+        return ("ClassLabel", tuple(feature.names))
+    return (type(feature).__name__,)
+
+
 def _names(feature: Any, values: list[Any], datasets: Any, classes: list[str] | None) -> list[str]:
     """Class order: ``task.classes``, else the ClassLabel's names, else the sorted values
     (numerically when they are integers)."""
@@ -474,6 +485,15 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
                     else "label column"
                 )
                 raise _columns_error(f"{label}:{s}", what, c, cols)
+            if c != image_col and _kind(splits[s].features[c], datasets) != _kind(
+                features[c], datasets
+            ):
+                # labels are read by the first used split's type (ClassLabel ids vs names)
+                raise ManifestError(
+                    f"{label}: column {c!r} is {features[c]} in split {next(iter(roles))!r} "
+                    f"but {splits[s].features[c]} in split {s!r}; give it one type in every "
+                    "used split (e.g. cast_column) or leave a split out with task.splits"
+                )
     if label_cols and task_cfg.classes:
         raise ManifestError(
             "task.classes does not apply with task.label_columns (the columns are the classes)"

@@ -371,6 +371,26 @@ def test_an_empty_saved_split_is_named(knee: dict[str, Any], tmp_path: Path) -> 
     )
 
 
+def test_a_label_column_typed_differently_per_split_is_named(
+    knee: dict[str, Any], tmp_path: Path
+) -> None:
+    """ClassLabel in train, strings in test: int('KL0') was a ValueError traceback."""
+    dd = datasets.load_from_disk(str(knee["dir"] / "knee_disk"))
+    dd["test"] = dd["test"].cast_column("label", datasets.Value("string"))  # '0'..'4'
+    dd.save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ManifestError) as e:
+        build_manifest(cfg(path=str(tmp_path / "d")))
+    assert str(e.value) == (
+        f"{tmp_path / 'd'}: column 'label' is ClassLabel(names={GRADES}) in split 'train' but "
+        "Value('string') in split 'test'; give it one type in every used split (e.g. "
+        "cast_column) or leave a split out with task.splits"
+    )
+    dd["test"] = dd["test"].cast_column("label", datasets.ClassLabel(names=GRADES))
+    dd["test"] = dd["test"].cast_column("patient_id", datasets.Value("large_string"))
+    dd.save_to_disk(str(tmp_path / "e"))  # string vs large_string: read alike
+    assert len(build_manifest(cfg(path=str(tmp_path / "e"), patient_column="patient_id"))) == 100
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end: the CLI, the cache key
 
