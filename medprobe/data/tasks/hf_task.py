@@ -371,6 +371,15 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _flag(value: Any) -> Any:
+    """A ``task.label_columns`` cell: as :func:`_number`, and the strings ``"0"`` / ``"1"`` (a
+    CSV read as text) as 0 / 1, an empty string as None (no label); else unchanged."""
+    if isinstance(value, str):
+        text = value.strip()
+        return None if not text else int(text) if text in ("0", "1") else value
+    return _number(value)
+
+
 def _fraction(value: Any) -> bool:
     """A float cell that is not a whole number (``0.5``, ``inf``): no class label."""
     return isinstance(value, float | np.floating) and not float(value).is_integer()
@@ -547,7 +556,7 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
         row_labels: list[list[str] | list[int] | tuple[str, str] | None] = []
         if label_cols:
             for i in range(len(splits[s])):
-                vals = [_number(col[c][i]) for c in label_cols]
+                vals = [_flag(col[c][i]) for c in label_cols]
                 if any(v is None for v in vals):
                     row_labels.append(None)
                 elif any(v not in (0, 1) for v in vals):

@@ -391,6 +391,24 @@ def test_a_label_column_typed_differently_per_split_is_named(
     assert len(build_manifest(cfg(path=str(tmp_path / "e"), patient_column="patient_id"))) == 100
 
 
+def test_label_columns_of_text_zeros_and_ones(knee: dict[str, Any], tmp_path: Path) -> None:
+    """ "0"/"1" strings (a CSV read as text) were bad rows: "values ['0', '1'] are not 0/1"."""
+    rows = [r for r in knee["rows"] if r["split"] == "train"][:20]
+    grade = [int(r["label"]) for r in rows]
+    data = {"image": [r["file"] for r in rows],
+            "kl2": [" 1" if g >= 2 else "0" for g in grade],
+            "kl3": ["1" if g >= 3 else "0" for g in grade]}  # fmt: skip
+    data["kl3"][4] = ""  # empty: no label
+    ds = datasets.Dataset.from_dict(data).cast_column("image", datasets.Image())
+    datasets.DatasetDict(train=ds).save_to_disk(str(tmp_path / "d"))
+    m = build_manifest(cfg(path=str(tmp_path / "d"), label_columns=["kl2", "kl3"],
+                           on_bad_row="skip"))  # fmt: skip
+    assert m.classes == ["kl2", "kl3"] and m.info["skipped_rows"] == {"no label": 1}
+    keep = [i for i in range(20) if i != 4]
+    expected = [[int(grade[i] >= 2), int(grade[i] >= 3)] for i in keep]
+    assert m.labels.tolist() == expected
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end: the CLI, the cache key
 
