@@ -602,8 +602,13 @@ def format_comparison(rows: Sequence[dict[str, Any]]) -> str:
     t-test (kept in comparison.csv only)."""
     method = next((str(r["p_adjustment"]) for r in rows if r.get("p_adjustment")), "holm")
     adj_head = f"p {method}"
+    # columns at least as wide as their longest name plus a space (a 24-character run name ran
+    # into the next column: "dinov2_base Lnorm frac1 s0auroc_macro")
+    wa = max([24, *(len(str(r["run_a"])) + 2 for r in rows)])
+    wb = max([24, *(len(str(r["run_b"])) + 2 for r in rows)])
+    wm = max([22, *(len(str(r["metric"])) + 2 for r in rows)])
     head = (
-        f"{'A':<24}{'B':<24}{'metric':<22}{'A-B':>8}  {'95% CI':<18}"
+        f"{'A':<{wa}}{'B':<{wb}}{'metric':<{wm}}{'A-B':>8}  {'95% CI':<18}"
         f"{'DeLong p':>9}{'McNemar p':>10}{adj_head:>10}"
     )
     lines = [head]
@@ -611,7 +616,7 @@ def format_comparison(rows: Sequence[dict[str, Any]]) -> str:
         interval = f"[{r['diff_ci_low']:.4f}, {r['diff_ci_high']:.4f}]"
         mark = " *" if r.get("significant") else ""
         lines.append(
-            f"{r['run_a']:<24}{r['run_b']:<24}{r['metric']:<22}{r['diff']:>8.4f}  "
+            f"{r['run_a']:<{wa}}{r['run_b']:<{wb}}{r['metric']:<{wm}}{r['diff']:>8.4f}  "
             f"{interval:<18}"
             f"{_fmt_p(r['delong_p']):>9}{_fmt_p(r['mcnemar_p']):>10}"
             f"{_fmt_p(r.get('p_adj')):>10}{mark}"
@@ -653,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ResultsError: a run folder that cannot be read.
         ConfigError: bad arguments (``medprobe compare --help``).
     """
-    from medprobe.cli.common import ArgumentParser
+    from medprobe.cli.common import ArgumentParser, folder
 
     ap = ArgumentParser(
         prog="medprobe compare",
@@ -663,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("runs", nargs="+", type=Path,
                     help="required: two or more run folders (results.json inside)")  # fmt: skip
-    ap.add_argument("--out", type=Path, default=Path("comparison"),
+    ap.add_argument("--out", type=folder, default=Path("comparison"),
                     help="folder for comparison.json and comparison.csv (default ./comparison)")  # fmt: skip
     ap.add_argument("--n-boot", type=int, default=None, help="replicates (default: run A's)")
     ap.add_argument("--ci", type=float, default=0.95, help="CI level of the differences")

@@ -264,6 +264,22 @@ def bar_runs(results: Sequence[Results]) -> dict[str, list[Results]]:
     return dict(out)
 
 
+def same_setup_warnings(results: Sequence[Results]) -> list[str]:
+    """One warning per group of runs with the same task, model, layer, training fraction and
+    seed (a folder copied, one job run twice, or two datasets given one ``task.name``): the
+    tables list each, but a figure cannot tell them apart, and seeds are what is averaged."""
+    groups: dict[tuple[Any, ...], list[Results]] = defaultdict(list)
+    for r in results:
+        groups[(r.task, r.model, str(r.layer), r.train_fraction, r.seed)].append(r)
+    return [
+        f"{task}: {len(runs)} runs of {model} L{layer} train_fraction {frac:g} seed {seed} "
+        f"({', '.join(_dir(r) for r in runs)}): the same setup twice (a copied folder, a job "
+        "run twice, or two datasets under one task.name?); the figures cannot tell them apart"
+        for (task, model, layer, frac, seed), runs in groups.items()
+        if len(runs) > 1
+    ]
+
+
 def layer_curves(
     results: Sequence[Results], task: str, metric: str
 ) -> dict[str, list[tuple[int, float, float, float]]]:
@@ -285,7 +301,7 @@ def layer_curves(
             for r in runs
             if r.seed == seed
         )  # fmt: skip
-        if len(pts) >= 2:
+        if len({p[0] for p in pts}) >= 2:  # two runs at one layer are no curve
             out[model] = pts
     return out
 
@@ -850,7 +866,7 @@ def make_report(
                 "paper": [], "retained": [], "html": html}  # fmt: skip
     files: list[Path] = mcq_files + list(write_summary(results, out))
     comparisons: list[dict[str, Any]] = []
-    warnings: list[str] = []
+    warnings: list[str] = same_setup_warnings(results)
     bars = bar_runs(results)
     reproduced = paper_runs(results, paper)
     repro_models = {(r.task, r.model) for r in reproduced}
@@ -1131,7 +1147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ComparisonError: runs of one task that cannot be paired.
         ConfigError: bad arguments (``medprobe report --help``).
     """
-    from medprobe.cli.common import ArgumentParser
+    from medprobe.cli.common import ArgumentParser, folder
     from medprobe.compare import check_boot_args, format_comparison
     from medprobe.config import TaskMetric
 
@@ -1141,7 +1157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("dirs", nargs="+", type=Path,
                     help="required: one or more run or sweep folders")  # fmt: skip
-    ap.add_argument("--out", type=Path, required=True, help="required: the report folder")
+    ap.add_argument("--out", type=folder, required=True, help="required: the report folder")
     ap.add_argument("--metric", default=None, choices=[m.value for m in TaskMetric],
                     help="figure metric (default: each task's primary metric)")  # fmt: skip
     ap.add_argument("--n-boot", type=int, default=None, help="replicates of the comparisons")

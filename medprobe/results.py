@@ -765,6 +765,12 @@ def read_predictions(
     """
     path = Path(run_dir) / PREDICTIONS_FILE
     if not path.is_file():
+        if (Path(run_dir) / RESULTS_FILE).is_file():  # a run folder copied without it
+            raise ResultsError(
+                f"{Path(run_dir)}: {RESULTS_FILE} without its {PREDICTIONS_FILE} (a run folder "
+                "copied in part?); the paired comparisons need the run's predictions: copy "
+                "the file back or leave the run out"
+            )
         raise ResultsError(f"{Path(run_dir)}: no {PREDICTIONS_FILE} (not a medprobe run directory)")
     if sha256 is not None:
         from medprobe.hashing import file_sha256

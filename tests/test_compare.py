@@ -211,6 +211,23 @@ def test_one_folder_given_twice_is_refused(tmp_path: Path) -> None:
     )
 
 
+def test_a_run_folder_without_its_predictions_says_so(tmp_path: Path) -> None:
+    """A run folder copied without predictions.csv was "not a medprobe run directory"."""
+    ids, labels, p = _toy(np.random.default_rng(0))
+    a = _write_run(tmp_path / "a", ids, labels, p)
+    (a / "predictions.csv").unlink()
+    with pytest.raises(ResultsError) as e:
+        load_run(a)
+    assert str(e.value) == (
+        f"{a}: results.json without its predictions.csv (a run folder copied in part?); the "
+        "paired comparisons need the run's predictions: copy the file back or leave the run out"
+    )
+    from medprobe.results import read_predictions
+
+    with pytest.raises(ResultsError, match=r"no predictions.csv \(not a medprobe run directory"):
+        read_predictions(tmp_path / "b", ["a", "b"], False)
+
+
 def test_a_layer_all_folder_names_its_layer_folders(tmp_path: Path) -> None:
     """It said "results.json: no such file (not a medprobe run directory)"."""
     ids, labels, p = _toy(np.random.default_rng(0))
@@ -339,3 +356,20 @@ def test_labels_key_on_model_identity_and_bad_run_dirs_are_one_line(tmp_path: Pa
     (b / "predictions.csv").write_text("\n".join([*lines, lines[1]]) + "\n")
     with pytest.raises(ResultsError, match=r"id 'id000' occurs more than once"):
         load_run(b)
+
+
+def test_console_table_columns_never_run_together() -> None:
+    """A 26-character run name ran into the metric: 'dinov2_base Lnorm frac1 s0auroc_macro'."""
+    from medprobe.compare import format_comparison
+
+    row = {"run_a": "clip L2 frac1 s0", "run_b": "dinov2_base Lnorm frac1 s0",
+           "metric": "auroc_macro", "diff": -0.0844, "diff_ci_low": -0.1975,
+           "diff_ci_high": 0.0524, "delong_p": None, "mcnemar_p": None, "p_adj": 0.35,
+           "significant": False, "resampling_unit": "patient", "n_resampling_units": 20,
+           "family": "holm over 1 auroc_macro test", "p_adjustment": "holm"}  # fmt: skip
+    head, line = format_comparison([row]).splitlines()[:2]
+    assert line.split("  ")[:3] == ["clip L2 frac1 s0", "", ""]
+    assert "dinov2_base Lnorm frac1 s0  auroc_macro" in line
+    assert head.index("metric") == line.index("auroc_macro") == 24 + 28
+    short = format_comparison([{**row, "run_b": "m2"}]).splitlines()
+    assert short[0].index("metric") == 48  # names up to 22 characters: the widths as before

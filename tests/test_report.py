@@ -134,6 +134,24 @@ def test_layer_all_probes_every_cached_layer_in_one_job(sweep: Path, shared_data
     assert len(rep["results"]) == 9
 
 
+def test_the_same_setup_twice_is_a_warning_not_a_layer_curve() -> None:
+    """A copied run folder was silently a 'metric vs layer' figure of one layer (two points
+    at L2) and, at two fractions, two 'seeds' of one seed."""
+    from medprobe.report import same_setup_warnings
+
+    a = make_results(task="t", model="m", layer=2, output_dir="/r/a")
+    b = make_results(task="t", model="m", layer=2, output_dir="/r/b")
+    other = make_results(task="t", model="m", layer=2, seed=1, output_dir="/r/c")
+    assert layer_curves([a, b], "t", "auroc_macro") == {}
+    assert same_setup_warnings([a, b, other]) == [
+        "t: 2 runs of m L2 train_fraction 1 seed 0 (/r/a, /r/b): the same setup twice (a "
+        "copied folder, a job run twice, or two datasets under one task.name?); the figures "
+        "cannot tell them apart"
+    ]
+    c = make_results(task="t", model="m", layer=3, output_dir="/r/d")
+    assert len(layer_curves([a, c], "t", "auroc_macro")["m"]) == 2
+
+
 def test_fraction_curve_band_is_sd_over_seeds() -> None:
     def res(frac: float, seed: int, v: float) -> Results:
         m = metric(v, sd=0.01, ci_low=v - 0.02, ci_high=v + 0.02, n=9)

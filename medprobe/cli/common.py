@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import NoReturn
 
 from medprobe.errors import ConfigError
@@ -19,3 +20,17 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def folder(text: str) -> Path:
+    """An argparse ``type`` for an output folder: the path, refusing an empty string.
+
+    ``--out ''`` (an unset shell variable, ``--out "$OUT"``) would otherwise be ``Path('.')``
+    and write into the current folder.
+
+    Raises:
+        argparse.ArgumentTypeError: an empty or blank value (argparse names the option).
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a folder")
+    return Path(text)

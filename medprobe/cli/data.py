@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medprobe.cli.common import ArgumentParser
+from medprobe.cli.common import ArgumentParser, folder
 from medprobe.errors import BadImagesError, ConfigError
 
 DATA_FILE = "data.json"
@@ -61,7 +61,7 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=folder,
         default=None,
         help="folder for manifest.csv and data.json (default: output_dir= if given, else "
         "outputs/<task>/data)",

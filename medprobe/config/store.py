@@ -20,10 +20,14 @@ def _first_set(value: Any, default: Any) -> Any:
 
 
 def _dataset_name(root: Any, default: str) -> str:
-    """The folder name of ``root`` (``/data/knee_kl/`` -> ``knee_kl``), else ``default``."""
+    """The folder name of ``root`` (``/data/knee_kl/`` -> ``knee_kl``; ``.`` and ``..``: the
+    folder they stand for, not ``..``, which is no task name), else ``default``."""
     if root in (None, ""):
         return default
-    name = Path(str(root)).expanduser().name
+    path = Path(str(root)).expanduser()
+    name = path.name
+    if name in ("", ".", ".."):  # task.path=. / .. : the folder it names
+        name = path.resolve().name
     return name or default
 
 

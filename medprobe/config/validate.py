@@ -120,6 +120,11 @@ def validate(cfg: Config | DictConfig) -> None:
     EXTRACTORS.check(cfg.model.kind)
     TASKS.check(cfg.task.kind)
     PROBES.check(cfg.probe.name)
+    for key, name in (("task.name", cfg.task.name), ("model.name", cfg.model.name)):
+        # identities become folder and file names (outputs/<task>/..., report's bars_<task>.png)
+        _need(str(name).strip() not in ("", ".", "..") and not re.search(r"[/\\]", str(name)),
+              key, "a name usable as one folder name (not empty, '.' or '..'; no '/' or '\\')",
+              name)  # fmt: skip
     _validate_task(cfg)
 
     _need(0.0 < cfg.train_fraction <= 1.0, "train_fraction", "in (0, 1]", cfg.train_fraction)

@@ -256,6 +256,18 @@ def parse_max_memory(
 # -------------------------------------------------------------------------------- the base
 
 
+def _names_a_gpu(device_map: Any) -> bool:
+    """Whether an accelerate ``device_map`` names a GPU (``cuda``, ``cuda:1``, ``0``, or such
+    a value in a mapping); ``auto`` / ``balanced`` / ``sequential`` / ``cpu`` / ``disk`` do
+    not (accelerate falls back to the CPU)."""
+    if isinstance(device_map, Mapping):
+        return any(_names_a_gpu(v) for v in device_map.values())
+    if isinstance(device_map, int) and not isinstance(device_map, bool):
+        return True
+    text = str(device_map).strip().lower()
+    return text.startswith("cuda") or text.isdigit()
+
+
 class HFExtractor:
     """Base of the extractors that read a transformers checkpoint (see the module docstring).
 
@@ -687,6 +699,14 @@ class HFExtractor:
         kwargs: dict[str, Any] = {"revision": self.load_revision(), "dtype": torch_dtype}
         if self.uses_device_map:
             kwargs["device_map"] = self.effective_device_map()
+            if _names_a_gpu(kwargs["device_map"]):
+                import torch
+
+                if not torch.cuda.is_available():
+                    raise ExtractorError(
+                        f"{self.name}: model.device_map={self.device_map} places the model on a "
+                        "GPU but CUDA is not available here; use model.device_map=cpu (or auto)"
+                    )
             if self.max_memory_limits():
                 kwargs["max_memory"] = self.max_memory_limits()
             if self.quantization != "none":

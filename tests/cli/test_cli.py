@@ -176,6 +176,29 @@ def test_an_out_folder_that_is_a_file_is_named_so(tmp_path: Path) -> None:
     assert str(storage_error(missing)) == f"{tmp_path / 'x'}: No such file or directory"
 
 
+@pytest.mark.parametrize("command", ["data", "report", "compare"])
+def test_an_empty_out_is_refused_not_the_current_folder(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--out "$OUT"`` with OUT unset was ``Path('.')``: data wrote manifest.csv here."""
+    import importlib
+
+    from medprobe.errors import ConfigError
+
+    module = {"data": "medprobe.cli.data", "report": "medprobe.report"}.get(
+        command, "medprobe.compare"
+    )
+    main = importlib.import_module(module).main
+    monkeypatch.chdir(tmp_path)
+    args = {"data": ["task=demo"], "report": [str(tmp_path)], "compare": ["a", "b"]}[command]
+    with pytest.raises(ConfigError) as e:
+        main([*args, "--out", " "])
+    assert str(e.value) == (
+        f"medprobe {command}: argument --out: empty; give a folder (see medprobe {command} --help)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_sweep_flag_after_overrides_is_accepted(tmp_path: Path) -> None:
     """``medprobe seed=-1 -m tracker=none``: Hydra's argparse printed its usage text and
     "unrecognized arguments"; the flag is moved first, so the job runs (here: refuses seed)."""

@@ -339,6 +339,25 @@ def test_validate_range_and_registry_names(compose: Compose) -> None:
         validate(compose("model.kind=effnet_lite"))
 
 
+@pytest.mark.parametrize(
+    ("override", "key", "value"),
+    [("task.name=../../etc", "task", "../../etc"), ("task.name=a/b", "task", "a/b"),
+     ("model.name=..", "model", ".."), ("task.name=' '", "task", " ")],
+)  # fmt: skip
+def test_identities_are_one_folder_name(
+    compose: Compose, override: str, key: str, value: str
+) -> None:
+    """task.name=a/b ran, then report stopped on 'bars_a/b.png: No such file or directory';
+    medprobe data wrote ../../etc/data/manifest.csv outside outputs/."""
+    with pytest.raises(ConfigError) as e:
+        validate(compose(override))
+    assert str(e.value) == (
+        f"{key}.name must be a name usable as one folder name (not empty, '.' or '..'; no '/' "
+        f"or '\\'), got {value!r}"
+    )
+    validate(compose("task.name='T8 knee (OAI)'", "model.name=clip-v2.1"))
+
+
 def test_pooling_must_be_one_the_model_kind_has(compose: Compose) -> None:
     with pytest.raises(ConfigError) as e:
         validate(compose("model=clip", "model.pooling=last"))

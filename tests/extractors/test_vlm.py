@@ -184,6 +184,26 @@ def test_text_before_the_image_does_not_see_it(fam: str, tiny_vlms: dict[str, Pa
     assert not torch.allclose(sa[DEPTH[fam]][:, -1], sb[DEPTH[fam]][:, -1])
 
 
+@pytest.mark.parametrize("device_map", ["cuda:0", "cuda", 0, {"": "cuda:1"}])
+def test_a_gpu_device_map_without_cuda_says_so(
+    device_map: Any, tiny_vlms: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """model.device_map=cuda:0 on a machine without CUDA was reported as "cannot load the VLM
+    weights (offline and not in the HF cache? a typo?): RuntimeError: Found no NVIDIA driver"."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ext = make(tiny_vlms["llava"], device_map=device_map)
+    with pytest.raises(ExtractorError) as e:
+        ext.from_pretrained_kwargs()
+    assert str(e.value) == (
+        f"vlm: model.device_map={device_map} places the model on a GPU but CUDA is not "
+        "available here; use model.device_map=cpu (or auto)"
+    )
+    for fine in ("auto", "cpu", "balanced", {"": "cpu"}):
+        assert make(tiny_vlms["llava"], device_map=fine).from_pretrained_kwargs()["device_map"]
+
+
 @pytest.mark.parametrize("quantization", ["4bit", "8bit"])
 def test_quantized_on_cpu_is_placed_not_moved_and_close_to_float32(
     quantization: str, tiny_vlms: dict[str, Path], images: list[Image.Image],

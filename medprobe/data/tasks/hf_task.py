@@ -243,6 +243,13 @@ def load_splits(cfg: HfTaskConfig, data_root: str | None = None) -> tuple[str, d
                 obj = datasets.load_dataset(str(local), name=cfg.config_name)
                 fmt = ""
         except Exception as e:  # noqa: BLE001 (any failure of the library: one line, its type)
+            empty = _empty_saved_splits(local)
+            if empty:
+                raise ManifestError(
+                    f"task.path={label}: split(s) {', '.join(empty)} saved with 0 rows "
+                    "(save_to_disk writes no data file for an empty split and datasets cannot "
+                    "load it back); drop the empty split before save_to_disk"
+                ) from None
             raise ManifestError(
                 f"task.path={label}: datasets cannot read this folder as a dataset "
                 f"({type(e).__name__}: {_first_line(e)}); expected save_to_disk output, parquet "
@@ -291,6 +298,25 @@ def load_splits(cfg: HfTaskConfig, data_root: str | None = None) -> tuple[str, d
     return label, splits, fmt
 
 
+def _empty_saved_splits(folder: Path) -> list[str]:
+    """The splits of a ``save_to_disk`` folder written without any data file (0 rows)."""
+    import json
+
+    try:
+        names = json.loads((folder / "dataset_dict.json").read_text())["splits"]
+        parts = [(str(n), folder / str(n) / "state.json") for n in names]
+    except (OSError, ValueError, KeyError, TypeError):
+        parts = [("train", folder / "state.json")]
+    empty = []
+    for name, state in parts:
+        try:
+            if not json.loads(state.read_text()).get("_data_files"):
+                empty.append(name)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return empty
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -333,6 +359,43 @@ def _inner(feature: Any, datasets: Any) -> Any | None:
     return None
 
 
+def _number(value: Any) -> Any:
+    """A float label cell as the class it stands for: NaN -> None (no label; pandas writes a
+    missing integer as NaN in a float column), a whole number -> int (``2.0`` is class ``2``);
+    other values unchanged (a fractional float stays a float: not a class, a bad row)."""
+    if isinstance(value, float | np.floating) and not isinstance(value, bool):
+        if np.isnan(value):
+            return None
+        if float(value).is_integer():
+            return int(value)
+    return value
+
+
+def _flag(value: Any) -> Any:
+    """A ``task.label_columns`` cell: as :func:`_number`, and the strings ``"0"`` / ``"1"`` (a
+    CSV read as text) as 0 / 1, an empty string as None (no label); else unchanged."""
+    if isinstance(value, str):
+        text = value.strip()
+        return None if not text else int(text) if text in ("0", "1") else value
+    return _number(value)
+
+
+def _fraction(value: Any) -> bool:
+    """A float cell that is not a whole number (``0.5``, ``inf``): no class label."""
+    return isinstance(value, float | np.floating) and not float(value).is_integer()
+
+
+def _kind(feature: Any, datasets: Any) -> tuple[Any, ...]:
+    """What decides how a label / patient cell is read: ClassLabel (with its names), a list
+    (of what), or a plain value (int64 and int32, string and large_string alike)."""
+    inner = _inner(feature, datasets)
+    if inner is not None:
+        return ("list", _kind(inner, datasets))
+    if isinstance(feature, datasets.ClassLabel):
+        return ("ClassLabel", tuple(feature.names))
+    return (type(feature).__name__,)
+
+
 def _names(feature: Any, values: list[Any], datasets: Any, classes: list[str] | None) -> list[str]:
     """Class order: ``task.classes``, else the ClassLabel's names, else the sorted values
     (numerically when they are integers)."""
@@ -342,14 +405,15 @@ def _names(feature: Any, values: list[Any], datasets: Any, classes: list[str] | 
         return list(classes)
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
-    found = {v for v in values if v is not None and v != ""}
+    found = {v for v in map(_number, values) if v is not None and v != "" and not _fraction(v)}
     if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in found):
         return [str(v) for v in sorted(found)]
     return sorted(str(v) for v in found)
 
 
 def _as_name(feature: Any, value: Any, datasets: Any) -> str | None:
-    """A label cell as a class name; None = no label (ClassLabel -1, None, empty)."""
+    """A label cell as a class name; None = no label (ClassLabel -1, None, NaN, empty)."""
+    value = _number(value)
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(feature, datasets.ClassLabel):
@@ -430,6 +494,15 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
                     else "label column"
                 )
                 raise _columns_error(f"{label}:{s}", what, c, cols)
+            if c != image_col and _kind(splits[s].features[c], datasets) != _kind(
+                features[c], datasets
+            ):
+                # labels are read by the first used split's type (ClassLabel ids vs names)
+                raise ManifestError(
+                    f"{label}: column {c!r} is {features[c]} in split {next(iter(roles))!r} "
+                    f"but {splits[s].features[c]} in split {s!r}; give it one type in every "
+                    "used split (e.g. cast_column) or leave a split out with task.splits"
+                )
     if label_cols and task_cfg.classes:
         raise ManifestError(
             "task.classes does not apply with task.label_columns (the columns are the classes)"
@@ -445,6 +518,18 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
     inner = _inner(feature, datasets) if feature is not None else None
     multilabel = bool(label_cols) or inner is not None
     element = inner if inner is not None else feature
+    checks = [(f"task.label_column={task_cfg.label_column!r}", element)] if not label_cols else []
+    checks += [(f"task.label_columns: {c!r}", features[c]) for c in label_cols]
+    if task_cfg.patient_column:
+        checks.append(
+            (f"task.patient_column={task_cfg.patient_column!r}", features[task_cfg.patient_column])
+        )
+    for key, f in checks:  # an image or a record is no class name nor patient id
+        if not isinstance(f, datasets.Value | datasets.ClassLabel):
+            raise ManifestError(
+                f"{label}: {key} is a column of {f} values, not class names / integers / ids "
+                f"(columns: {', '.join(f'{c} ({features[c]})' for c in features)})"
+            )
     columns: dict[str, dict[str, list[Any]]] = {}
     for s in roles:
         ds = splits[s]
@@ -465,22 +550,29 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
         classes = _names(element, values, datasets, list(task_cfg.classes or []) or None)
     index = {c: k for k, c in enumerate(classes)}
 
-    per_split: dict[str, list[list[str] | list[int] | str | None]] = {}
-    for s in roles:  # every row: None = no label, a str = why its label is bad
+    per_split: dict[str, list[list[str] | list[int] | tuple[str, str] | None]] = {}
+    for s in roles:  # every row: None = no label, (why, kind) = its label is bad
         col = columns[s]
-        row_labels: list[list[str] | list[int] | str | None] = []
+        row_labels: list[list[str] | list[int] | tuple[str, str] | None] = []
         if label_cols:
             for i in range(len(splits[s])):
-                vals = [col[c][i] for c in label_cols]
+                vals = [_flag(col[c][i]) for c in label_cols]
                 if any(v is None for v in vals):
                     row_labels.append(None)
                 elif any(v not in (0, 1) for v in vals):
-                    row_labels.append(f"values {vals} of {label_cols} are not 0/1")
+                    row_labels.append(
+                        (f"values {vals} of {label_cols} are not 0/1", "label not 0/1")
+                    )
                 else:
                     row_labels.append([int(v) for v in vals])
         else:
             for v in col[task_cfg.label_column]:
-                if multilabel:
+                frac = [t for t in ((v or []) if multilabel else [v]) if _fraction(_number(t))]
+                if frac:
+                    row_labels.append(
+                        (f"label {frac[0]!r} is not a class (a fractional number)", "bad label")
+                    )
+                elif multilabel:
                     names_ = [_as_name(element, t, datasets) for t in (v or [])]
                     row_labels.append(None if v is None else [t for t in names_ if t is not None])
                 else:
@@ -501,8 +593,8 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
             if cell is None:
                 bad(where, i, "no label", "no label")
                 continue
-            if isinstance(cell, str):
-                bad(where, i, cell, "label not 0/1")
+            if isinstance(cell, tuple):
+                bad(where, i, *cell)
                 continue
             if not label_cols:
                 unknown = [t for t in cell if t not in index]
@@ -519,7 +611,7 @@ def build_manifest(task_cfg: HfTaskConfig, data_root: str | None = None) -> Mani
             raw.append(cell)
             roles_of_rows.append(role)
             if task_cfg.patient_column:
-                g = col[task_cfg.patient_column][i]
+                g = _number(col[task_cfg.patient_column][i])  # NaN: no patient id
                 groups.append("" if g is None else str(g).strip())
 
     if multilabel:

@@ -303,6 +303,112 @@ def test_rows_without_label(knee: dict[str, Any], tmp_path: Path) -> None:
     assert len(m) == 18 and "train/3" not in m.ids and m.info["skipped_rows"] == {"no label": 2}
 
 
+def test_float_label_column_as_pandas_writes_integers(knee: dict[str, Any], tmp_path: Path) -> None:
+    """A float column of whole numbers (pandas' integers with a gap): 2.0 is class '2' (sorted
+    numerically), NaN is no label, 0.5 is a bad row; NaN patient ids are no patient id."""
+    rows = [r for r in knee["rows"] if r["split"] == "train"][:24]
+    labels = [float(r["label"]) for r in rows]
+    labels[10] = 12.0  # sorted as a number: 2 before 12
+    labels[3] = float("nan")
+    patients = [float(r["patient_id"]) for r in rows]
+    patients[5] = patients[6] = float("nan")
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.Value("float64"),
+            "patient_id": datasets.Value("float64"),
+        }
+    )
+    data = {"image": [r["file"] for r in rows], "label": labels, "patient_id": patients}
+    datasets.DatasetDict(train=datasets.Dataset.from_dict(data, features=features)).save_to_disk(
+        str(tmp_path / "d")
+    )
+    path = str(tmp_path / "d")
+    with pytest.raises(ManifestError, match=r":train, row 3: no label \(set task.on_bad_row"):
+        build_manifest(cfg(path=path, patient_column="patient_id"))
+    m = build_manifest(cfg(path=path, patient_column="patient_id", on_bad_row="skip"))
+    present = sorted({int(x) for x in labels if x == x})
+    assert m.classes == [str(c) for c in present] and m.classes[-2:] == ["2", "12"]
+    assert m.info["skipped_rows"] == {"no label": 1}
+    groups = dict(zip(m.ids, m.groups, strict=True))
+    assert groups["train/5"] == groups["train/6"] == ""
+    assert groups["train/0"] == rows[0]["patient_id"]
+    labels[3], labels[8] = 1.0, 0.5
+    data["label"] = labels
+    datasets.DatasetDict(train=datasets.Dataset.from_dict(data, features=features)).save_to_disk(
+        str(tmp_path / "e")
+    )
+    with pytest.raises(ManifestError, match=r":train, row 8: label 0.5 is not a class"):
+        build_manifest(cfg(path=str(tmp_path / "e"), on_bad_row="stop", splits={"train": "train"}))
+
+
+def test_an_image_column_as_label_or_patient_is_one_line(knee: dict[str, Any]) -> None:
+    """task.label_column=image was a TypeError traceback (unhashable PngImageFile); as
+    task.patient_column every row silently became its own patient (the image's repr)."""
+    path = str(knee["dir"] / "knee_disk")
+    cols = "image (Image(mode=None, decode=True)), label (ClassLabel(names=['KL0',"
+    for key in ("label_column", "patient_column"):
+        with pytest.raises(ManifestError) as e:
+            build_manifest(cfg(path=path, **{key: "image"}))
+        assert str(e.value).startswith(
+            f"{path}: task.{key}='image' is a column of Image(mode=None, decode=True) values, "
+            f"not class names / integers / ids (columns: {cols}"
+        )
+
+
+def test_an_empty_saved_split_is_named(knee: dict[str, Any], tmp_path: Path) -> None:
+    """datasets cannot load back a split saved with 0 rows: the message was the library's
+    "IndexError: list index out of range" and "expected save_to_disk output"."""
+    dd = datasets.load_from_disk(str(knee["dir"] / "knee_disk"))
+    dd["validation"] = dd["validation"].select([])
+    dd.save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ManifestError) as e:
+        build_manifest(cfg(path=str(tmp_path / "d")))
+    assert str(e.value) == (
+        f"task.path={tmp_path / 'd'}: split(s) validation saved with 0 rows (save_to_disk "
+        "writes no data file for an empty split and datasets cannot load it back); drop the "
+        "empty split before save_to_disk"
+    )
+
+
+def test_a_label_column_typed_differently_per_split_is_named(
+    knee: dict[str, Any], tmp_path: Path
+) -> None:
+    """ClassLabel in train, strings in test: int('KL0') was a ValueError traceback."""
+    dd = datasets.load_from_disk(str(knee["dir"] / "knee_disk"))
+    dd["test"] = dd["test"].cast_column("label", datasets.Value("string"))  # '0'..'4'
+    dd.save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ManifestError) as e:
+        build_manifest(cfg(path=str(tmp_path / "d")))
+    assert str(e.value) == (
+        f"{tmp_path / 'd'}: column 'label' is ClassLabel(names={GRADES}) in split 'train' but "
+        "Value('string') in split 'test'; give it one type in every used split (e.g. "
+        "cast_column) or leave a split out with task.splits"
+    )
+    dd["test"] = dd["test"].cast_column("label", datasets.ClassLabel(names=GRADES))
+    dd["test"] = dd["test"].cast_column("patient_id", datasets.Value("large_string"))
+    dd.save_to_disk(str(tmp_path / "e"))  # string vs large_string: read alike
+    assert len(build_manifest(cfg(path=str(tmp_path / "e"), patient_column="patient_id"))) == 100
+
+
+def test_label_columns_of_text_zeros_and_ones(knee: dict[str, Any], tmp_path: Path) -> None:
+    """ "0"/"1" strings (a CSV read as text) were bad rows: "values ['0', '1'] are not 0/1"."""
+    rows = [r for r in knee["rows"] if r["split"] == "train"][:20]
+    grade = [int(r["label"]) for r in rows]
+    data = {"image": [r["file"] for r in rows],
+            "kl2": [" 1" if g >= 2 else "0" for g in grade],
+            "kl3": ["1" if g >= 3 else "0" for g in grade]}  # fmt: skip
+    data["kl3"][4] = ""  # empty: no label
+    ds = datasets.Dataset.from_dict(data).cast_column("image", datasets.Image())
+    datasets.DatasetDict(train=ds).save_to_disk(str(tmp_path / "d"))
+    m = build_manifest(cfg(path=str(tmp_path / "d"), label_columns=["kl2", "kl3"],
+                           on_bad_row="skip"))  # fmt: skip
+    assert m.classes == ["kl2", "kl3"] and m.info["skipped_rows"] == {"no label": 1}
+    keep = [i for i in range(20) if i != 4]
+    expected = [[int(grade[i] >= 2), int(grade[i] >= 3)] for i in keep]
+    assert m.labels.tolist() == expected
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end: the CLI, the cache key
 
@@ -312,6 +418,16 @@ def test_config_names_the_task_after_the_dataset(compose: Compose) -> None:
     assert (c.task.name, c.task.kind) == ("knee_hf", "hf")
     assert compose("task=hf", "task.path=org/chest-xray").task.name == "chest-xray"
     assert compose("task=hf", "task.path=org/x", "task.name=mine").task.name == "mine"
+
+
+def test_a_dot_path_names_the_task_after_the_folder(
+    compose: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """task.path=.. gave the task name '..' (refused as a folder name), task.path=. 'hf'."""
+    (tmp_path / "knee_hf" / "train").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "knee_hf" / "train")
+    assert compose("task=hf", "task.path=..").task.name == "knee_hf"
+    assert compose("task=csv", "data_root=.").task.name == "train"
 
 
 def test_run_end_to_end(knee: dict[str, Any], tiny_clip: Path, tmp_path: Path) -> None:
